@@ -60,6 +60,7 @@ class Run:
         self.therapist_prompt: Prompt = load_prompt(self._path(self.cfg.therapists.prompt))
         self.judge_prompt: Prompt = load_prompt(self._path(self.cfg.judge.prompt))
         self._backends: dict[str, Backend] = {}
+        self._model_ids: dict[tuple[str, str], Any] = {}
         (self.dir / "config.resolved.json").write_text(self.cfg.model_dump_json(indent=2))
 
     def _path(self, spec: str) -> str:
@@ -81,17 +82,25 @@ class Run:
         self.store.close()
 
     # -- plan -------------------------------------------------------------------------------
+    def model_identity(self, backend: str, model: str) -> Any:
+        """What identifies a model's answers: for local models a fingerprint of the weight files (cheap:
+        no model is loaded), for servers the backend type and the model name."""
+        if self.cfg.backends[backend].type == "local":
+            if (backend, model) not in self._model_ids:
+                self._model_ids[backend, model] = self.backend(backend).identity(model)  # type: ignore[call-arg]
+            return self._model_ids[backend, model]
+        return self.cfg.backends[backend].type
+
     def profile_fingerprint(self, p: ProfileConfig) -> str:
-        """Everything that shapes a profile's answers, minus the speech. Backend identity is read from
-        the config (not the live backend) so planning never loads a model."""
+        """Everything that shapes a profile's answers, minus the speech."""
         return _fp({
-            "backend": self.cfg.backends[p.backend].type, "model": p.model,
+            "backend": self.model_identity(p.backend, p.model), "model": p.model,
             "system": p.system_prompt or self.therapist_prompt.version, "sampling": p.sampling.model_dump(),
         })
 
     def judge_fingerprint(self) -> str:
         j = self.cfg.judge
-        return _fp({"backend": self.cfg.backends[j.backend].type, "model": j.model, "mode": j.mode,
+        return _fp({"backend": self.model_identity(j.backend, j.model), "model": j.model, "mode": j.mode,
                     "prompt": self.judge_prompt.version, "principles": self.principles.version,
                     "sampling": j.sampling.model_dump(), "attempts": j.max_attempts})
 
@@ -285,7 +294,7 @@ async def stage_judge(run: Run) -> dict[str, int]:
         row, rid, text = item
         try:
             prefix, suffixes = judge_core.geval_prefix_and_suffixes(run.principles, run.judge_prompt, row[2], text)
-            key = _fp({"b": caller.identity, "m": jc.model, "p": prefix, "s": suffixes, "c": CHOICES, "mode": "geval"})
+            key = _fp({"b": caller.identity(jc.model), "m": jc.model, "p": prefix, "s": suffixes, "c": CHOICES, "mode": "geval"})
             try:
                 probs, cached = await caller.cached_json(
                     key, jc.model, json.dumps({"tag": run.judge_prompt.version, "geval": True}),

@@ -62,12 +62,19 @@ class CachedCaller:
 
     def __init__(self, store: Store, writer: Writer, name: str, backend: Backend):
         self.store, self.writer, self.name, self.backend = store, writer, name, backend
-        self.identity = backend.identity()
+        self._identity: dict[str, dict[str, Any]] = {}
         self.hits = 0
         self.misses = 0
 
+    def identity(self, model: str) -> dict[str, Any]:
+        """Backend identity for ``model``, once per stage: local backends add a fingerprint of the
+        model's files, so changed weights under the same name never hit old answers."""
+        if model not in self._identity:
+            self._identity[model] = self.backend.identity(model)
+        return self._identity[model]
+
     def key(self, req: ChatRequest) -> str:
-        return cache_key(self.identity, req)
+        return cache_key(self.identity(req.model), req)
 
     def lookup(self, key: str) -> Completion | None:
         r = self.writer.calls.get(key)  # an answer may still wait in the writer's buffer

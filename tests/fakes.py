@@ -26,7 +26,7 @@ class FakeBackend:
         self.score_calls = 0
         self.closed = False
 
-    def identity(self) -> dict:
+    def identity(self, model: str | None = None) -> dict:
         return {"type": "fake", "name": self.name}
 
     async def complete(self, request: ChatRequest) -> Completion:

@@ -214,3 +214,20 @@ def test_shipped_configs_load(tmp_path):
         assert cfg.therapists.profiles, path
         # every comment-documented key parses as YAML and validates
         assert yaml.safe_load(path.read_text())
+
+
+def test_bad_input_midway_leaves_the_store_as_it_was(tmp_path):
+    from psychocounsel.errors import InputError
+
+    cfg = make_cfg(tmp_path)
+    run = open_run(cfg, FakeBackend(reply=both))
+    pipeline.stage_ingest(run)
+    assert run.store.count_speeches() == len(SPEECHES)
+    src = tmp_path / "speeches.jsonl"
+    lines = src.read_text().splitlines()
+    lines.insert(3, '{"text": "broken')
+    src.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError, match=r"speeches.jsonl:4"):
+        pipeline.stage_ingest(run)
+    assert run.store.count_speeches() == len(SPEECHES)  # the earlier speech list is intact
+    run.close()

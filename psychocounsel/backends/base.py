@@ -57,9 +57,10 @@ class Completion:
 
 @runtime_checkable
 class Backend(Protocol):
-    """A model backend. ``identity()`` goes into every cache key (type, model, endpoint family)."""
+    """A model backend. ``identity(model)`` goes into every cache key: the backend type and, where the
+    backend can tell cheaply, a fingerprint of ``model`` (local backends hash the weight files)."""
 
-    def identity(self) -> dict[str, Any]: ...
+    def identity(self, model: str | None = None) -> dict[str, Any]: ...
 
     async def complete(self, request: ChatRequest) -> Completion: ...
 

@@ -1,0 +1,108 @@
+"""The command line: help everywhere, one-line errors, and the commands that need no model."""
+
+import json
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from psychocounsel.cli import main
+
+COMMANDS = ["run", "ingest", "generate", "judge", "pairs", "stats", "status", "principles"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+@pytest.mark.parametrize("cmd", COMMANDS)
+def test_every_command_has_help(cmd):
+    res = invoke(cmd, "--help")
+    assert res.exit_code == 0 and "Usage:" in res.output
+
+
+def write_cfg(tmp_path, **over):
+    cfg = {
+        "run_dir": str(tmp_path / "run"),
+        "speeches": {"path": "demo", "limit": 12},
+        "backends": {"api": {"type": "openai", "base_urls": ["http://127.0.0.1:9/v1"], "api_key_env": None,
+                             "price_input_per_mtok": 2.5, "price_output_per_mtok": 10.0}},
+        "therapists": {"k": 2, "profiles": [{"name": "a", "backend": "api", "model": "m1"},
+                                            {"name": "b", "backend": "api", "model": "m2"}]},
+        "judge": {"backend": "api", "model": "gpt-4o"},
+    }
+    cfg.update(over)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_dry_run_prints_calls_tokens_and_cost_without_calling(tmp_path):
+    res = invoke("run", str(write_cfg(tmp_path)), "--dry-run", "--no-progress")
+    assert res.exit_code == 0, res.output
+    assert "dry run" in res.output and "api" in res.output
+    # 12 speeches x 2 responses, each generated and judged: 48 calls
+    assert " 48 " in res.output
+    assert (tmp_path / "run" / "ingest_report.json").exists()
+
+
+def test_status_reports_stages_as_json(tmp_path):
+    path = write_cfg(tmp_path)
+    invoke("ingest", str(path))
+    res = invoke("status", str(path), "--json")
+    data = json.loads(res.output)
+    assert data["speeches"] == 12 and data["responses_planned"] == 24
+
+
+@pytest.mark.parametrize("mutate, needle", [
+    (lambda c: c.update(therapists={"k": 2, "profiles": [{"name": "a", "backend": "nope", "model": "m"},
+                                                         {"name": "b", "backend": "api", "model": "m"}]}),
+     "unknown backend 'nope'"),
+    (lambda c: c.update(speling="x"), "speling"),
+    (lambda c: c["speeches"].update(path="missing.jsonl"), "missing.jsonl"),
+])
+def test_user_mistakes_are_one_line_errors(tmp_path, mutate, needle):
+    path = write_cfg(tmp_path)
+    cfg = yaml.safe_load(path.read_text())
+    mutate(cfg)
+    path.write_text(yaml.safe_dump(cfg))
+    res = CliRunner().invoke(main, ["run", str(path), "--no-progress"])
+    assert res.exit_code == 2
+    assert needle in res.output and "Traceback" not in res.output
+    assert len([ln for ln in res.output.splitlines() if ln.startswith("error:")]) == 1
+
+
+def test_missing_config_and_bad_yaml(tmp_path):
+    res = CliRunner().invoke(main, ["status", str(tmp_path / "nope.yaml")])
+    assert res.exit_code == 2 and "not found" in res.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("run_dir: [unclosed\n")
+    res = CliRunner().invoke(main, ["status", str(bad)])
+    assert res.exit_code == 2 and "bad.yaml:" in res.output and "invalid YAML" in res.output
+
+
+def test_principles_command_prints_the_rubric():
+    res = invoke("principles")
+    assert res.exit_code == 0
+    for key in ("empathy", "relevance", "clarity", "safety", "exploration", "autonomy", "staging"):
+        assert key in res.output
+
+
+def test_stats_on_a_published_schema_file(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from psychocounsel import PRINCIPLE_KEYS
+
+    cols = {"question": ["I feel lost since I moved."] * 3, "chosen": ["Tell me more."] * 3,
+            "rejected": ["Get over it."] * 3, "chosen_model": ["a", "b", "a"], "rejected_model": ["c"] * 3}
+    for p in PRINCIPLE_KEYS:
+        cols[f"chosen_{p}_rating"] = [5, 4, 5]
+        cols[f"rejected_{p}_rating"] = [2, 1, 3]
+    path = tmp_path / "train-00000-of-00001.parquet"
+    pq.write_table(pa.table(cols), path)
+    res = invoke("stats", str(path), "--out", str(tmp_path / "rep"))
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert "report.html" in res.output and (tmp_path / "rep" / "report.html").exists()
+    assert json.dumps(report).count("train") >= 1
