@@ -130,7 +130,7 @@ def throughput(args) -> None:
 class InstantBackend:
     """Zero-latency in-process backend: measures the pipeline's own memory and CPU."""
 
-    def identity(self):
+    def identity(self, model=None):
         return {"type": "instant"}
 
     async def complete(self, req):
@@ -138,7 +138,7 @@ class InstantBackend:
             h = hash(req.messages[-1][1])
             text = json.dumps({**{k: 1 + (h >> (3 * i)) % 5 for i, k in enumerate(PRINCIPLE_KEYS)}, "rationale": "x"})
         else:
-            text = "It sounds like a lot to carry. What feels hardest right now? " * 2
+            text = f"({req.model}) It sounds like a lot to carry. What feels hardest right now? " * 2
         return Completion(text=text, prompt_tokens=100, completion_tokens=30, raw=text)
 
     async def aclose(self):

@@ -332,7 +332,9 @@ def judged_responses(run: Run) -> Iterator[tuple[Any, list[ScoredResponse]]]:
             for rid, _ in plan:
                 j = judged.get(rid)
                 if j and j[0] == "ok" and rid in resp:
-                    out.append(ScoredResponse(rid, row[0], resp[rid][2], resp[rid][1], j[1], j[2]))
+                    # chosen_model / rejected_model name the pool member: the profile (model + prompt +
+                    # sampling); in the paper's pool, one profile per model, so it is the model's name
+                    out.append(ScoredResponse(rid, row[0], resp[rid][3], resp[rid][1], j[1], j[2]))
             yield row, out
 
 

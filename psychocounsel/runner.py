@@ -36,9 +36,13 @@ async def run_pool(items: Iterator[T], fn: Callable[[T], Awaitable[None]], concu
         for item in items:
             await fn(item)
 
-    async with asyncio.TaskGroup() as tg:
-        for _ in range(max(1, concurrency)):
-            tg.create_task(worker())
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(max(1, concurrency)):
+                tg.create_task(worker())
+    except ExceptionGroup as eg:
+        # every worker hits the same bug: report it once, not 256 times
+        raise eg.exceptions[0] from None
 
 
 def request_summary(req: ChatRequest) -> str:

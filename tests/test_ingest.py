@@ -12,8 +12,8 @@ import pytest
 
 from psychocounsel.config import SpeechesConfig
 from psychocounsel.errors import InputError, UserError
-from psychocounsel.ingest import (IngestReport, NearDupIndex, clean_speeches, ingest, iter_raw_rows, jaccard,
-                                  lsh_params, normalise, resolve_path, shingles)
+from psychocounsel.dedup import NearDupIndex, jaccard, lsh_params, shingles
+from psychocounsel.ingest import IngestReport, clean_speeches, ingest, iter_raw_rows, normalise, resolve_path
 from psychocounsel.records import text_id
 
 # Distinct speeches of 100-1,000 characters (different words, so no two are near duplicates).

