@@ -96,8 +96,11 @@ def run(config: str, overrides: tuple[str, ...], progress: bool, dry_run: bool) 
         console.print(_table("judge", jud))
         res = pipeline.stage_pairs(r)
         console.print(_table("pairs", res["counts"]))
-        report = _stats(r)
-        console.print(f"\n[bold green]done.[/bold green] dataset: {r.dir / 'pairs'}/  report: {report}")
+        if sum(res["counts"].get(s, 0) for s in ("train", "dev", "test")):
+            report = f"report: {_stats(r)}"
+        else:
+            report = "no pairs (every speech's responses tied or were too close): no report"
+        console.print(f"\n[bold green]done.[/bold green] dataset: {r.dir / 'pairs'}/  {report}")
     finally:
         r.close()
 
@@ -108,6 +111,8 @@ async def _stage(r, *fns):
         out = [await fn(r) for fn in fns]
         return out[0] if len(out) == 1 else out
     finally:
+        for name, usage in r.usage().items():
+            console.print(f"{name}: {usage}")
         await r.aclose()
 
 
@@ -241,7 +246,19 @@ def status(config: str, overrides: tuple[str, ...], as_json: bool) -> None:
         s = pipeline.status(r)
     finally:
         r.close()
-    console.print_json(json.dumps(s)) if as_json else console.print(_table(f"status of {s['run_dir']}", s))
+    if as_json:
+        console.print_json(json.dumps(s))
+        return
+    t = Table(title=f"{s['run_dir']}: {s['speeches']:,} speeches")
+    for c in ("stage", "planned", "ok", "failed", "pending"):
+        t.add_column(c, justify="right" if c != "stage" else "left")
+    for stage in ("generate", "judge"):
+        t.add_row(stage, *(f"{s[stage][k]:,}" for k in ("planned", "ok", "failed", "pending")))
+    console.print(t)
+    pairs = ", ".join(f"{k} {v:,}" for k, v in sorted(s["pairs"].items())) or "none yet"
+    c = s["calls"]
+    console.print(f"pairs: {pairs}\ncached calls: {c['calls']:,} ({c['prompt_tokens']:,} prompt + "
+                  f"{c['completion_tokens']:,} completion tokens)")
 
 
 @main.command()

@@ -106,7 +106,8 @@ def make_reply(req: dict, opts: FakeOptions, garble: bool = False) -> tuple[str,
         return text, "stop"
     if garble:
         return "\x00garbled<<" + last_user[::-1][:40], "stop"
-    text = opts.reply if opts.reply is not None else "I hear you. " + last_user[:400]
+    # the echo ends with the model name so different therapist models give different (judgeable) replies
+    text = opts.reply if opts.reply is not None else f"I hear you. {last_user[:400]} ({req.get('model', '')})"
     max_tokens = req.get("max_tokens") or req.get("max_completion_tokens") or 10**9
     if len(text) > 4 * max_tokens:  # ~4 chars per token, like the backend's own estimate
         return text[: 4 * max_tokens], "length"

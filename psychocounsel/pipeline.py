@@ -73,6 +73,10 @@ class Run:
             self._backends[name] = make_backend(self.cfg.backends[name])
         return self._backends[name]
 
+    def usage(self) -> dict[str, Any]:
+        """What each HTTP backend spent so far (requests, retries, failures, tokens, cost)."""
+        return {n: b.usage for n, b in self._backends.items() if getattr(b, "usage", None) is not None}
+
     async def aclose(self) -> None:
         for b in self._backends.values():
             await b.aclose()
@@ -354,11 +358,16 @@ def calibrated_scores(run: Run) -> dict[str, dict[str, float]] | None:
     return {rid: {k: float(cal[k][i]) for k in matrix} for i, rid in enumerate(ids)}
 
 
+def pairs_plan(run: Run) -> str:
+    """Key of the pair set: the judge, the pair settings and the calibration that made it."""
+    return run.judge_fingerprint() + ":" + _fp(run.cfg.pairs.model_dump()) + ":" + run.cfg.judge.calibration
+
+
 def stage_pairs(run: Run) -> dict[str, Any]:
     pc = run.cfg.pairs
     cal = calibrated_scores(run)
     weights = run.cfg.judge.weights
-    plan = run.judge_fingerprint() + ":" + _fp(pc.model_dump()) + ":" + run.cfg.judge.calibration
+    plan = pairs_plan(run)
     counts: dict[str, int] = {"speeches": 0, "speeches_with_pairs": 0}
     writer = Writer(run.store)
     run.store.con.execute("DELETE FROM pairs WHERE plan=?", (plan,))
@@ -426,15 +435,26 @@ def export_responses(run: Run) -> Path:
 
 # -- status / dry run -----------------------------------------------------------------------
 def status(run: Run) -> dict[str, Any]:
-    con = run.store.con
+    """Where the current plan stands, stage by stage (rows of other plans, e.g. an older judge, are ignored)."""
     judge = run.judge_fingerprint()
-    speeches = run.store.count_speeches()
-    planned = speeches * run.cfg.therapists.k
-    resp = dict(con.execute("SELECT status, count(*) FROM responses GROUP BY status").fetchall())
-    jud = dict(con.execute("SELECT status, count(*) FROM judgments WHERE judge=? GROUP BY status", (judge,)).fetchall())
-    pairs = dict(con.execute("SELECT split, count(*) FROM pairs GROUP BY split").fetchall())
-    return {"run_dir": str(run.dir), "speeches": speeches, "responses_planned": planned,
-            "responses": resp, "judgments": jud, "pairs": pairs, "calls": run.store.call_stats()}
+    gen = {"planned": 0, "ok": 0, "failed": 0, "pending": 0}
+    jud = {"planned": 0, "ok": 0, "failed": 0, "pending": 0}
+    for chunk in run.planned_chunks():
+        ids = [rid for _, plan in chunk for rid, _ in plan]
+        resp = run.store.responses_by_id(ids)
+        judged = run.store.judgments_by_id(ids, judge)
+        for rid in ids:
+            gen["planned"] += 1
+            r = resp.get(rid)
+            gen[r[0] if r and r[0] in ("ok", "failed") else "pending"] += 1
+            if r and r[0] == "ok":
+                jud["planned"] += 1
+                j = judged.get(rid)
+                jud[j[0] if j and j[0] in ("ok", "failed") else "pending"] += 1
+    pairs = dict(run.store.con.execute("SELECT split, count(*) FROM pairs WHERE plan=? GROUP BY split",
+                                       (pairs_plan(run),)).fetchall())
+    return {"run_dir": str(run.dir), "speeches": run.store.count_speeches(), "generate": gen, "judge": jud,
+            "pairs": pairs, "calls": run.store.call_stats()}
 
 
 def dry_run(run: Run) -> dict[str, Any]:

@@ -51,7 +51,9 @@ def test_status_reports_stages_as_json(tmp_path):
     invoke("ingest", str(path))
     res = invoke("status", str(path), "--json")
     data = json.loads(res.output)
-    assert data["speeches"] == 12 and data["responses_planned"] == 24
+    assert data["speeches"] == 12
+    assert data["generate"] == {"planned": 24, "ok": 0, "failed": 0, "pending": 24}
+    assert data["judge"]["planned"] == 0 and data["pairs"] == {}
 
 
 @pytest.mark.parametrize("mutate, needle", [
@@ -106,3 +108,22 @@ def test_stats_on_a_published_schema_file(tmp_path):
     report = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert "report.html" in res.output and (tmp_path / "rep" / "report.html").exists()
     assert json.dumps(report).count("train") >= 1
+
+
+def test_run_end_to_end_against_a_local_server_then_rerun_is_free(tmp_path):
+    from psychocounsel.fakeserver import fake_server
+
+    with fake_server(latency=0.0) as srv:
+        cfg = yaml.safe_load(write_cfg(tmp_path).read_text())
+        cfg["backends"]["api"]["base_urls"] = [srv.base_url]
+        path = tmp_path / "cfg.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        res = invoke("run", str(path), "--no-progress")
+        assert res.exit_code == 0, res.output
+        assert "done." in res.output and str(tmp_path / "run" / "pairs") in res.output
+        assert "48 requests" in res.output and "$" in res.output  # usage and cost, prices configured
+        first = srv.stats()["requests"]
+        res = invoke("run", str(path), "--no-progress")
+        assert res.exit_code == 0 and srv.stats()["requests"] == first  # everything came from the store
+    assert (tmp_path / "run" / "report" / "report.html").exists()
+    assert (tmp_path / "run" / "pairs" / "train.parquet").exists()

@@ -64,7 +64,7 @@ def test_success_fields_and_request_body():
         assert isinstance(b, Backend)
         (c,) = run(b, REQ)
         head, body = srv.last_request()
-    assert c.text == "I hear you. " + MESSAGES[1]["content"]
+    assert c.text == f"I hear you. {MESSAGES[1]['content']} (fake-model)"
     assert c.finish_reason == "stop" and c.base_url == srv.base_url
     assert c.latency_s >= 0.02
     raw = json.loads(c.raw)
