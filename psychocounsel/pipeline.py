@@ -128,6 +128,34 @@ class Run:
         if buf:
             yield buf
 
+    def plan_state(self, judge: str | None = None) -> Iterator[tuple[Any, list[Planned]]]:
+        """(speech row, [Planned, ...]) with what the store holds for each planned response (and its
+        judgment by ``judge``), two queries per 500 speeches."""
+        for chunk in self.planned_chunks():
+            ids = [rid for _, plan in chunk for rid, _ in plan]
+            resp = self.store.responses_by_id(ids)
+            judged = self.store.judgments_by_id(ids, judge) if judge else {}
+            for row, plan in chunk:
+                yield row, [Planned(rid, p, resp.get(rid), judged.get(rid)) for rid, p in plan]
+
+
+@dataclass
+class Planned:
+    """One planned response and what the store holds for it (None: nothing yet)."""
+
+    rid: str
+    profile: ProfileConfig
+    response: tuple | None  # (status, text, model, profile)
+    judgment: tuple | None  # (status, scores, overall, rationale, error)
+
+    @property
+    def response_ok(self) -> bool:
+        return self.response is not None and self.response[0] == "ok"
+
+    @property
+    def judgment_ok(self) -> bool:
+        return self.judgment is not None and self.judgment[0] == "ok"
+
 
 # -- ingest ---------------------------------------------------------------------------------
 def stage_ingest(run: Run, force: bool = False) -> dict[str, Any]:
@@ -161,15 +189,12 @@ def stage_ingest(run: Run, force: bool = False) -> dict[str, Any]:
 # -- generate -------------------------------------------------------------------------------
 def _generation_work(run: Run, counts: dict[str, int]) -> Iterator[tuple]:
     """Planned responses that are not stored as ok yet (failed ones are tried again)."""
-    for chunk in run.planned_chunks():
-        ids = [rid for _, plan in chunk for rid, _ in plan]
-        done = run.store.responses_by_id(ids)
-        for row, plan in chunk:
-            for rid, profile in plan:
-                if done.get(rid, ("",))[0] == "ok":
-                    counts["done_before"] += 1
-                else:
-                    yield row, rid, profile
+    for row, plan in run.plan_state():
+        for p in plan:
+            if p.response_ok:
+                counts["done_before"] += 1
+            else:
+                yield row, p.rid, p.profile
 
 
 def _therapist_request(run: Run, speech: str, p: ProfileConfig) -> ChatRequest:
@@ -227,19 +252,14 @@ async def stage_generate(run: Run) -> dict[str, int]:
 # -- judge ----------------------------------------------------------------------------------
 def _judge_work(run: Run, judge: str, counts: dict[str, int]) -> Iterator[tuple]:
     """(speech row, response id, response text) for ok responses with no ok judgment yet."""
-    for chunk in run.planned_chunks():
-        ids = [rid for _, plan in chunk for rid, _ in plan]
-        resp = run.store.responses_by_id(ids)
-        judged = run.store.judgments_by_id(ids, judge)
-        for row, plan in chunk:
-            for rid, _ in plan:
-                r = resp.get(rid)
-                if r is None or r[0] != "ok":
-                    counts["no_response"] += 1
-                elif judged.get(rid, ("",))[0] == "ok":
-                    counts["done_before"] += 1
-                else:
-                    yield row, rid, r[1]
+    for row, plan in run.plan_state(judge):
+        for p in plan:
+            if not p.response_ok:
+                counts["no_response"] += 1
+            elif p.judgment_ok:
+                counts["done_before"] += 1
+            else:
+                yield row, p.rid, p.response[1]
 
 
 async def stage_judge(run: Run) -> dict[str, int]:
@@ -326,20 +346,11 @@ async def stage_judge(run: Run) -> dict[str, int]:
 # -- pairs ----------------------------------------------------------------------------------
 def judged_responses(run: Run) -> Iterator[tuple[Any, list[ScoredResponse]]]:
     """(speech row, its ok-judged responses) with raw scores, in ingest order."""
-    judge = run.judge_fingerprint()
-    for chunk in run.planned_chunks():
-        ids = [rid for _, plan in chunk for rid, _ in plan]
-        resp = run.store.responses_by_id(ids)
-        judged = run.store.judgments_by_id(ids, judge)
-        for row, plan in chunk:
-            out = []
-            for rid, _ in plan:
-                j = judged.get(rid)
-                if j and j[0] == "ok" and rid in resp:
-                    # chosen_model / rejected_model name the pool member: the profile (model + prompt +
-                    # sampling); in the paper's pool, one profile per model, so it is the model's name
-                    out.append(ScoredResponse(rid, row[0], resp[rid][3], resp[rid][1], j[1], j[2]))
-            yield row, out
+    for row, plan in run.plan_state(run.judge_fingerprint()):
+        # chosen_model / rejected_model name the pool member: the profile (model + prompt + sampling);
+        # in the paper's pool, one profile per model, so it is the model's name
+        yield row, [ScoredResponse(p.rid, row[0], p.response[3], p.response[1], p.judgment[1], p.judgment[2])
+                    for p in plan if p.judgment_ok and p.response_ok]
 
 
 def calibrated_scores(run: Run) -> dict[str, dict[str, float]] | None:
@@ -410,24 +421,19 @@ def export_responses(run: Run) -> Path:
     tmp = path.with_suffix(".parquet.tmp")
     cols: dict[str, list] = {c: [] for c in ["response_id", "speech_id", "profile", "model", "status",
                                                 "judge_status", "judge_error", "overall", *keys]}
-    for chunk in run.planned_chunks():
-        ids = [rid for _, plan in chunk for rid, _ in plan]
-        resp = run.store.responses_by_id(ids)
-        judged = run.store.judgments_by_id(ids, judge)
-        for row, plan in chunk:
-            for rid, p in plan:
-                r = resp.get(rid)
-                j = judged.get(rid)
-                cols["response_id"].append(rid)
-                cols["speech_id"].append(row[0])
-                cols["profile"].append(p.name)
-                cols["model"].append(p.model)
-                cols["status"].append(r[0] if r else "pending")
-                cols["judge_status"].append(j[0] if j else "pending")
-                cols["judge_error"].append(j[4] if j else None)
-                cols["overall"].append(j[2] if j else None)
-                for k in keys:
-                    cols[k].append((j[1] or {}).get(k) if j else None)
+    for row, plan in run.plan_state(judge):
+        for pl in plan:
+            r, j, p = pl.response, pl.judgment, pl.profile
+            cols["response_id"].append(pl.rid)
+            cols["speech_id"].append(row[0])
+            cols["profile"].append(p.name)
+            cols["model"].append(p.model)
+            cols["status"].append(r[0] if r else "pending")
+            cols["judge_status"].append(j[0] if j else "pending")
+            cols["judge_error"].append(j[4] if j else None)
+            cols["overall"].append(j[2] if j else None)
+            for k in keys:
+                cols[k].append((j[1] or {}).get(k) if j else None)
     pq.write_table(pa.table(cols), tmp)
     tmp.replace(path)
     return path
@@ -439,17 +445,13 @@ def status(run: Run) -> dict[str, Any]:
     judge = run.judge_fingerprint()
     gen = {"planned": 0, "ok": 0, "failed": 0, "pending": 0}
     jud = {"planned": 0, "ok": 0, "failed": 0, "pending": 0}
-    for chunk in run.planned_chunks():
-        ids = [rid for _, plan in chunk for rid, _ in plan]
-        resp = run.store.responses_by_id(ids)
-        judged = run.store.judgments_by_id(ids, judge)
-        for rid in ids:
+    for _, plan in run.plan_state(judge):
+        for p in plan:
+            r, j = p.response, p.judgment
             gen["planned"] += 1
-            r = resp.get(rid)
             gen[r[0] if r and r[0] in ("ok", "failed") else "pending"] += 1
-            if r and r[0] == "ok":
+            if p.response_ok:
                 jud["planned"] += 1
-                j = judged.get(rid)
                 jud[j[0] if j and j[0] in ("ok", "failed") else "pending"] += 1
     pairs = dict(run.store.con.execute("SELECT split, count(*) FROM pairs WHERE plan=? GROUP BY split",
                                        (pairs_plan(run),)).fetchall())
@@ -470,26 +472,22 @@ def dry_run(run: Run) -> dict[str, Any]:
     jc = run.cfg.judge
     rubric_chars = len(run.judge_prompt.text) + sum(
         len(p.definition) + sum(len(v) for v in p.rubric.values()) for p in run.principles.principles)
-    for chunk in run.planned_chunks():
-        ids = [rid for _, plan in chunk for rid, _ in plan]
-        resp = run.store.responses_by_id(ids)
-        judged = run.store.judgments_by_id(ids, judge)
-        for row, plan in chunk:
-            for rid, p in plan:
-                r = resp.get(rid)
-                if not r or r[0] != "ok":
-                    e = est[p.backend]
-                    e["calls"] += 1
-                    e["prompt_tokens"] += (len(row[2]) + len(p.system_prompt or run.therapist_prompt.text)) / 4
-                    e["completion_tokens"] += p.sampling.max_tokens
-                    resp_chars = p.sampling.max_tokens * 4
-                else:
-                    resp_chars = len(r[1])
-                if not judged.get(rid) or judged[rid][0] != "ok":
-                    e = est[jc.backend]
-                    e["calls"] += 1  # retries happen only on bad replies: not counted ahead
-                    e["prompt_tokens"] += (len(row[2]) + resp_chars + rubric_chars) / 4
-                    e["completion_tokens"] += 0 if jc.mode == "geval" else jc.sampling.max_tokens
+    for row, plan in run.plan_state(judge):
+        for pl in plan:
+            p, r = pl.profile, pl.response
+            if not pl.response_ok:
+                e = est[p.backend]
+                e["calls"] += 1
+                e["prompt_tokens"] += (len(row[2]) + len(p.system_prompt or run.therapist_prompt.text)) / 4
+                e["completion_tokens"] += p.sampling.max_tokens
+                resp_chars = p.sampling.max_tokens * 4
+            else:
+                resp_chars = len(r[1])
+            if not pl.judgment_ok:
+                e = est[jc.backend]
+                e["calls"] += 1  # retries happen only on bad replies: not counted ahead
+                e["prompt_tokens"] += (len(row[2]) + resp_chars + rubric_chars) / 4
+                e["completion_tokens"] += 0 if jc.mode == "geval" else jc.sampling.max_tokens
     out: dict[str, Any] = {}
     for name, e in est.items():
         b = run.cfg.backends[name]
