@@ -1,0 +1,127 @@
+"""What every training recipe shares: pair files -> chat datasets, data hashes, run manifests.
+
+The paper's reward model reads a chat: user = the client's speech, assistant = the therapist's
+response (max length 2048). Every recipe here takes our pair files and the published
+PsychoCounsel-Preference parquet alike (``pairs.load_pair_table`` normalises both).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from .. import PRINCIPLE_KEYS, __version__
+from ..errors import UserError
+
+
+def chat(question: str, response: str | None = None) -> list[dict[str, str]]:
+    """The conversation a reward model or policy sees: the speech as the user turn, the response (if any)
+    as the assistant turn."""
+    msgs = [{"role": "user", "content": question}]
+    if response is not None:
+        msgs.append({"role": "assistant", "content": response})
+    return msgs
+
+
+def pair_files(spec: str | Path | Sequence[str | Path]) -> list[Path]:
+    """One pair file, several, or a folder of them (``*.parquet`` first, else ``*.jsonl``; not ``trl/``)."""
+    items = [spec] if isinstance(spec, (str, Path)) else list(spec)
+    out: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            files = sorted(p.glob("*.parquet")) or sorted(p.glob("*.jsonl"))
+            if not files:
+                raise UserError(f"{p}: no .parquet or .jsonl pair files in folder")
+            out += files
+        elif p.exists():
+            out.append(p)
+        else:
+            raise UserError(f"{p}: pair file not found")
+    return out
+
+
+def load_pairs_dataset(spec: str | Path | Sequence[str | Path], split: str | None = None,
+                       principles: Sequence[str] | None = None):
+    """Pair files -> a ``datasets.Dataset`` in TRL's conversational preference format.
+
+    Columns: ``prompt`` (user turn), ``chosen`` / ``rejected`` (assistant turns), ``question``,
+    ``chosen_text`` / ``rejected_text``, ``margin`` (overall score gap, for an optional margin loss),
+    ``chosen_ratings`` / ``rejected_ratings`` (one float per principle, in ``principles`` order), ``split``.
+    ``split`` keeps only rows of that split (files named train/dev/test carry it).
+    """
+    import datasets
+    import pyarrow as pa
+
+    from ..pairs import load_pair_table
+
+    import pyarrow.compute as pc
+
+    # load_pair_table labels rows with their file's split (train-00000-of-00001.parquet -> train)
+    tables = [load_pair_table(f, principles=principles) for f in pair_files(spec)]
+    table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+    if split is not None:
+        table = table.filter(pc.equal(table["split"], split))
+    if table.num_rows == 0:
+        raise UserError(f"{spec}: no pairs{' in split ' + repr(split) if split else ''}")
+    keys = list(principles or [k for k in PRINCIPLE_KEYS if f"chosen_{k}_rating" in table.column_names])
+    cols = table.to_pydict()
+    rows = []
+    for i, q in enumerate(cols["question"]):
+        cr = [float(cols[f"chosen_{k}_rating"][i]) for k in keys]
+        rr = [float(cols[f"rejected_{k}_rating"][i]) for k in keys]
+        cs = cols.get("chosen_score", [None] * len(cols["question"]))[i]
+        rs = cols.get("rejected_score", [None] * len(cols["question"]))[i]
+        margin = (cs - rs) if cs is not None and rs is not None else (sum(cr) - sum(rr)) / max(len(keys), 1)
+        rows.append({
+            "prompt": chat(q), "chosen": [{"role": "assistant", "content": cols["chosen"][i]}],
+            "rejected": [{"role": "assistant", "content": cols["rejected"][i]}],
+            "question": q, "chosen_text": cols["chosen"][i], "rejected_text": cols["rejected"][i],
+            "margin": float(margin), "chosen_ratings": cr, "rejected_ratings": rr,
+            "split": cols["split"][i],
+        })
+    ds = datasets.Dataset.from_list(rows)
+    ds.info.description = json.dumps({"principles": keys})
+    return ds
+
+
+def data_hash(paths: Iterable[Path]) -> str:
+    """Content hash of the training data files (goes into every manifest)."""
+    h = hashlib.sha256()
+    for p in sorted(Path(x) for x in paths):
+        h.update(p.name.encode())
+        with p.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
+def library_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"psychocounsel": __version__, "python": platform.python_version()}
+    for name in ("torch", "transformers", "trl", "peft", "accelerate", "datasets"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def write_manifest(out_dir: str | Path, *, recipe: str, config: dict[str, Any], data: Sequence[Path],
+                   metrics: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
+    """``manifest.json`` beside a checkpoint: what made it (versions, data hash, resolved config, metrics)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = {
+        "recipe": recipe, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "versions": library_versions(), "data": [str(p) for p in data], "data_hash": data_hash(data),
+        "config": config, "metrics": metrics, **(extra or {}),
+    }
+    path = out / "manifest.json"
+    path.write_text(json.dumps(manifest, indent=2, default=str))
+    return path
