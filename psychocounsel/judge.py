@@ -267,10 +267,12 @@ def calibrate(matrix: dict[str, list[float]],
               method: Literal["none", "zscore", "rank"] = "none") -> dict[str, list[float]]:
     """Rescale each principle's scores across the run, back onto 1-5, so weak judges still give pairs.
 
-    ``matrix[key][i]`` is principle ``key``'s score for the run's i-th judged response. Why: a small judge
-    can order responses correctly with a tiny spread. The embedded 135M model as a G-Eval judge gives
-    empathy 2.03 (reflective), 1.82 (dismissive), 1.78 (harmful): right order, but no two differ by the
-    paper's 1.0 gap, so raw scores yield no pairs.
+    ``matrix[key][i]`` is principle ``key``'s score for the run's i-th judged response. Why: a small judge's
+    expected scores bunch together. The embedded 135M model as a G-Eval judge gave empathy 2.03
+    (reflective), 1.82 (dismissive), 1.78 (harmful) on one example: no two differ by the paper's 1.0 gap,
+    so raw scores yield no pairs. Calibration stretches the spread; it cannot fix the order: on 24
+    hand-written good/bad pairs that judge prefers the good reply only 46% of the time
+    (bench/bench_embedded_judge.py), so its pairs show the machinery working, not counseling quality.
 
     - "none": scores unchanged (a strong judge such as GPT-4o; the paper).
     - "zscore": 3 + (x - mean) / std per principle (population std), clipped to [1, 5]. The example above
