@@ -275,5 +275,21 @@ def principles(spec: str) -> None:
             console.print(f"    {score}: {text}")
 
 
+def _register(module: str, name: str) -> None:
+    """Add a command defined in a stage module (training, evaluation), with the one-line error handling."""
+    import importlib
+
+    cmd = getattr(importlib.import_module(module, __package__), name)
+    cmd.callback = _friendly(cmd.callback)
+    main.add_command(cmd)
+
+
+for _module, _name in [
+    (".rm_eval", "eval_rm_cmd"),
+    (".rm_eval", "score_cmd"),
+]:
+    _register(_module, _name)
+
+
 if __name__ == "__main__":
     main()

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from psychocounsel.cli import main
 
-COMMANDS = ["run", "ingest", "generate", "judge", "pairs", "stats", "status", "principles"]
+COMMANDS = ["run", "ingest", "generate", "judge", "pairs", "stats", "status", "principles", "eval-rm", "score"]
 
 
 def invoke(*args):
