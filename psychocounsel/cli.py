@@ -287,6 +287,7 @@ def _register(module: str, name: str) -> None:
 for _module, _name in [
     (".rm_eval", "eval_rm_cmd"),
     (".rm_eval", "score_cmd"),
+    (".training.reward", "train_rm_cmd"),
 ]:
     _register(_module, _name)
 

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from psychocounsel.cli import main
 
-COMMANDS = ["run", "ingest", "generate", "judge", "pairs", "stats", "status", "principles", "eval-rm", "score"]
+COMMANDS = ["run", "ingest", "generate", "judge", "pairs", "stats", "status", "principles", "eval-rm", "score", "train-rm"]
 
 
 def invoke(*args):
