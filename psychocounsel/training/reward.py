@@ -311,6 +311,90 @@ def _world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def cpu_ddp_kwargs() -> dict[str, Any]:
+    """``TrainingArguments`` fields for data-parallel training on CPU processes (torchrun + gloo).
+
+    Without them a CPU-only ``accelerate launch --multi_gpu`` starts N processes that each train alone on all
+    the data: accelerate only picks its MULTI_CPU mode when asked for the CPU, so the Trainer sees no
+    distributed setup, never wraps the model in DDP and never shards the data (transformers just warns).
+    Single-process runs get nothing, so a Mac keeps MPS.
+    """
+    import torch
+
+    if _world_size() > 1 and not torch.cuda.is_available():
+        return {"use_cpu": True, "ddp_backend": "gloo"}
+    return {}
+
+
+def end_distributed() -> None:
+    """Wait for every rank, then tear the process group down: gloo otherwise sometimes aborts (SIGABRT) at exit."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def _sharded_weights() -> bool:
+    """Whether ``accelerate launch`` asked for parameter sharding (FSDP, or DeepSpeed ZeRO stage 3)."""
+    return (os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+            or os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3")
+
+
+def _abandon_distributed() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        with contextlib.suppress(Exception):
+            dist.destroy_process_group()
+
+
+def weights_digest(model) -> str:
+    """sha256 over a model's state dict (sorted names, dtype, shape, bytes): equal digests mean equal weights."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+RANK_REPORT_ENV = "PSYCHOCOUNSEL_RANK_REPORT"
+
+
+def _input_recorder(model) -> tuple[list[list[int]], Any]:
+    """A forward pre-hook noting (rows, tokens, id sum) of each training batch, so ranks can show their data."""
+    seen: list[list[int]] = []
+
+    def hook(module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is not None and module.training:
+            seen.append([int(ids.shape[0]), int(ids.numel()), int(ids.sum())])
+
+    return seen, model.register_forward_pre_hook(hook, with_kwargs=True)
+
+
+def _write_rank_report(folder: str, trainer, batches: list[list[int]]) -> None:
+    """Debug aid for multi-process runs (``PSYCHOCOUNSEL_RANK_REPORT=<folder>``): rank-N.json per process.
+
+    Meant for DDP; under FSDP or ZeRO-3 each rank holds a shard, so the digests differ by design.
+    """
+    import json
+
+    acc = trainer.accelerator
+    model = acc.unwrap_model(trainer.model)  # with LoRA: base + adapters, unmerged (merging here would mutate it)
+    report = {"rank": acc.process_index, "world_size": acc.num_processes,
+              "env_rank": int(os.environ.get("RANK", "0")), "distributed_type": str(acc.distributed_type),
+              "parallel_mode": str(trainer.args.parallel_mode), "wrapped": type(trainer.model_wrapped).__name__,
+              "global_step": trainer.state.global_step, "batches": batches, "weights_sha256": weights_digest(model)}
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    (Path(folder) / f"rank-{acc.process_index}.json").write_text(json.dumps(report, indent=1))
+
+
 def _accumulation(cfg: RewardModelConfig) -> int:
     per_step = cfg.per_device_batch_size * _world_size()
     if cfg.batch_size % per_step:
@@ -330,6 +414,8 @@ def trl_args(cfg: RewardModelConfig, has_eval: bool):
     sched_kw = {"min_lr_rate": cfg.min_lr_rate} if cfg.lr_scheduler == "cosine_with_min_lr" else None
     evaluating = cfg.eval_steps is not None and has_eval
     return RewardConfig(
+        **cpu_ddp_kwargs(),
+        ddp_find_unused_parameters=False,  # every trainable weight (body or adapters, and the head) is used
         output_dir=cfg.output_dir, seed=cfg.seed, report_to="none", disable_tqdm=not cfg.progress,
         per_device_train_batch_size=cfg.per_device_batch_size, gradient_accumulation_steps=_accumulation(cfg),
         per_device_eval_batch_size=cfg.per_device_batch_size,
@@ -495,7 +581,13 @@ def train_reward_model(cfg: RewardModelConfig, callbacks: Sequence[Any] = (), lo
         hf_logging.disable_progress_bar()
     try:
         quiet = log is None or int(os.environ.get("RANK", "0")) != 0  # one console line per run, not per process
-        return _train(cfg, callbacks, (lambda msg: None) if quiet else log)
+        try:
+            result = _train(cfg, callbacks, (lambda msg: None) if quiet else log)
+        except BaseException:
+            _abandon_distributed()  # no barrier: the other ranks may never reach it
+            raise
+        end_distributed()  # the other ranks wait here while rank 0 scores and writes the manifest
+        return result
     finally:
         if was_on:
             hf_logging.enable_progress_bar()
@@ -506,11 +598,19 @@ def _train(cfg: RewardModelConfig, callbacks: Sequence[Any], log: Log) -> dict:
     import json
 
     resume = resolve_resume(cfg)
+    if cfg.lora is not None and _sharded_weights():
+        raise UserError("lora with FSDP or DeepSpeed ZeRO-3 is not supported (the adapters cannot be merged into "
+                        "sharded weights); use configs/accelerate/ddp.yaml or zero2.yaml")
     run = prepare_reward_training(cfg, callbacks, log)
     trainer = run.trainer
     if resume:
         log(f"resuming from {resume}")
+    report_dir = os.environ.get(RANK_REPORT_ENV)
+    batches, hook = _input_recorder(trainer.model) if report_dir else ([], None)
     result = trainer.train(resume_from_checkpoint=resume)
+    if hook is not None:
+        hook.remove()
+        _write_rank_report(report_dir, trainer, batches)
     out = Path(cfg.output_dir)
     if cfg.lora is not None:
         # Merge so the output loads without PEFT; the unmerged adapters stay in the checkpoint-N folders.

@@ -1,0 +1,66 @@
+"""train-rm under ``accelerate launch`` with two CPU processes (torchrun + gloo): both ranks really train as one
+data-parallel job (the model is DDP-wrapped, each rank sees different batches), they end with identical
+weights, and rank 0's saved checkpoint holds exactly those weights.
+
+``accelerate launch --cpu --num_processes 2`` is not used: without mpirun it silently starts ONE process.
+``--multi_gpu`` starts the processes with torchrun; reward.py then asks accelerate for CPU + gloo itself.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from test_reward import published
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_two_cpu_ranks_train_one_model(tmp_path, tiny_model_dir):
+    data = tmp_path / "pairs"
+    published(data, 16, "train")
+    published(data, 4, "dev")
+    out, reports = tmp_path / "rm", tmp_path / "ranks"
+    conf = tmp_path / "rm.yaml"
+    conf.write_text(yaml.safe_dump({
+        "model": str(tiny_model_dir), "train_pairs": str(data), "output_dir": str(out), "max_length": 64,
+        # global batch 4 = 2 pairs per process x 2 processes: no accumulation, so 3 steps = 3 batches per rank
+        "batch_size": 4, "per_device_batch_size": 2, "max_steps": 3, "learning_rate": 1e-3,
+        "warmup_ratio": 0.0, "logging_steps": 1, "save_steps": 3, "progress": False,
+        "eval_splits": ["dev"], "bf16_mixed": False,
+    }))
+    env = {**os.environ, "PSYCHOCOUNSEL_RANK_REPORT": str(reports), "OMP_NUM_THREADS": "1",
+           "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", "0",  # a free port: other test runs may hold 29500
+           "-m", "psychocounsel.cli", "train-rm", str(conf)]
+    res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]  # includes SIGABRT at exit (gloo without teardown)
+
+    ranks = {int(p.stem.split("-")[1]): json.loads(p.read_text()) for p in reports.glob("rank-*.json")}
+    assert sorted(ranks) == [0, 1]
+    for r, rep in ranks.items():
+        assert (rep["env_rank"], rep["world_size"]) == (r, 2)
+        assert rep["distributed_type"].endswith("MULTI_CPU") and rep["parallel_mode"].endswith("DISTRIBUTED")
+        assert rep["wrapped"] == "DistributedDataParallel"
+        assert rep["global_step"] == 3 and len(rep["batches"]) == 3
+        assert all(b[0] == 4 for b in rep["batches"])  # 2 pairs = 4 sequences per forward pass
+    # Data parallel, not two copies of one run: the ranks saw different batches yet hold the same weights,
+    # which only gradient averaging can give.
+    assert ranks[0]["batches"] != ranks[1]["batches"]
+    assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
+
+    from psychocounsel.training.reward import load_reward_model, weights_digest
+
+    model, _ = load_reward_model(out)
+    assert weights_digest(model) == ranks[0]["weights_sha256"]
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["batch"] == {"global": 4, "per_device": 2, "processes": 2, "accumulation": 1}
+    assert manifest["metrics"]["steps"] == 3 and manifest["metrics"]["eval"]["dev"]["pairs"] == 4
+    assert (out / "checkpoint-3" / "trainer_state.json").is_file()
+    assert res.stdout.count("train loss") == 1  # one summary line: only rank 0 reports
