@@ -8,7 +8,8 @@ from click.testing import CliRunner
 
 from psychocounsel.cli import main
 
-COMMANDS = ["run", "ingest", "generate", "judge", "pairs", "stats", "status", "principles", "eval-rm", "score", "train-rm"]
+COMMANDS = ["run", "ingest", "generate", "judge", "pairs", "stats", "status", "principles", "eval-rm", "score", "train-rm",
+            "train-online-dpo"]
 
 
 def invoke(*args):
