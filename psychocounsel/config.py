@@ -7,7 +7,7 @@ Unknown keys are errors (``extra="forbid"``): a typo must not silently fall back
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Sequence, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -151,31 +151,47 @@ class RunConfig(_Strict):
         return self
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
-    """Load a YAML config; ``overrides`` are dotted ``key=value`` pairs (value parsed as YAML)."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: config file not found") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise UserError(f"{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: config must be a YAML mapping")
-    for item in overrides or []:
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_yaml_config(model: type[M], path: str | Path | None, overrides: Sequence[str] = (),
+                     updates: dict[str, Any] | None = None) -> M:
+    """Any config model from YAML (or none: the defaults), dotted ``key=value`` overrides (values parsed
+    as YAML) and ``updates`` (values as they are, e.g. command-line flags; None means "not given").
+    Every mistake is one UserError line naming the file (and line, or field)."""
+    data: Any = {}
+    where = str(path) if path is not None else "config"
+    if path is not None:
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise UserError(f"{path}: config file not found") from None
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where_line = f"{path}:{mark.line + 1}" if mark else str(path)
+            raise UserError(f"{where_line}: invalid YAML: {getattr(e, 'problem', e)}") from None
+        if not isinstance(data, dict):
+            raise UserError(f"{path}: config must be a YAML mapping")
+    for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:
             raise UserError(f"override {item!r}: expected key=value")
         node = data
         *parents, leaf = key.split(".")
         for part in parents:
-            node = node.setdefault(part, {})
+            if not isinstance(node.get(part), dict):  # e.g. -o weights.safety=2 on a null field
+                node[part] = {}
+            node = node[part]
         node[leaf] = yaml.safe_load(value)
+    data.update({k: v for k, v in (updates or {}).items() if v is not None})
     try:
-        return RunConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as e:
         err = e.errors()[0]
         field = ".".join(str(x) for x in err["loc"]) or "(top level)"
-        raise UserError(f"{path}: {field}: {err['msg']}") from None
+        raise UserError(f"{where}: {field}: {err['msg']}") from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Load a data-run YAML config; ``overrides`` are dotted ``key=value`` pairs (value parsed as YAML)."""
+    return load_yaml_config(RunConfig, path, overrides or ())

@@ -9,7 +9,6 @@ records between them, the backends and the store.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import random

@@ -10,7 +10,6 @@ import yaml
 from fakes import FakeBackend, failing
 from psychocounsel import PRINCIPLE_KEYS, pipeline
 from psychocounsel.config import RunConfig, load_config
-from psychocounsel.errors import BackendError
 
 SPEECHES = [
     "I have been feeling so low for months now. I can't get out of bed and nothing I used to love feels worth it anymore.",

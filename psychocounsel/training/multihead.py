@@ -54,9 +54,9 @@ from typing import Any, Literal, Mapping, Sequence
 
 import click
 import numpy as np
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from ..config import load_yaml_config
 from ..errors import UserError
 from .common import chat, load_pairs_dataset, pair_files, write_manifest
 
@@ -512,35 +512,7 @@ def pair_accuracy(scorer: MultiHeadScorer, ds: Any) -> dict[str, Any]:
 
 def load_multihead_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> MultiHeadRMConfig:
     """YAML (optional) plus dotted ``key=value`` overrides (value parsed as YAML) -> validated config."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise UserError(f"{path}: config file not found") from None
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            raise UserError(f"{path}{f':{mark.line + 1}' if mark else ''}: invalid YAML: "
-                            f"{getattr(e, 'problem', e)}") from None
-        if not isinstance(data, dict):
-            raise UserError(f"{path}: config must be a YAML mapping")
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise UserError(f"override {item!r}: expected key=value")
-        node = data
-        *parents, leaf = key.split(".")
-        for part in parents:
-            if not isinstance(node.get(part), dict):
-                node[part] = {}
-            node = node[part]
-        node[leaf] = yaml.safe_load(value)
-    try:
-        return MultiHeadRMConfig.model_validate(data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        field = ".".join(map(str, err["loc"])) or "(top level)"
-        raise UserError(f"{path or 'config'}: {field}: {err['msg']}") from None
+    return load_yaml_config(MultiHeadRMConfig, path, overrides)
 
 
 def _select_split(ds: Any, wanted: str | None, auto: str, fallback_all: bool) -> tuple[Any, str | None]:

@@ -47,6 +47,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ..config import load_yaml_config
 from ..errors import UserError
 from .common import chat, data_hash, pair_files, write_manifest
 
@@ -113,36 +114,7 @@ _RESUME_FREE = {"rounds", "keep_all_rounds", "reload_command", "base_url", "conc
 
 def load_online_dpo_config(path: str | Path | None, overrides: Sequence[str] = ()) -> OnlineDPOConfig:
     """YAML (or the defaults) plus dotted ``key=value`` overrides (values parsed as YAML)."""
-    data: Any = {}
-    where = str(path) if path else "config"
-    if path:
-        try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise UserError(f"{path}: config file not found") from None
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            raise UserError(f"{path}{f':{mark.line + 1}' if mark else ''}: invalid YAML: "
-                            f"{getattr(e, 'problem', e)}") from None
-        if not isinstance(data, dict):
-            raise UserError(f"{path}: config must be a YAML mapping")
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise UserError(f"override {item!r}: expected key=value")
-        node = data
-        *parents, leaf = key.split(".")
-        for part in parents:
-            if not isinstance(node.get(part), dict):  # e.g. -o reward_weights.safety=2 on a null field
-                node[part] = {}
-            node = node[part]
-        node[leaf] = yaml.safe_load(value)
-    try:
-        return OnlineDPOConfig.model_validate(data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        field = ".".join(str(x) for x in err["loc"]) or "(top level)"
-        raise UserError(f"{where}: {field}: {err['msg']}") from None
+    return load_yaml_config(OnlineDPOConfig, path, overrides)
 
 
 # ---------------------------------------------------------------- pure pieces

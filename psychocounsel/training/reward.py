@@ -39,9 +39,9 @@ from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 
 import click
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from ..config import load_yaml_config
 from ..errors import UserError
 from .common import pair_files, write_manifest
 
@@ -121,31 +121,7 @@ def load_reward_config(path: str | Path, overrides: Sequence[str] = (),
                        updates: dict[str, Any] | None = None) -> RewardModelConfig:
     """A YAML preset plus dotted ``key=value`` overrides (values parsed as YAML, as ``load_config`` does) and
     ``updates`` (field values taken as they are: command-line flags)."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise UserError(f"{path}: config file not found") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise UserError(f"{path}{':' + str(mark.line + 1) if mark else ''}: invalid YAML") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: config must be a YAML mapping")
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise UserError(f"override {item!r}: expected key=value")
-        node = data
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value)
-    data.update({k: v for k, v in (updates or {}).items() if v is not None})
-    try:
-        return RewardModelConfig.model_validate(data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        raise UserError(f"{path}: {'.'.join(str(x) for x in err['loc']) or '(top level)'}: {err['msg']}") from None
+    return load_yaml_config(RewardModelConfig, path, overrides, updates)
 
 
 # ---------------------------------------------------------------- data
