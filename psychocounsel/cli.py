@@ -289,6 +289,7 @@ for _module, _name in [
     (".rm_eval", "score_cmd"),
     (".training.reward", "train_rm_cmd"),
     (".training.multihead", "train_rm_multihead_cmd"),
+    (".training.dpo", "train_dpo_cmd"),
     (".training.online_dpo", "train_online_dpo_cmd"),
 ]:
     _register(_module, _name)

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from psychocounsel.cli import main
 
 COMMANDS = ["run", "ingest", "generate", "judge", "pairs", "stats", "status", "principles", "eval-rm", "score", "train-rm",
-            "train-online-dpo", "train-rm-multihead"]
+            "train-online-dpo", "train-rm-multihead", "train-dpo"]
 
 
 def invoke(*args):
