@@ -45,6 +45,7 @@ import pyarrow.parquet as pq
 
 from . import PRINCIPLE_KEYS
 from .errors import InputError, UserError
+from .jsonl import iter_json_objects
 from .records import Pair, ScoredResponse, text_id
 
 SPLITS = ("train", "dev", "test")
@@ -411,28 +412,19 @@ def _jsonl_tables(path: Path, chunk: int = DEFAULT_BATCH) -> Iterator[pa.Table]:
     """JSONL in chunks of rows, each row checked against the first row's fields (line numbers kept)."""
     keys: list[str] | None = None
     rows: list[dict[str, Any]] = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(path, f"invalid JSON: {e.msg}", line=i) from None
-            if not isinstance(row, dict):
-                raise InputError(path, "expected a JSON object per line", line=i)
-            keys = keys or list(row)
-            missing = next((k for k in keys if k not in row), None)
-            if missing:
-                raise InputError(path, "missing field", line=i, column=missing)
-            for k, v in row.items():
-                # 4 and 4.5 may share a column (G-Eval floats next to integral ones): read all as float.
-                if isinstance(v, int) and not isinstance(v, bool) and k.endswith(("_rating", "_score")):
-                    row[k] = float(v)
-            rows.append(row)
-            if len(rows) >= chunk:
-                yield _rows_table(rows, path, i)
-                rows = []
+    for i, row in iter_json_objects(path):
+        keys = keys or list(row)
+        missing = next((k for k in keys if k not in row), None)
+        if missing:
+            raise InputError(path, "missing field", line=i, column=missing)
+        for k, v in row.items():
+            # 4 and 4.5 may share a column (G-Eval floats next to integral ones): read all as float.
+            if isinstance(v, int) and not isinstance(v, bool) and k.endswith(("_rating", "_score")):
+                row[k] = float(v)
+        rows.append(row)
+        if len(rows) >= chunk:
+            yield _rows_table(rows, path, i)
+            rows = []
     if keys is None:
         raise InputError(path, "no pairs in file")
     if rows:

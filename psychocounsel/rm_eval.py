@@ -30,6 +30,7 @@ import click
 import numpy as np
 
 from .errors import InputError, UserError
+from .jsonl import iter_json_objects
 from .metrics import DEFAULT_BINS, DEFAULT_BOOTSTRAP, pair_accuracy, pair_outcomes, preference_metrics, reliability_bins
 
 Scores = np.ndarray | dict[str, np.ndarray]
@@ -406,18 +407,7 @@ def _read_rows(path: Path):
         raise InputError(path, f"not a readable {suffix[1:]} file: {str(e).splitlines()[0]}") from None
     if suffix not in (".jsonl", ".json"):
         raise InputError(path, f"unknown file type {suffix!r} (expected .jsonl, .csv or .parquet)")
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(path, f"invalid JSON: {e.msg}", line=i) from None
-            if not isinstance(row, dict):
-                raise InputError(path, "expected a JSON object per line", line=i)
-            rows.append(row)
+    rows = [row for _, row in iter_json_objects(path)]
     try:
         return pa.Table.from_pylist(rows)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
