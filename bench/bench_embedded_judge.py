@@ -47,6 +47,7 @@ from psychocounsel import judge  # noqa: E402
 from psychocounsel.backends.local import LocalBackend  # noqa: E402
 from psychocounsel.config import LocalBackendConfig  # noqa: E402
 from psychocounsel.errors import InputError, UserError  # noqa: E402
+from psychocounsel.jsonl import iter_json_objects  # noqa: E402
 from psychocounsel.principles import PrincipleSet, load_principles  # noqa: E402
 from psychocounsel.prompts import Prompt, load_prompt  # noqa: E402
 
@@ -61,20 +62,10 @@ TEXT_FIELDS = ("id", "speech", "good", "bad", "bad_kind")
 
 def load_triples(path: Path) -> list[dict[str, str]]:
     """Read the triples; a bad line is an ``InputError`` naming its line and field, never a skipped row."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise InputError(path, "file not found") from None
+    if not path.is_file():
+        raise InputError(path, "file not found")
     triples, seen = [], set()
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(path, f"invalid JSON: {e.msg} (char {e.pos})", line=n) from None
-        if not isinstance(row, dict):
-            raise InputError(path, "each line must be a JSON object", line=n)
+    for n, row in iter_json_objects(path):
         for field in TEXT_FIELDS:
             if not isinstance(row.get(field), str) or not row[field].strip():
                 raise InputError(path, "missing or empty text", line=n, column=field)

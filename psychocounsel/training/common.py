@@ -125,3 +125,34 @@ def write_manifest(out_dir: str | Path, *, recipe: str, config: dict[str, Any], 
     path = out / "manifest.json"
     path.write_text(json.dumps(manifest, indent=2, default=str))
     return path
+
+
+def load_causal_lm(name: str, dtype: Any = None, chat_template: str | None = None):
+    """(source, model, tokenizer) of a causal LM to train: a checkpoint folder, a .gguf file, "embedded"
+    or a hub id. ``chat_template`` (a Jinja string or a file) fills in a tokenizer that has none."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ..backends.local_models import resolve_model
+
+    src = resolve_model(name)
+    kw: dict[str, Any] = {"gguf_file": src.gguf_file} if src.gguf_file else {}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(src.location, **kw)
+        model = AutoModelForCausalLM.from_pretrained(src.location, dtype=dtype, **kw)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"model {name!r}: cannot load: {first}") from None
+    if src.gguf_file:
+        # transformers dequantises GGUF weights into ordinary float tensors but keeps the "quantized" flags,
+        # and Trainer refuses to train a quantized model: what trains (and is saved) is the float model.
+        model.is_quantized, model.hf_quantizer = False, None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+    if chat_template:
+        t = Path(chat_template)
+        tokenizer.chat_template = t.read_text(encoding="utf-8") if t.is_file() else chat_template
+    if not tokenizer.chat_template:
+        raise UserError(f"model {name!r}: tokenizer has no chat template: set chat_template in the config")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return src, model, tokenizer

@@ -358,32 +358,9 @@ def _read_ref_cache(path: Path, rows: int):
 
 
 def _load_model_and_tokenizer(cfg: DPOTrainConfig, dtype):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from .common import load_causal_lm
 
-    from ..backends.local_models import resolve_model
-
-    src = resolve_model(cfg.model)
-    kw: dict[str, Any] = {"gguf_file": src.gguf_file} if src.gguf_file else {}
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(src.location, **kw)
-        model = AutoModelForCausalLM.from_pretrained(src.location, dtype=dtype, **kw)
-    except (OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"model {cfg.model!r}: cannot load: {first}") from None
-    if src.gguf_file:
-        # transformers dequantises GGUF weights into ordinary float tensors but keeps the "quantized" flags,
-        # and Trainer refuses to train a quantized model: what trains (and is saved) is the float model.
-        model.is_quantized, model.hf_quantizer = False, None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-    if cfg.chat_template:
-        t = Path(cfg.chat_template)
-        tokenizer.chat_template = t.read_text(encoding="utf-8") if t.is_file() else cfg.chat_template
-    if not tokenizer.chat_template:
-        raise UserError(f"model {cfg.model!r}: tokenizer has no chat template: set chat_template in the config")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return src, model, tokenizer
+    return load_causal_lm(cfg.model, dtype, cfg.chat_template)
 
 
 def _precision(cfg: DPOTrainConfig):

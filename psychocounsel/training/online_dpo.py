@@ -44,8 +44,7 @@ from typing import Any, Callable, Literal, Sequence
 
 import click
 import numpy as np
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..config import load_yaml_config
 from ..errors import UserError
@@ -293,27 +292,9 @@ def dev_reward(cfg: OnlineDPOConfig, backend_factory: Callable[[], Any], scorer:
 
 
 def _load_policy(name: str, dtype):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from .common import load_causal_lm
 
-    from ..backends.local_models import resolve_model
-
-    src = resolve_model(name)
-    kw: dict[str, Any] = {"gguf_file": src.gguf_file} if src.gguf_file else {}
-    try:
-        tok = AutoTokenizer.from_pretrained(src.location, **kw)
-        model = AutoModelForCausalLM.from_pretrained(src.location, dtype=dtype, **kw)
-    except (OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"model {name!r}: cannot load: {first}") from None
-    if src.gguf_file:  # dequantised floats; Trainer refuses models still flagged as quantized
-        model.is_quantized, model.hf_quantizer = False, None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-    if not tok.chat_template:
-        raise UserError(f"model {name!r}: tokenizer has no chat template")
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    return model, tok
+    return load_causal_lm(name, dtype)[1:]
 
 
 def dpo_update(cfg: OnlineDPOConfig, policy: str, reference: str, pairs: list[dict[str, Any]], out_dir: Path,
