@@ -156,3 +156,14 @@ def load_causal_lm(name: str, dtype: Any = None, chat_template: str | None = Non
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return src, model, tokenizer
+
+
+def check_same_run(where: Any, before: dict[str, Any], now: dict[str, Any], data: str = "the pair files") -> None:
+    """A resumed run must be the run that started: same data hash, same config fields (``now["config"]``
+    lists the fields that matter). Anything else is a one-line UserError, never a silent mix."""
+    if before.get("data_hash") != now["data_hash"]:
+        raise UserError(f"{where}: {data} changed since this run started: pick another --out")
+    diff = [k for k in now["config"] if before["config"].get(k) != now["config"][k]]
+    if diff:
+        raise UserError(f"{where}: config field {diff[0]!r} changed since this run started "
+                        f"({before['config'].get(diff[0])!r} -> {now['config'][diff[0]]!r}): pick another --out")

@@ -469,13 +469,9 @@ def _check_out(cfg: DPOTrainConfig, files: list[Path]) -> bool:
         raise UserError(f"{ckpt}: holds checkpoints of an unfinished run: set resume: true to continue it, "
                         "or pick another --out")
     if has and state.is_file():
-        before = json.loads(state.read_text())
-        if before.get("data_hash") != now["data_hash"]:
-            raise UserError(f"{ckpt}: the pair files changed since this run started: pick another --out")
-        diff = [k for k in now["config"] if before["config"].get(k) != now["config"][k]]
-        if diff:
-            raise UserError(f"{ckpt}: config field {diff[0]!r} changed since this run started "
-                            f"({before['config'].get(diff[0])!r} -> {now['config'][diff[0]]!r}): pick another --out")
+        from .common import check_same_run
+
+        check_same_run(ckpt, json.loads(state.read_text()), now)
     if int(os.environ.get("RANK", "0")) == 0:  # under accelerate/torchrun every rank runs this
         ckpt.mkdir(parents=True, exist_ok=True)
         state.write_text(json.dumps(now, indent=2))

@@ -48,7 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..config import load_yaml_config
 from ..errors import UserError
-from .common import chat, data_hash, pair_files, write_manifest
+from .common import chat, check_same_run, data_hash, pair_files, write_manifest
 
 STATE_FORMAT = 1
 
@@ -373,12 +373,7 @@ def _load_state(out: Path, fp: dict[str, Any], scorer_name: str) -> dict[str, An
         return {"format": STATE_FORMAT, **fp, "reward_model": scorer_name, "rounds": [],
                 "initial_dev_reward": None, "best_round": 0, "best_checkpoint": None}
     state = json.loads(path.read_text())
-    if state.get("data_hash") != fp["data_hash"]:
-        raise UserError(f"{path}: the speech/pair files changed since this run started: pick another --out")
-    diff = [k for k in fp["config"] if state["config"].get(k) != fp["config"][k]]
-    if diff:
-        raise UserError(f"{path}: config field {diff[0]!r} changed since this run started "
-                        f"({state['config'].get(diff[0])!r} -> {fp['config'][diff[0]]!r}): pick another --out")
+    check_same_run(path, state, fp, data="the speech/pair files")
     return state
 
 
