@@ -127,6 +127,17 @@ def write_manifest(out_dir: str | Path, *, recipe: str, config: dict[str, Any], 
     return path
 
 
+def trainable_gguf_kwargs(src: Any) -> dict[str, Any]:
+    """``from_pretrained`` keywords for a model source that will be trained: a GGUF file is unpacked to dense
+    weights at load (``GgufConfig(dequantize=True)``); otherwise transformers marks the model quantized and
+    the Trainer refuses to fine-tune it, and ``save_pretrained`` to save it."""
+    if not getattr(src, "gguf_file", None):
+        return {}
+    from transformers import GgufConfig
+
+    return {"gguf_file": src.gguf_file, "quantization_config": GgufConfig(dequantize=True)}
+
+
 def load_causal_lm(name: str, dtype: Any = None, chat_template: str | None = None):
     """(source, model, tokenizer) of a causal LM to train: a checkpoint folder, a .gguf file, "embedded"
     or a hub id. ``chat_template`` (a Jinja string or a file) fills in a tokenizer that has none."""
@@ -135,19 +146,12 @@ def load_causal_lm(name: str, dtype: Any = None, chat_template: str | None = Non
     from ..backends.local_models import resolve_model
 
     src = resolve_model(name)
-    kw: dict[str, Any] = {"gguf_file": src.gguf_file} if src.gguf_file else {}
     try:
-        tokenizer = AutoTokenizer.from_pretrained(src.location, **kw)
-        model = AutoModelForCausalLM.from_pretrained(src.location, dtype=dtype, **kw)
+        tokenizer = AutoTokenizer.from_pretrained(src.location, **({"gguf_file": src.gguf_file} if src.gguf_file else {}))
+        model = AutoModelForCausalLM.from_pretrained(src.location, dtype=dtype, **trainable_gguf_kwargs(src))
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"model {name!r}: cannot load: {first}") from None
-    if src.gguf_file:
-        # transformers dequantises GGUF weights into ordinary float tensors but keeps the "quantized" flags,
-        # and Trainer refuses to train a quantized model: what trains (and is saved) is the float model.
-        model.is_quantized, model.hf_quantizer = False, None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
     if chat_template:
         t = Path(chat_template)
         tokenizer.chat_template = t.read_text(encoding="utf-8") if t.is_file() else chat_template

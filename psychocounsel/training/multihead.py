@@ -58,7 +58,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..config import load_yaml_config
 from ..errors import UserError
-from .common import chat, load_pairs_dataset, pair_files, write_manifest
+from .common import chat, load_pairs_dataset, pair_files, trainable_gguf_kwargs, write_manifest
 
 HEAD_FILE = "multihead.safetensors"
 META_FILE = "multihead.json"
@@ -257,12 +257,10 @@ def _classes() -> dict[str, type]:
         def from_backbone(cls, model: str, principles: Sequence[str], weights: Mapping[str, float] | None = None,
                           **kw: Any) -> "MultiHeadRewardModel":
             """A fresh model on a causal-LM checkpoint (the LM head is not loaded); fp32 master weights."""
-            location, extra = _source_kwargs(model)
-            if "gguf_file" in extra:
-                from transformers import GgufConfig
+            from ..backends.local_models import resolve_model
 
-                # dense weights: trainable, and savable (a model left marked as GGUF refuses save_pretrained)
-                extra["quantization_config"] = GgufConfig(dequantize=True)
+            src = resolve_model(model)
+            location, extra = src.location, trainable_gguf_kwargs(src)
             try:
                 backbone = AutoModel.from_pretrained(location, dtype=torch.float32, **extra)
             except Exception as e:  # unreachable hub, unknown architecture, corrupt file: one line

@@ -43,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..config import load_yaml_config
 from ..errors import UserError
-from .common import pair_files, write_manifest
+from .common import pair_files, trainable_gguf_kwargs, write_manifest
 
 RECIPE = "reward_bt"
 Log = Callable[[str], None]
@@ -247,13 +247,7 @@ def load_base_model(cfg: RewardModelConfig):
     from ..backends.local_models import resolve_model
 
     src = resolve_model(cfg.model)
-    kw: dict[str, Any] = {}
-    if src.gguf_file:
-        from transformers import GgufConfig
-
-        # Unpacked to dense weights up front: transformers otherwise marks a GGUF model quantized, and the
-        # Trainer refuses to fine-tune (and save_pretrained to save) a quantized model without adapters.
-        kw = {"gguf_file": src.gguf_file, "quantization_config": GgufConfig(dequantize=True)}
+    kw = trainable_gguf_kwargs(src)
     set_seed(cfg.seed)  # the score head is initialised at random on load
     try:
         from trl.trainer.reward_trainer import suppress_seqcls_warning  # "score.weight newly initialised": expected
