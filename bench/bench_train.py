@@ -1,31 +1,44 @@
-"""Benchmark DPO training throughput: our setup (cached reference log-probs + length-grouped batches) against
-plain TRL ``DPOTrainer`` (a reference forward every step, random batches), same model, data and loss.
+"""Benchmark training throughput against plain TRL on the same model, data and loss, side by side in one run:
+the DPO step (``train-dpo``'s trainer vs ``DPOTrainer``) and the reward-model step (``train-rm``'s trainer vs
+``RewardTrainer``).
 
-Run:  .venv/bin/python bench/bench_train.py                    # ~1 min on 2 CPU cores
+Run:  .venv/bin/python bench/bench_train.py                    # DPO then RM, ~3 min on 2 CPU cores
+      .venv/bin/python bench/bench_train.py --only rm           # one of them
       .venv/bin/python bench/bench_train.py --pairs runs/demo/pairs --rounds 2
       .venv/bin/python bench/bench_train.py --hidden 576 --layers 30 --vocab 49152   # ~SmolLM2-135M (slow)
-Writes bench/out/train_dpo.json (and prints it).
+Writes bench/out/train_dpo.json and bench/out/train_rm.json (and prints their summaries).
 
 Model: a random Llama (hidden 256, 4 layers, 4.4M parameters) with a 4,096-token BPE trained on the bench's
 text: real token counts (~4 characters a token), and the transformer body dominating the cost as in
 SmolLM2-135M, small enough for 2 cores. Data: one pair per shipped demo speech (the first 48 of 181), the chosen
 a reflective reply and the rejected a directive one, of varied length; or ``--pairs`` (our pair files or the
-published parquet). Every variant trains one epoch (6 steps of 8 pairs) with the same seed, lr and beta,
-gradient checkpointing off in both (TRL's default is on; it would slow both alike).
+published parquet). Every variant trains one epoch (6 steps of 8 pairs) with the same seed, lr and schedule,
+gradient checkpointing off in all (TRL's default is on; it would slow both alike).
 
-tokens/s = real (unpadded) prompt+response tokens of chosen and rejected sequences trained on / wall time of
-``trainer.train()`` (also per CPU-second of this process). Variants run in alternation (``--rounds``) and the
-best round counts, since other processes on a shared machine only ever slow a run down:
+tokens/s = real (unpadded) prompt+response tokens of chosen and rejected sequences trained on (as TRL counts
+them) / wall time of ``trainer.train()`` (also per CPU-second of this process). Variants run in alternation
+(``--rounds``) and the best round counts, since other processes on a shared machine only ever slow a run down.
+
+DPO variants:
 - plain: TRL DPOTrainer as documented (reference model kept in memory, live reference forward);
 - ours (cache hit): ``psychocounsel train-dpo``'s trainer with the reference log-probs read from the disk cache;
 - ours (first run): the same, computing and caching the reference log-probs (its init time is reported);
 - ours, random batches: cache hit without length grouping: the same batches as plain, so its per-step losses
   must equal plain's (the check that the speed-up does not change the objective).
 
-Measured (2-core shared CPU, best of 3): plain 2,371 tokens/s; ours 3,841 (1.62x; 1.65x per CPU-second);
-cached reference alone 3,042 (1.28x); length grouping cuts padding from 33.7% to 18.7%. The first run, which
-computes the cache, is 1.03x plain end to end. Per-step losses of ours-with-random-batches and plain differ by
-at most 3e-7.
+Reward-model variants (the score head seeded alike, so every variant starts from the same weights):
+- plain: TRL RewardTrainer as documented (it tokenizes the conversational pairs itself; random batches);
+- ours: ``psychocounsel train-rm``'s trainer: length-grouped batches + the shared speech run once per pair;
+- ours, random batches: shared speech only, on plain's batches: per-step losses must equal plain's;
+- ours, no sharing: length grouping only.
+
+Measured (2-core shared CPU, best of 3; more in docs/TRAINING.md, "Measured on this project's CPU"):
+- DPO, quiet machine: plain 2,371 tokens/s; ours 3,841 (1.62x); cached reference alone 1.28x; padding 33.7% ->
+  18.7%. Per-step losses of ours-with-random-batches and plain differ by at most 3e-7.
+- Both in one run on a loaded machine (load average 5-10): DPO 1.52x (492 vs 324 tokens/s); reward model 1.92x
+  (1,276 vs 665; 2.40x in an earlier run), packed pairs alone 1.70x, grouping alone 1.24x, model positions per
+  token trained 1.51 -> 0.69, per-step losses of ours-on-plain's-batches and plain equal to 2.7e-7.
+- Reward model, ``--hidden 576 --layers 8 --vocab 8192`` (40M parameters), one round: 1.36x (176 vs 129).
 """
 
 from __future__ import annotations
@@ -47,6 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from psychocounsel import PRINCIPLE_KEYS  # noqa: E402
 from psychocounsel.training.dpo import DPOTrainConfig, build_dpo_trainer  # noqa: E402
+from psychocounsel.training.reward import RewardModelConfig, prepare_reward_training  # noqa: E402
 
 REFLECT = ["It sounds like this has been weighing on you for a while.",
            "I hear how tired and alone you feel in this.",
@@ -145,9 +159,9 @@ def _timed(trainer, init_s: float) -> dict:
     padded = [0]
     collate = trainer.data_collator
 
-    def counting(examples):  # tensor cells per batch, padding included: what the forward pays for
+    def counting(examples):  # token positions the model runs per batch, padding included: what a step pays for
         batch = collate(examples)
-        padded[0] += batch["input_ids"].numel()
+        padded[0] += sum(batch[k].numel() for k in ("input_ids", "prompt_ids", "completion_ids") if k in batch)
         return batch
 
     trainer.data_collator = counting
@@ -157,9 +171,109 @@ def _timed(trainer, init_s: float) -> dict:
     logs = [h for h in trainer.state.log_history if "loss" in h]
     tokens = trainer._total_train_tokens  # real tokens (attention mask), chosen + rejected, as TRL counts them
     return {"init_s": round(init_s, 2), "train_s": round(wall, 2), "cpu_s": round(cpu, 2), "tokens": tokens,
-            "padding": round(1 - tokens / padded[0], 3), "tokens_per_s": round(tokens / wall, 1),
+            # positions run per token trained: 1 + padding share without prompt sharing; below 1 with it
+            "padding": round(1 - tokens / padded[0], 3), "positions_per_token": round(padded[0] / tokens, 3),
+            "tokens_per_s": round(tokens / wall, 1),
             "tokens_per_cpu_s": round(tokens / cpu, 1), "steps": trainer.state.global_step,
             "mean_loss": round(statistics.fmean(h["loss"] for h in logs), 6), "losses": [h["loss"] for h in logs]}
+
+
+def rm_base(pairs: str, model: Path, work: Path, a) -> RewardModelConfig:
+    return RewardModelConfig(
+        model=str(model), train_pairs=pairs, output_dir=str(work / "rm"), train_split=None if not a.pairs else "train",
+        eval_splits=[], max_length=a.max_length, overlong="truncate", epochs=1, batch_size=a.batch,
+        per_device_batch_size=a.batch, learning_rate=1e-4, lr_scheduler="linear", min_lr_rate=None,
+        warmup_ratio=0.0, logging_steps=1, save_steps=10_000, bf16_mixed=False, progress=False, seed=0)
+
+
+def run_rm_plain(cfg: RewardModelConfig) -> dict:
+    """TRL's RewardTrainer as its docs show it (it tokenizes the chats), with the same hyperparameters."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
+    from trl import RewardConfig, RewardTrainer
+
+    from psychocounsel.training.common import load_pairs_dataset
+
+    ds = load_pairs_dataset(cfg.train_pairs, split=cfg.train_split).select_columns(["prompt", "chosen", "rejected"])
+    args = RewardConfig(output_dir=cfg.output_dir, seed=cfg.seed, learning_rate=cfg.learning_rate,
+                        num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.per_device_batch_size,
+                        gradient_accumulation_steps=1, lr_scheduler_type=cfg.lr_scheduler, warmup_steps=0.0,
+                        weight_decay=cfg.weight_decay, adam_beta2=cfg.adam_beta2, max_grad_norm=cfg.max_grad_norm,
+                        max_length=cfg.max_length, activation_checkpointing=False, bf16=False, use_cpu=True,
+                        logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True)
+    t0 = time.time()
+    set_seed(cfg.seed)  # the score head's init, as train-rm seeds it
+    model = AutoModelForSequenceClassification.from_pretrained(cfg.model, num_labels=1, dtype=torch.float32)
+    trainer = RewardTrainer(model=model, args=args, train_dataset=ds,
+                            processing_class=AutoTokenizer.from_pretrained(cfg.model))
+    return _timed(trainer, time.time() - t0)
+
+
+def run_rm_ours(cfg: RewardModelConfig) -> dict:
+    t0 = time.time()
+    trainer = prepare_reward_training(cfg).trainer
+    trainer.args.save_strategy = "no"
+    return _timed(trainer, time.time() - t0)
+
+
+def rm_main(pairs: str, model: Path, work: Path, a) -> dict:
+    base = rm_base(pairs, model, work, a)
+    cfg = lambda name, **kw: base.model_copy(update={"output_dir": str(work / name), **kw})  # noqa: E731
+    variants = {"plain": lambda r: run_rm_plain(cfg(f"rm_plain{r}")),
+                "ours": lambda r: run_rm_ours(cfg(f"rm_ours{r}")),
+                "ours_random_batches": lambda r: run_rm_ours(cfg(f"rm_random{r}", group_by_length=False)),
+                "ours_no_sharing": lambda r: run_rm_ours(cfg(f"rm_noshare{r}", share_prompt=False))}
+    results: dict[str, list[dict]] = {k: [] for k in variants}
+    for r in range(a.rounds):
+        for name, fn in variants.items():
+            results[name].append(fn(r))
+    best = {k: max(x["tokens_per_s"] for x in v) for k, v in results.items()}
+    best_cpu = {k: max(x["tokens_per_cpu_s"] for x in v) for k, v in results.items()}
+    plain_l, random_l = results["plain"][0]["losses"], results["ours_random_batches"][0]["losses"]
+    assert len(plain_l) == len(random_l), "plain and ours logged a different number of steps"
+    return {
+        "tokens_per_s_best": best, "tokens_per_cpu_s_best": best_cpu,
+        "speedup_ours_vs_plain": round(best["ours"] / best["plain"], 3),
+        "speedup_ours_vs_plain_cpu_time": round(best_cpu["ours"] / best_cpu["plain"], 3),
+        "speedup_sharing_only": round(best["ours_random_batches"] / best["plain"], 3),
+        "speedup_grouping_only": round(best["ours_no_sharing"] / best["plain"], 3),
+        "tokens_trained": {k: v[0]["tokens"] for k, v in results.items()},
+        "positions_per_token": {k: v[0]["positions_per_token"] for k, v in results.items()},
+        "max_abs_loss_diff_ours_random_batches_vs_plain": max(abs(x - y) for x, y in zip(plain_l, random_l)),
+        "mean_loss": {k: v[0]["mean_loss"] for k, v in results.items()},
+    }, results
+
+
+def dpo_main(pairs: str, model: Path, work: Path, a) -> tuple[dict, dict]:
+    base = DPOTrainConfig(pairs=[pairs], model=str(model), batch_size=a.batch, per_device_batch_size=a.batch,
+                          max_length=a.max_length, learning_rate=1e-4, warmup=0, logging_steps=1,
+                          save_steps=10_000, ref_cache_dir=str(work / "ref_cache"), device="cpu",
+                          precision="fp32", split=None if not a.pairs else "train")
+    cfg = lambda name, **kw: base.model_copy(update={"out": str(work / name), **kw})  # noqa: E731
+    results: dict[str, list[dict]] = {"plain": [], "ours_first_run": [], "ours": [], "ours_random_batches": []}
+    results["ours_first_run"].append(run_ours(cfg("first")))
+    for r in range(a.rounds):
+        results["plain"].append(run_plain(cfg(f"plain{r}")))
+        results["ours"].append(run_ours(cfg(f"ours{r}")))
+        results["ours_random_batches"].append(run_ours(cfg(f"ungrouped{r}", group_by_length=False)))
+    # Best of the rounds: other processes on a shared machine only ever slow a run down.
+    best = {k: max(x["tokens_per_s"] for x in v) for k, v in results.items()}
+    best_cpu = {k: max(x["tokens_per_cpu_s"] for x in v) for k, v in results.items()}
+    plain_l, ungrouped_l = results["plain"][0]["losses"], results["ours_random_batches"][0]["losses"]
+    summary = {
+        "tokens_per_s_best": best, "tokens_per_cpu_s_best": best_cpu,
+        "speedup_ours_vs_plain": round(best["ours"] / best["plain"], 3),
+        "speedup_ours_vs_plain_cpu_time": round(best_cpu["ours"] / best_cpu["plain"], 3),
+        "speedup_first_run_vs_plain": round(best["ours_first_run"] / best["plain"], 3),
+        # the first run pays the reference pass at init: end to end (init + train) against plain's
+        "speedup_first_run_vs_plain_end_to_end": round(
+            min(x["init_s"] + x["train_s"] for x in results["plain"])
+            / (results["ours_first_run"][0]["init_s"] + results["ours_first_run"][0]["train_s"]), 3),
+        "first_run_init_s": results["ours_first_run"][0]["init_s"],
+        "padding": {k: v[0]["padding"] for k, v in results.items()},
+        "max_abs_loss_diff_ours_random_batches_vs_plain": max(abs(x - y) for x, y in zip(plain_l, ungrouped_l)),
+        "mean_loss": {k: v[0]["mean_loss"] for k, v in results.items()},
+    }
+    return summary, results
 
 
 def main() -> None:
@@ -171,52 +285,30 @@ def main() -> None:
     ap.add_argument("--vocab", type=int, default=4096)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--max-length", type=int, default=512)
-    ap.add_argument("--rounds", type=int, default=3, help="alternations of plain and ours (cache hit)")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "out" / "train_dpo.json"))
+    ap.add_argument("--rounds", type=int, default=3, help="alternations of plain and ours")
+    ap.add_argument("--only", choices=["dpo", "rm"], help="run one benchmark (default: both)")
+    ap.add_argument("--out-dir", default=str(Path(__file__).parent / "out"))
+    ap.add_argument("--out", help="the DPO report's path (the flag before --out-dir; default <out-dir>/train_dpo.json)")
     a = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="bench_dpo_"))
+    work = Path(tempfile.mkdtemp(prefix="bench_train_"))
     try:
         pairs = a.pairs or str(synthetic_pairs(work / "train.jsonl", a.limit))
         model = make_model(work / "model", pairs, a.hidden, a.layers, a.vocab)
-        base = DPOTrainConfig(pairs=[pairs], model=str(model), batch_size=a.batch, per_device_batch_size=a.batch,
-                              max_length=a.max_length, learning_rate=1e-4, warmup=0, logging_steps=1,
-                              save_steps=10_000, ref_cache_dir=str(work / "ref_cache"), device="cpu",
-                              precision="fp32", split=None if not a.pairs else "train")
-        cfg = lambda name, **kw: base.model_copy(update={"out": str(work / name), **kw})  # noqa: E731
-        results: dict[str, list[dict]] = {"plain": [], "ours_first_run": [], "ours": [], "ours_random_batches": []}
-        results["ours_first_run"].append(run_ours(cfg("first")))
-        for r in range(a.rounds):
-            results["plain"].append(run_plain(cfg(f"plain{r}")))
-            results["ours"].append(run_ours(cfg(f"ours{r}")))
-            results["ours_random_batches"].append(run_ours(cfg(f"ungrouped{r}", group_by_length=False)))
-        # Best of the rounds: other processes on a shared machine only ever slow a run down.
-        best = {k: max(x["tokens_per_s"] for x in v) for k, v in results.items()}
-        best_cpu = {k: max(x["tokens_per_cpu_s"] for x in v) for k, v in results.items()}
-        plain_l, ungrouped_l = results["plain"][0]["losses"], results["ours_random_batches"][0]["losses"]
-        summary = {
-            "tokens_per_s_best": best, "tokens_per_cpu_s_best": best_cpu,
-            "speedup_ours_vs_plain": round(best["ours"] / best["plain"], 3),
-            "speedup_ours_vs_plain_cpu_time": round(best_cpu["ours"] / best_cpu["plain"], 3),
-            "speedup_first_run_vs_plain": round(best["ours_first_run"] / best["plain"], 3),
-            # the first run pays the reference pass at init: end to end (init + train) against plain's
-            "speedup_first_run_vs_plain_end_to_end": round(
-                min(x["init_s"] + x["train_s"] for x in results["plain"])
-                / (results["ours_first_run"][0]["init_s"] + results["ours_first_run"][0]["train_s"]), 3),
-            "first_run_init_s": results["ours_first_run"][0]["init_s"],
-            "padding": {k: v[0]["padding"] for k, v in results.items()},
-            "max_abs_loss_diff_ours_random_batches_vs_plain": max(abs(x - y) for x, y in zip(plain_l, ungrouped_l)),
-            "mean_loss": {k: v[0]["mean_loss"] for k, v in results.items()},
-        }
-        report = {"machine": {"cpu_threads": torch.get_num_threads(), "python": platform.python_version(),
-                              "torch": torch.__version__},
-                  "setup": {"pairs": pairs if a.pairs else f"synthetic ({a.limit} demo speeches)", "hidden": a.hidden,
-                            "layers": a.layers, "vocab": a.vocab, "batch": a.batch, "max_length": a.max_length,
-                            "params": sum(p.numel() for p in __import__("transformers").AutoModelForCausalLM
-                                          .from_pretrained(model).parameters())},
-                  "summary": summary, "runs": results}
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(json.dumps(report, indent=2))
-        print(json.dumps({k: report[k] for k in ("setup", "summary")}, indent=2))
+        setup = {"pairs": pairs if a.pairs else f"synthetic ({a.limit} demo speeches)", "hidden": a.hidden,
+                 "layers": a.layers, "vocab": a.vocab, "batch": a.batch, "max_length": a.max_length,
+                 "rounds": a.rounds, "params": sum(p.numel() for p in __import__("transformers")
+                                                   .AutoModelForCausalLM.from_pretrained(model).parameters())}
+        machine = {"cpu_threads": torch.get_num_threads(), "python": platform.python_version(),
+                   "torch": torch.__version__}
+        for name, fn in (("dpo", dpo_main), ("rm", rm_main)):
+            if a.only and a.only != name:
+                continue
+            summary, results = fn(pairs, model, work, a)
+            report = {"machine": machine, "setup": setup, "summary": summary, "runs": results}
+            out = Path(a.out) if a.out and name == "dpo" else Path(a.out_dir) / f"train_{name}.json"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(report, indent=2))
+            print(json.dumps({"bench": name, "setup": setup, "summary": summary}, indent=2), flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -280,7 +280,13 @@ def _register(module: str, name: str) -> None:
     import importlib
 
     cmd = getattr(importlib.import_module(module, __package__), name)
-    cmd.callback = _friendly(cmd.callback)
+    todo = [cmd]
+    while todo:  # a group's subcommands too (psychocounsel annotate serve, ...)
+        c = todo.pop()
+        if c.callback is not None:
+            c.callback = _friendly(c.callback)
+        if isinstance(c, click.Group):
+            todo += c.commands.values()
     main.add_command(cmd)
 
 
@@ -291,6 +297,11 @@ for _module, _name in [
     (".training.multihead", "train_rm_multihead_cmd"),
     (".training.dpo", "train_dpo_cmd"),
     (".training.online_dpo", "train_online_dpo_cmd"),
+    (".agreement", "agree_cmd"),
+    (".evaluate", "evaluate_cmd"),
+    (".evaluate", "leaderboard_cmd"),
+    (".annotate.cli", "annotate_cmd"),
+    (".crisis", "screen_cmd"),
 ]:
     _register(_module, _name)
 

@@ -26,7 +26,7 @@ from .errors import BackendError, UserError
 from .principles import PrincipleSet, load_principles
 from .prompts import Prompt, load_prompt
 from .records import ScoredResponse, text_id
-from .runner import CachedCaller, StageProgress, run_pool
+from .runner import CachedCaller, StageProgress, call_until_parsed, retry_sampling, run_pool
 from .store import Store, Writer
 
 CHOICES = ["1", "2", "3", "4", "5"]
@@ -282,34 +282,20 @@ async def stage_judge(run: Run) -> dict[str, int]:
     async def one_json(item: tuple) -> None:
         row, rid, text = item
         base = judge_core.build_judge_messages(run.principles, run.judge_prompt, row[2], text)
-        errors, ck = [], []
         try:
-            for attempt in range(jc.max_attempts):
-                s = jc.sampling
-                # A retry must be able to differ: a new seed, and some temperature if the first was greedy.
-                temp = s.temperature if attempt == 0 else max(s.temperature, 0.5)
-                req = ChatRequest.chat(jc.model, base, sampling=Sampling(temp, s.top_p, s.max_tokens, (s.seed or 0) + attempt),
-                                       response_format=fmt if structured else None,
-                                       tag=f"{run.judge_prompt.version}#{attempt}")
-                try:
-                    c, key, cached = await caller.complete(req)
-                except BackendError as e:
-                    errors.append(f"call: {e}")
-                    if not e.retryable:
-                        break
-                    continue
-                ck.append(key)
-                counts["calls_cached"] += cached
-                try:
-                    parsed = judge_core.parse_judgment(c.text, run.principles)
-                except judge_core.JudgeParseError as e:
-                    errors.append(f"parse: {e}")
-                    continue
-                counts["judged"] += 1
-                record(rid, "ok", parsed.scores, parsed.rationale, None, attempt + 1, ck)
-                return
-            counts["failed"] += 1
-            record(rid, "failed", None, "", "; ".join(errors)[:2000], len(errors), ck)
+            t = await call_until_parsed(
+                caller.complete,
+                lambda attempt: ChatRequest.chat(jc.model, base, sampling=retry_sampling(jc.sampling, attempt),
+                                                 response_format=fmt if structured else None,
+                                                 tag=f"{run.judge_prompt.version}#{attempt}"),
+                lambda reply: judge_core.parse_judgment(reply, run.principles),
+                (judge_core.JudgeParseError,), jc.max_attempts)
+            counts["calls_cached"] += t.cached
+            counts["judged" if t.ok else "failed"] += 1
+            if t.ok:
+                record(rid, "ok", t.value.scores, t.value.rationale, None, t.attempts, t.call_keys)
+            else:
+                record(rid, "failed", None, "", "; ".join(t.errors)[:2000], t.attempts, t.call_keys)
         finally:
             bar.advance()
 

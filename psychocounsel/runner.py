@@ -12,16 +12,66 @@ import hashlib
 import json
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterator, TypeVar
 
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 
-from .backends.base import Backend, ChatRequest, Completion, cache_key
+from .backends.base import Backend, ChatRequest, Completion, Sampling, cache_key
+from .errors import BackendError
 from .store import Store, Writer
 
 T = TypeVar("T")
+
+
+def retry_sampling(s: Any, attempt: int) -> Sampling:
+    """Sampling for attempt ``attempt`` of a judge call: a retry must be able to differ, so a new seed, and
+    some temperature (0.5) if the first try was greedy."""
+    temp = s.temperature if attempt == 0 else max(s.temperature, 0.5)
+    return Sampling(temp, s.top_p, s.max_tokens, (s.seed or 0) + attempt)
+
+
+@dataclass
+class Tries:
+    """What ``call_until_parsed`` did: the parsed value (None when no attempt parsed), each failed attempt's
+    reason ("call: ..." / "parse: ..."), the call-cache keys of the calls made, and how many were cache hits."""
+
+    value: Any = None
+    ok: bool = False
+    attempts: int = 0
+    errors: list[str] = field(default_factory=list)
+    call_keys: list[str] = field(default_factory=list)
+    cached: int = 0
+
+
+async def call_until_parsed(call: Callable[[ChatRequest], Awaitable[tuple[Completion, str, bool]]],
+                            request_for: Callable[[int], ChatRequest], parse: Callable[[str], T],
+                            parse_errors: tuple[type[Exception], ...], max_attempts: int) -> Tries:
+    """Call and parse until a reply parses, at most ``max_attempts`` times; a non-retryable backend error
+    stops early. Nothing is ever turned into a value: a reply that does not parse is a reason in ``errors``.
+    Used by every judge (pipeline scores, evaluation verdicts and scores)."""
+    t = Tries()
+    for attempt in range(max_attempts):
+        try:
+            c, key, cached = await call(request_for(attempt))
+        except BackendError as e:
+            t.errors.append(f"call: {e}")
+            if not e.retryable:
+                break
+            continue
+        t.call_keys.append(key)
+        t.cached += cached
+        try:
+            t.value = parse(c.text)
+        except parse_errors as e:
+            t.errors.append(f"parse: {getattr(e, 'reason', e)}")
+            continue
+        t.ok, t.attempts = True, attempt + 1
+        return t
+    t.attempts = len(t.errors)
+    return t
 
 
 async def run_pool(items: Iterator[T], fn: Callable[[T], Awaitable[None]], concurrency: int) -> None:

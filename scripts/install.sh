@@ -10,6 +10,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 extras=""
 [ "${1:-}" = "--dev" ] && extras="[dev]"
+if [ -n "$extras" ]; then
+  # tests/test_annotate_browser.py drives Debian's Chromium through Playwright (never a downloaded browser).
+  if [ ! -x /usr/bin/chromium ]; then
+    sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get install -y -q chromium chromium-driver \
+      || { $sudo apt-get update -q && $sudo apt-get install -y -q chromium chromium-driver; }
+  fi
+fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extras}"

@@ -189,6 +189,23 @@ def test_lora_adapter_loads_and_merged_model_loads(tmp_path, tiny_model_dir):
     assert diff > 0 and not any("lora" in n for n, _ in merged.named_parameters())
 
 
+def test_train_layers_updates_only_the_top_blocks(tmp_path, tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    res = train_dpo(cfg_for(tmp_path, tiny_model_dir, "top1", train_layers=1, learning_rate=1e-2))
+    trained = dict(AutoModelForCausalLM.from_pretrained(res["out"]).named_parameters())
+    base = dict(AutoModelForCausalLM.from_pretrained(tiny_model_dir).named_parameters())
+    changed = {n for n in base if not bool((trained[n] - base[n]).abs().max() == 0)}
+    n_layers = 1 + max(int(n.split(".")[2]) for n in base if ".layers." in n)
+    # the top block, the final norm and an untied output head train; nothing below the top block moves
+    assert changed and all(f"layers.{n_layers - 1}." in n or n in ("model.norm.weight", "lm_head.weight")
+                           for n in changed)
+    assert any(f"layers.{n_layers - 1}." in n for n in changed)
+    assert not any("embed" in n for n in changed)
+    with pytest.raises(UserError, match="train_layers and lora"):
+        train_dpo(cfg_for(tmp_path, tiny_model_dir, "both", train_layers=1, lora={"r": 4, "alpha": 8}))
+
+
 # ---------------------------------------------------------------- resume
 
 

@@ -205,6 +205,14 @@ def test_presets_load_and_errors_are_one_line(tmp_path, tiny_model_dir):
         train_online_dpo(base_cfg(tmp_path, tiny_model_dir, dev_split="nope"), scorer=LengthScorer())
 
 
+def test_several_processes_are_refused_in_one_line(tmp_path, tiny_model_dir, monkeypatch):
+    # what accelerate launch / torchrun set for each of 2 processes: the loop would sample and train twice
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(UserError, match="runs in one process, not 2") as err:
+        train_online_dpo(base_cfg(tmp_path, tiny_model_dir), scorer=LengthScorer())
+    assert "\n" not in str(err.value) and not (tmp_path / "run").exists()
+
+
 def test_openai_backend_reloads_the_server_each_round_and_skips_rounds_without_pairs(tmp_path, tiny_model_dir):
     """The fake server echoes the speech, so all samples of a speech are the same text: no pairs, no update,
     and the policy carries over. reload_command runs at the start and after every round."""

@@ -171,3 +171,24 @@ def check_same_run(where: Any, before: dict[str, Any], now: dict[str, Any], data
     if diff:
         raise UserError(f"{where}: config field {diff[0]!r} changed since this run started "
                         f"({before['config'].get(diff[0])!r} -> {now['config'][diff[0]]!r}): pick another --out")
+
+
+def freeze_below(backbone: Any, top: int) -> tuple[int, int]:
+    """Freeze the embeddings and all but the top ``top`` blocks (the longest ModuleList, which is the decoder
+    stack in every causal LM in transformers). Returns (trainable, total) parameter counts.
+
+    Frozen layers at the bottom keep no activations and get no backward pass: SmolLM2-135M on 2 busy CPU cores
+    trained 132-141 tokens/s with its top 4 of 30 blocks vs 26-35 whole (measured back to back)."""
+    from torch import nn
+
+    stacks = [m for m in backbone.modules() if isinstance(m, nn.ModuleList)]
+    if not stacks:
+        raise UserError("train_layers: the backbone has no list of transformer blocks to freeze")
+    blocks = max(stacks, key=len)
+    keep = {id(p) for b in list(blocks)[len(blocks) - min(top, len(blocks)):] for p in b.parameters()}
+    frozen = {id(p) for p in blocks.parameters()} - keep
+    frozen |= {id(p) for m in backbone.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
+    for p in backbone.parameters():
+        p.requires_grad_(id(p) not in frozen)
+    params = list(backbone.parameters())
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)

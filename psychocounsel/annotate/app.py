@@ -1,0 +1,443 @@
+"""The annotation web app: server-rendered pages (Jinja2, autoescaped), each with a JSON twin.
+
+    app = create_app("annotate.sqlite", admin_token="...")   # uvicorn serves it (cli.py: `annotate serve`)
+
+Security model (docs/ANNOTATION.md has the long form):
+- Annotators: a private link ``/a/<token>`` trades the token for an HttpOnly cookie and redirects,
+  so the token leaves the address bar. Every annotator query is scoped by the annotator's id; an
+  assignment of someone else answers 404 (no hint that it exists). Scripts may send the token as
+  ``Authorization: Bearer`` instead.
+- Admin: a separate token (``create_app``'s argument; ``serve`` takes it from an environment
+  variable or generates one and prints it once). Only its SHA-256 is kept in memory; signing in
+  (a POST, so the token is never in a URL or an access log) sets a cookie derived from it.
+- CSRF: every form carries a token = HMAC(server secret, who is signed in). A cross-site page
+  cannot read it, so it cannot forge a submission. Bearer requests need none (a browser never
+  attaches that header on its own).
+- Every piece of text goes through Jinja2 autoescaping; the Content-Security-Policy allows only our
+  own script and stylesheet, so even an escaping bug could not run injected script.
+- Pages that show private data are ``Cache-Control: no-store``; ``Referrer-Policy: no-referrer``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from jinja2 import Environment, FileSystemLoader
+from starlette.concurrency import run_in_threadpool
+
+from ..errors import UserError
+from .dashboard import study_agreement
+from .export import export_rows, to_csv_text, to_parquet_bytes
+from .sources import study_spec
+from .store import CHOICES, AnnotationStore
+
+HERE = Path(__file__).parent
+ANNOTATOR_COOKIE, ADMIN_COOKIE, LOGIN_COOKIE = "pc_annotator", "pc_admin", "pc_login"
+MAX_COMMENT = 5000  # characters; a comment is a note, not an essay, and this bounds a row's size
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
+       "base-uri 'none'; frame-ancestors 'none'")
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _same(a: str, b: str) -> bool:
+    """Constant-time equality; as bytes, because compare_digest refuses non-ASCII text (a 500, not a 403)."""
+    return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))
+
+
+def create_app(db_path: str | Path, admin_token: str, *, n_boot: int = 2000) -> FastAPI:
+    """The app over one SQLite file. ``n_boot``: bootstrap resamples for the dashboard's intervals."""
+    if not admin_token or len(admin_token) < 16:
+        raise UserError("admin token must be at least 16 characters")
+    store = AnnotationStore(db_path)
+    secret = store.meta("csrf_secret").encode()
+    admin_hash = _sha(admin_token)
+    env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True, trim_blocks=True,
+                      lstrip_blocks=True)
+    env.filters["utc"] = lambda ts: datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    app = FastAPI(title="psychocounsel annotate", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.store = store
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next):
+        resp = await call_next(request)
+        resp.headers["Content-Security-Policy"] = CSP
+        resp.headers["X-Content-Type-Options"] = "nosniff"
+        resp.headers["X-Frame-Options"] = "DENY"
+        resp.headers["Referrer-Policy"] = "no-referrer"
+        if not request.url.path.startswith("/static/"):
+            resp.headers["Cache-Control"] = "no-store"
+        return resp
+
+    # ------------------------------------------------------------------ helpers
+
+    def csrf_for(principal: str) -> str:
+        return hmac.new(secret, principal.encode(), hashlib.sha256).hexdigest()
+
+    def wants_json(request: Request) -> bool:
+        return request.query_params.get("format") == "json" or \
+            request.headers.get("accept", "").startswith("application/json")
+
+    def page(request: Request, template: str, ctx: dict[str, Any], status: int = 200) -> Response:
+        """The HTML page, or its JSON twin: the same context minus presentation-only keys."""
+        if wants_json(request):
+            return JSONResponse({k: v for k, v in ctx.items() if not k.startswith("_")}, status_code=status)
+        return HTMLResponse(env.get_template(template).render(**ctx), status_code=status)
+
+    def error(request: Request, status: int, message: str) -> Response:
+        return page(request, "error.html", {"error": message, "status": status}, status)
+
+    def bearer(request: Request) -> str | None:
+        auth = request.headers.get("authorization", "")
+        return auth[7:].strip() if auth.lower().startswith("bearer ") else None
+
+    def set_cookie(request: Request, resp: Response, name: str, value: str) -> None:
+        resp.set_cookie(name, value, httponly=True, samesite="lax", secure=request.url.scheme == "https", path="/")
+
+    def annotator_of(request: Request) -> tuple[dict[str, Any] | None, bool]:
+        """(annotator, signed in by cookie); cookie sessions need a CSRF token on writes."""
+        token = bearer(request)
+        if token:
+            return store.annotator_by_token(token), False
+        return store.annotator_by_token(request.cookies.get(ANNOTATOR_COOKIE, "")), True
+
+    # The admin's cookie holds a value derived from the token, not the token itself, so a copied
+    # cookie is useless once the server runs with another admin token.
+    admin_session = csrf_for("admin-session|" + admin_hash)
+
+    def is_admin(request: Request) -> tuple[bool, bool]:
+        token = bearer(request)
+        if token is not None:
+            return _same(_sha(token), admin_hash), False
+        return _same(request.cookies.get(ADMIN_COOKIE, ""), admin_session), True
+
+    async def form_or_json(request: Request) -> dict[str, Any]:
+        if request.headers.get("content-type", "").startswith("application/json"):
+            try:
+                body = await request.json()
+            except ValueError:
+                raise HTTPException(400, "invalid JSON body") from None
+            if not isinstance(body, dict):
+                raise HTTPException(400, "expected a JSON object")
+            return body
+        return dict(await request.form())
+
+    def check_csrf(request: Request, data: dict[str, Any], principal: str, via_cookie: bool) -> bool:
+        if not via_cookie:
+            return True
+        sent = str(data.get("csrf") or request.headers.get("x-csrf-token") or "")
+        return bool(sent) and _same(sent, csrf_for(principal))
+
+    def admin_guard(request: Request) -> Response | None:
+        ok, _ = is_admin(request)
+        if ok:
+            return None
+        if wants_json(request) or bearer(request) is not None:
+            return error(request, 401, "admin token required")
+        return RedirectResponse("/admin/login", status_code=303)
+
+    # ------------------------------------------------------------------ public
+
+    @app.get("/")
+    async def home(request: Request):
+        return page(request, "home.html", {"app": "psychocounsel annotate",
+                                           "annotators": "open the private link you were sent",
+                                           "admin": "/admin/login"})
+
+    @app.get("/a/{token}")
+    async def enter(request: Request, token: str):
+        annotator = await run_in_threadpool(store.annotator_by_token, token)
+        if annotator is None:
+            return error(request, 404, "This link is not valid. Ask the study's organiser for your link.")
+        resp = RedirectResponse("/annotate", status_code=303)
+        set_cookie(request, resp, ANNOTATOR_COOKIE, token)
+        return resp
+
+    # ------------------------------------------------------------------ annotator
+
+    def annotator_page_ctx(annotator: dict[str, Any], queue: list[dict[str, Any]]) -> dict[str, Any]:
+        done = sum(a["done"] for a in queue)
+        nxt = next((a["assignment_id"] for a in queue if not a["done"]), None)
+        return {"annotator": annotator["name"], "total": len(queue), "done": done, "next": nxt,
+                "csrf": csrf_for("annotator|" + annotator["token_hash"])}
+
+    @app.get("/annotate")
+    async def overview(request: Request):
+        annotator, _ = annotator_of(request)
+        if annotator is None:
+            return error(request, 401, "Open the private link you were sent to start annotating.")
+        queue = await run_in_threadpool(store.queue, annotator["id"])
+        study = await run_in_threadpool(store.study, annotator["study_id"])
+        ctx = annotator_page_ctx(annotator, queue)
+        ctx.update(study=study["name"], stopped=request.query_params.get("stopped") == "1",
+                   items=[{"assignment_id": a["assignment_id"], "position": a["position"], "done": a["done"],
+                           "choice": a["choice"]} for a in queue])
+        return page(request, "overview.html", ctx)
+
+    @app.get("/annotate/{assignment_id:int}")
+    async def item(request: Request, assignment_id: int):
+        annotator, _ = annotator_of(request)
+        if annotator is None:
+            return error(request, 401, "Open the private link you were sent to start annotating.")
+        a = await run_in_threadpool(store.assignment, annotator["id"], assignment_id)
+        if a is None:
+            return error(request, 404, "No such item in your list.")
+        return page(request, "item.html", await item_ctx(annotator, a))
+
+    async def item_ctx(annotator: dict[str, Any], a: dict[str, Any], err: str | None = None) -> dict[str, Any]:
+        queue = await run_in_threadpool(store.queue, annotator["id"])
+        study = await run_in_threadpool(store.study, annotator["study_id"])
+        ctx = annotator_page_ctx(annotator, queue)
+        ids = [q["assignment_id"] for q in queue]
+        i = ids.index(a["assignment_id"])
+        ctx.update(item=a, error=err, principles=[{"key": k, "name": n} for k, n in study["principles"]],
+                   prev=ids[i - 1] if i > 0 else None, following=ids[i + 1] if i + 1 < len(ids) else None,
+                   _scale=[1, 2, 3, 4, 5])
+        return ctx
+
+    @app.post("/annotate/{assignment_id:int}")
+    async def submit(request: Request, assignment_id: int):
+        annotator, via_cookie = annotator_of(request)
+        if annotator is None:
+            return error(request, 401, "Open the private link you were sent to start annotating.")
+        data = await form_or_json(request)
+        if not check_csrf(request, data, "annotator|" + annotator["token_hash"], via_cookie):
+            return error(request, 403, "This form expired or did not come from this site; reload the page.")
+        a = await run_in_threadpool(store.assignment, annotator["id"], assignment_id)
+        if a is None:
+            return error(request, 404, "No such item in your list.")
+        study = await run_in_threadpool(store.study, annotator["study_id"])
+        try:
+            choice, ratings, comment = parse_answer(data, [k for k, _ in study["principles"]])
+        except ValueError as e:
+            ctx = await item_ctx(annotator, a, str(e))
+            return page(request, "item.html", ctx, status=400)
+        saved = await run_in_threadpool(store.submit, annotator["id"], assignment_id, choice, ratings, comment)
+        queue = await run_in_threadpool(store.queue, annotator["id"])
+        if wants_json(request) or request.headers.get("content-type", "").startswith("application/json"):
+            ctx = annotator_page_ctx(annotator, queue)
+            return JSONResponse({"saved": saved, "done": ctx["done"], "total": ctx["total"], "next": ctx["next"]})
+        nxt = next_open(queue, assignment_id)
+        return RedirectResponse(f"/annotate/{nxt}" if nxt else "/annotate", status_code=303)
+
+    @app.post("/annotate/stop")
+    async def stop(request: Request):
+        annotator, via_cookie = annotator_of(request)
+        if annotator is None:
+            return error(request, 401, "Not signed in.")
+        data = await form_or_json(request)
+        if not check_csrf(request, data, "annotator|" + annotator["token_hash"], via_cookie):
+            return error(request, 403, "This form expired or did not come from this site; reload the page.")
+        resp = page(request, "stopped.html", {"stopped": True, "annotator": annotator["name"]})
+        resp.delete_cookie(ANNOTATOR_COOKIE, path="/")
+        return resp
+
+    # ------------------------------------------------------------------ admin
+
+    @app.get("/admin/login")
+    async def login_form(request: Request):
+        nonce = secrets.token_urlsafe(16)
+        resp = page(request, "login.html", {"login": "POST token and csrf to /admin/login", "csrf": nonce})
+        set_cookie(request, resp, LOGIN_COOKIE, nonce)
+        return resp
+
+    @app.post("/admin/login")
+    async def login(request: Request):
+        data = await form_or_json(request)
+        nonce = request.cookies.get(LOGIN_COOKIE, "")
+        if not nonce or not _same(str(data.get("csrf", "")), nonce):
+            return error(request, 403, "This form expired; reload the login page.")
+        token = str(data.get("token", ""))
+        if not _same(_sha(token), admin_hash):
+            return error(request, 401, "Wrong admin token.")
+        resp = RedirectResponse("/admin", status_code=303)
+        set_cookie(request, resp, ADMIN_COOKIE, admin_session)
+        resp.delete_cookie(LOGIN_COOKIE, path="/")
+        return resp
+
+    @app.post("/admin/logout")
+    async def logout(request: Request):
+        data = await form_or_json(request)
+        ok, via_cookie = is_admin(request)
+        if ok and not check_csrf(request, data, "admin|" + admin_hash, via_cookie):
+            return error(request, 403, "This form expired; reload the page.")
+        resp = RedirectResponse("/admin/login", status_code=303)
+        resp.delete_cookie(ADMIN_COOKIE, path="/")
+        return resp
+
+    @app.get("/admin")
+    async def admin_home(request: Request):
+        if (deny := admin_guard(request)) is not None:
+            return deny
+        studies = await run_in_threadpool(store.studies)
+        for s in studies:
+            prog = await run_in_threadpool(store.progress, s["id"])
+            s["annotators"] = len(prog)
+            s["answers"] = sum(p["done"] for p in prog)
+            s["assigned"] = sum(p["total"] for p in prog)
+        return page(request, "admin.html", {"studies": studies, "csrf": csrf_for("admin|" + admin_hash)})
+
+    @app.post("/admin/studies")
+    async def create_study(request: Request):
+        if (deny := admin_guard(request)) is not None:
+            return deny
+        data = await form_or_json(request)
+        if not check_csrf(request, data, "admin|" + admin_hash, is_admin(request)[1]):
+            return error(request, 403, "This form expired; reload the page.")
+        try:
+            n, seed = int(data.get("n") or 200), int(data.get("seed") or 0)
+            spec = await run_in_threadpool(study_spec, str(data.get("source", "")).strip(), n=n, seed=seed,
+                                           name=(str(data.get("name") or "").strip() or None),
+                                           split=(str(data.get("split") or "").strip() or None))
+            sid = await run_in_threadpool(store.create_study, spec)
+        except (UserError, ValueError) as e:
+            return error(request, 400, str(e))
+        if wants_json(request):
+            return JSONResponse({"study_id": sid, "name": spec.name, "items": len(spec.items)})
+        return RedirectResponse(f"/admin/studies/{sid}", status_code=303)
+
+    async def dashboard_ctx(sid: int) -> dict[str, Any] | None:
+        study = await run_in_threadpool(store.study, sid)
+        if study is None:
+            return None
+        t0 = time.perf_counter()
+        progress = await run_in_threadpool(store.progress, sid)
+        annotators = await run_in_threadpool(store.annotators, sid)
+        rows = await run_in_threadpool(store.annotation_rows, sid)
+        agreement = await run_in_threadpool(study_agreement, rows, annotators, study, n_boot=n_boot)
+        public = {k: study[k] for k in ("id", "name", "source", "source_kind", "label_name", "side_names",
+                                        "seed", "n_items", "created_at")}
+        public["principles"] = [list(p) for p in study["principles"]]
+        return {"study": public, "progress": progress, "agreement": agreement, "answers": len(rows),
+                "compute_ms": round(1000 * (time.perf_counter() - t0), 1)}
+
+    @app.get("/admin/studies/{sid:int}")
+    async def dashboard(request: Request, sid: int):
+        if (deny := admin_guard(request)) is not None:
+            return deny
+        ctx = await dashboard_ctx(sid)
+        if ctx is None:
+            return error(request, 404, "No such study.")
+        ctx.update(csrf=csrf_for("admin|" + admin_hash), new_link=None)
+        return page(request, "dashboard.html", ctx)
+
+    @app.post("/admin/studies/{sid:int}/annotators")
+    async def add_annotator(request: Request, sid: int):
+        if (deny := admin_guard(request)) is not None:
+            return deny
+        data = await form_or_json(request)
+        if not check_csrf(request, data, "admin|" + admin_hash, is_admin(request)[1]):
+            return error(request, 403, "This form expired; reload the page.")
+        if await run_in_threadpool(store.study, sid) is None:
+            return error(request, 404, "No such study.")
+        try:
+            aid, token = await run_in_threadpool(store.add_annotator, sid, str(data.get("name", "")))
+        except UserError as e:
+            return error(request, 400, str(e))
+        link = str(request.base_url).rstrip("/") + f"/a/{token}"
+        new = {"annotator_id": aid, "name": " ".join(str(data.get("name", "")).split()), "link": link}
+        return await show_link(request, sid, new)
+
+    @app.post("/admin/studies/{sid:int}/annotators/{aid:int}/link")
+    async def new_link(request: Request, sid: int, aid: int):
+        """A new private link for one annotator; the old link stops working at once."""
+        if (deny := admin_guard(request)) is not None:
+            return deny
+        data = await form_or_json(request)
+        if not check_csrf(request, data, "admin|" + admin_hash, is_admin(request)[1]):
+            return error(request, 403, "This form expired; reload the page.")
+        try:
+            token = await run_in_threadpool(store.new_token, sid, aid)
+        except UserError as e:
+            return error(request, 404, str(e))
+        name = next(a["name"] for a in await run_in_threadpool(store.annotators, sid) if a["id"] == aid)
+        return await show_link(request, sid, {"annotator_id": aid, "name": name,
+                                              "link": str(request.base_url).rstrip("/") + f"/a/{token}"})
+
+    async def show_link(request: Request, sid: int, new: dict[str, Any]) -> Response:
+        if wants_json(request) or request.headers.get("content-type", "").startswith("application/json"):
+            return JSONResponse(new)
+        # Shown once, on this response only: the token is not stored and cannot be shown again.
+        ctx = await dashboard_ctx(sid)
+        ctx.update(csrf=csrf_for("admin|" + admin_hash), new_link=new)
+        return page(request, "dashboard.html", ctx)
+
+    @app.get("/admin/studies/{sid:int}/export.{fmt}")
+    async def export(request: Request, sid: int, fmt: str):
+        if (deny := admin_guard(request)) is not None:
+            return deny
+        study = await run_in_threadpool(store.study, sid)
+        if study is None:
+            return error(request, 404, "No such study.")
+        rows = await run_in_threadpool(store.annotation_rows, sid)
+        name = "".join(c if c.isalnum() or c in "-_" else "_" for c in study["name"])
+        disposition = {"Content-Disposition": f'attachment; filename="{name}.{fmt}"'}
+        if fmt == "csv":
+            return Response(to_csv_text(study, rows), media_type="text/csv; charset=utf-8", headers=disposition)
+        if fmt == "parquet":
+            body = await run_in_threadpool(to_parquet_bytes, study, rows)
+            return Response(body, media_type="application/vnd.apache.parquet", headers=disposition)
+        if fmt == "json":
+            return JSONResponse({"study": study["name"], "rows": export_rows(study, rows)})
+        return error(request, 404, "export formats: csv, parquet, json")
+
+    app.state.csrf_for = csrf_for
+    app.state.admin_csrf = csrf_for("admin|" + admin_hash)
+    return app
+
+
+def next_open(queue: list[dict[str, Any]], after: int) -> int | None:
+    """The first unanswered assignment after ``after`` in the annotator's order, wrapping around."""
+    ids = [q["assignment_id"] for q in queue]
+    i = ids.index(after) if after in ids else -1
+    for q in queue[i + 1:] + queue[:i + 1]:
+        if not q["done"]:
+            return q["assignment_id"]
+    return None
+
+
+def parse_answer(data: dict[str, Any], principles: list[str]) -> tuple[str, dict[str, dict[str, int]], str]:
+    """(choice, ratings by shown side, comment) from a form or a JSON body; ValueError says what is wrong.
+
+    Form fields: ``choice`` = A | B | tie, ``rating_A_<principle>`` = 1-5 or empty, ``comment``.
+    JSON may instead give ``ratings = {"A": {"empathy": 4}, "B": {...}}``.
+    """
+    choice = str(data.get("choice") or "")
+    if choice not in CHOICES:
+        raise ValueError("Choose A, B or tie before saving.")
+    ratings: dict[str, dict[str, int]] = {"A": {}, "B": {}}
+    nested = data.get("ratings") if isinstance(data.get("ratings"), dict) else {}
+    for side in ("A", "B"):
+        given = nested.get(side) or {}
+        if not isinstance(given, dict):
+            raise ValueError(f"ratings.{side} must be an object of principle: 1-5")
+        unknown = set(given) - set(principles)
+        if unknown:
+            raise ValueError(f"unknown principle {sorted(unknown)[0]!r}")
+        for p in principles:
+            raw = given.get(p, data.get(f"rating_{side}_{p}"))
+            if raw is None or raw == "":
+                continue
+            try:
+                value = int(raw)
+            except (TypeError, ValueError):
+                raise ValueError(f"rating of {p} for {side} must be 1 to 5") from None
+            if not 1 <= value <= 5 or (isinstance(raw, float) and not raw.is_integer()):
+                raise ValueError(f"rating of {p} for {side} must be 1 to 5")
+            ratings[side][p] = value
+    comment = str(data.get("comment") or "").strip()
+    if len(comment) > MAX_COMMENT:
+        raise ValueError(f"comment is longer than {MAX_COMMENT} characters")
+    return choice, {k: v for k, v in ratings.items() if v}, comment

@@ -1,0 +1,195 @@
+"""``psychocounsel annotate``: run the annotation server and manage studies from the shell. User mistakes
+print one line: ``cli._register`` wraps every subcommand.
+
+    psychocounsel annotate create-study runs/demo/pairs/test.parquet --n 200 --seed 0 --db annotate.sqlite
+    psychocounsel annotate add-annotator 1 "Dr. Rivera" --db annotate.sqlite --base-url https://annotate.example.org
+    psychocounsel annotate serve --db annotate.sqlite            # prints the admin token once
+    psychocounsel annotate status 1 --db annotate.sqlite         # progress and agreement in the terminal
+    psychocounsel annotate export 1 --out annotations.parquet --db annotate.sqlite
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import secrets
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import UserError
+
+ADMIN_TOKEN_ENV = "PSYCHOCOUNSEL_ANNOTATE_ADMIN_TOKEN"
+DEFAULT_DB = "annotate.sqlite"
+_TOKEN_PATH = re.compile(r"/a/[^/?#\s\"]+")
+
+db_opt = click.option("--db", type=click.Path(dir_okay=False), default=DEFAULT_DB, show_default=True,
+                      help="The study database (SQLite; created if missing).")
+
+
+class RedactTokens(logging.Filter):
+    """Access-log lines show ``/a/[token]``: a private link in a log file would open that annotator's page."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(_TOKEN_PATH.sub("/a/[token]", a) if isinstance(a, str) else a for a in record.args)
+        elif isinstance(record.msg, str):
+            record.msg = _TOKEN_PATH.sub("/a/[token]", record.msg)
+        return True
+
+
+def _store(db: str):
+    from .store import AnnotationStore
+
+    return AnnotationStore(db)
+
+
+def _study(store, ref: str) -> dict[str, Any]:
+    study = store.study(ref)
+    if study is None:
+        names = ", ".join(f"{s['id']} ({s['name']})" for s in store.studies()) or "none yet"
+        raise UserError(f"{store.path}: no study {ref!r} (studies: {names})")
+    return study
+
+
+@click.group("annotate", context_settings={"help_option_names": ["-h", "--help"]})
+def annotate_cmd() -> None:
+    """Expert annotation: therapists compare and rate responses; agreement with each other and the labels."""
+
+
+@annotate_cmd.command("serve")
+@db_opt
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to listen on. Serve others through an HTTPS reverse proxy (docs/ANNOTATION.md).")
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--bootstrap", "n_boot", type=int, default=2000, show_default=True,
+              help="Bootstrap resamples for the dashboard's 95% intervals.")
+def serve_cmd(db: str, host: str, port: int, n_boot: int) -> None:
+    """Run the web app. Admin token: $PSYCHOCOUNSEL_ANNOTATE_ADMIN_TOKEN, else a new one printed once."""
+    import uvicorn
+
+    from .app import create_app
+
+    token = os.environ.get(ADMIN_TOKEN_ENV)
+    generated = not token
+    token = token or secrets.token_urlsafe(32)
+    app = create_app(db, token, n_boot=n_boot)
+    config = uvicorn.Config(app, host=host, port=port, proxy_headers=True)
+    logging.getLogger("uvicorn.access").addFilter(RedactTokens())
+    # The token goes to the terminal only (stdout, not a logger), so no log file ever holds it.
+    click.echo(f"annotation server: http://{host}:{port}/   database: {Path(db).resolve()}")
+    click.echo(f"admin sign-in:     http://{host}:{port}/admin/login")
+    if generated:
+        click.echo(f"admin token (shown once; set {ADMIN_TOKEN_ENV} to choose your own): {token}")
+    else:
+        click.echo(f"admin token: from ${ADMIN_TOKEN_ENV}")
+    uvicorn.Server(config).run()
+
+
+@annotate_cmd.command("create-study")
+@click.argument("source", type=click.Path(exists=True))
+@db_opt
+@click.option("--n", "n", type=int, default=200, show_default=True,
+              help="Items to sample (the paper's experts checked 200 pairs).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed; also seeds the A/B orders.")
+@click.option("--name", default=None, help="Study name (default: <file>-n<N>-seed<seed>).")
+@click.option("--split", default=None, help="Only pairs of this split (train, dev, test).")
+def create_study_cmd(source: str, db: str, n: int, seed: int, name: str | None, split: str | None) -> None:
+    """Create a study from a pair file (ours or the published parquet) or an evaluation folder."""
+    from .sources import study_spec
+
+    spec = study_spec(source, n=n, seed=seed, name=name, split=split)
+    sid = _store(db).create_study(spec)
+    click.echo(f"study {sid} ({spec.name}): {len(spec.items)} items from {spec.source} "
+               f"(reference answer: {spec.label_name})")
+
+
+@annotate_cmd.command("add-annotator")
+@click.argument("study")
+@click.argument("name")
+@db_opt
+@click.option("--base-url", default="http://127.0.0.1:8000", show_default=True,
+              help="Where annotators reach the server; the link is <base-url>/a/<token>.")
+def add_annotator_cmd(study: str, name: str, db: str, base_url: str) -> None:
+    """Add an annotator to STUDY (id or name) and print their private link (shown once)."""
+    store = _store(db)
+    s = _study(store, study)
+    aid, token = store.add_annotator(s["id"], name)
+    click.echo(f"annotator {aid} ({name}) in study {s['id']}; private link (send to them only, shown once):")
+    click.echo(f"{base_url.rstrip('/')}/a/{token}")
+
+
+@annotate_cmd.command("new-link")
+@click.argument("study")
+@click.argument("name")
+@db_opt
+@click.option("--base-url", default="http://127.0.0.1:8000", show_default=True)
+def new_link_cmd(study: str, name: str, db: str, base_url: str) -> None:
+    """A new private link for annotator NAME of STUDY (lost or leaked link); the old link stops working."""
+    store = _store(db)
+    s = _study(store, study)
+    match = [a for a in store.annotators(s["id"]) if a["name"] == name]
+    if not match:
+        names = ", ".join(a["name"] for a in store.annotators(s["id"])) or "none yet"
+        raise UserError(f"study {s['id']} has no annotator {name!r} (annotators: {names})")
+    token = store.new_token(s["id"], match[0]["id"])
+    click.echo(f"new private link for {name} (the old one no longer works; shown once):")
+    click.echo(f"{base_url.rstrip('/')}/a/{token}")
+
+
+@annotate_cmd.command("export")
+@click.argument("study")
+@db_opt
+@click.option("--out", type=click.Path(dir_okay=False), required=True,
+              help="Output file: .csv, .parquet or .json (by its suffix).")
+def export_cmd(study: str, db: str, out: str) -> None:
+    """Write every answer of STUDY (one row per item and annotator) as CSV, Parquet or JSON."""
+    from .export import export_rows, to_csv_text, to_parquet_bytes
+
+    store = _store(db)
+    s = _study(store, study)
+    rows = store.annotation_rows(s["id"])
+    path = Path(out)
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        path.write_text(to_csv_text(s, rows), encoding="utf-8")
+    elif suffix == ".parquet":
+        path.write_bytes(to_parquet_bytes(s, rows))
+    elif suffix == ".json":
+        path.write_text(json.dumps(export_rows(s, rows), indent=1), encoding="utf-8")
+    else:
+        raise UserError(f"{out}: unknown export type {suffix!r} (use .csv, .parquet or .json)")
+    click.echo(f"wrote {len(rows)} answers to {path}")
+
+
+@annotate_cmd.command("status")
+@click.argument("study")
+@db_opt
+@click.option("--json", "as_json", is_flag=True, help="Print the dashboard's JSON.")
+@click.option("--bootstrap", "n_boot", type=int, default=2000, show_default=True)
+def status_cmd(study: str, db: str, as_json: bool, n_boot: int) -> None:
+    """Progress and agreement of STUDY, as on the admin dashboard."""
+    from .dashboard import study_agreement
+
+    store = _store(db)
+    s = _study(store, study)
+    progress = store.progress(s["id"])
+    agreement = study_agreement(store.annotation_rows(s["id"]), store.annotators(s["id"]), s, n_boot=n_boot)
+    if as_json:
+        click.echo(json.dumps({"progress": progress, "agreement": agreement}, indent=1, default=str))
+        return
+    click.echo(f"study {s['id']} ({s['name']}): {s['n_items']} items")
+    for p in progress:
+        click.echo(f"  {p['name']}: {p['done']}/{p['total']} answered")
+    for row in agreement["between_annotators"] + agreement["vs_label"]:
+        r = row["report"]
+        if r is None:
+            click.echo(f"  {row['a']} vs {row['b']}: no shared answers yet")
+            continue
+        kappa = "undefined" if r["kappa"] is None else f"{r['kappa']:.3f}"
+        alpha = "undefined" if r["alpha"] is None else f"{r['alpha']:.3f}"
+        click.echo(f"  {row['a']} vs {row['b']}: {r['agree']}/{r['n']} = {100 * r['percent']:.1f}%  "
+                   f"kappa {kappa}  alpha {alpha}")

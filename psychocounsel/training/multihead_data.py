@@ -1,0 +1,97 @@
+"""Per-principle reward model data: chats -> token ids (once, before training, so over-long pairs are counted
+before the first step), rating targets, a ``length`` column, and the collator that only pads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from ..errors import UserError
+from .common import chat
+
+if TYPE_CHECKING:
+    from .multihead import MultiHeadRMConfig
+
+
+# ------------------------------------------------------------------------------------------ tokens
+
+
+def load_tokenizer(location: str, chat_template: str | None = None, **kw: Any) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(location, **kw)
+    except Exception as e:  # unreachable hub, unknown format: one line
+        first = (str(e).splitlines() or [repr(e)])[0]
+        raise UserError(f"model {location!r}: cannot load its tokenizer: {first}") from None
+    if chat_template:
+        if not Path(chat_template).is_file():
+            raise UserError(f"chat_template {chat_template!r}: file not found")
+        tok.chat_template = Path(chat_template).read_text(encoding="utf-8")
+    if not getattr(tok, "chat_template", None):
+        raise UserError(f"model {location!r}: tokenizer has no chat template; set chat_template to a .jinja file")
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token  # padding is masked out; any id will do
+    return tok
+
+
+def encode_chats(tokenizer: Any, questions: Sequence[str], responses: Sequence[str]) -> list[list[int]]:
+    """Token ids of chat(speech, response) under the tokenizer's chat template.
+
+    The template already holds any BOS token, so the tokenizer must not add special tokens again."""
+    texts = [tokenizer.apply_chat_template(chat(q, r), tokenize=False) for q, r in zip(questions, responses)]
+    return tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+
+def tokenize_pairs(ds: Any, tokenizer: Any, cfg: MultiHeadRMConfig) -> tuple[Any, int]:
+    """Add token ids, rating targets and a length column; apply ``cfg.overlong``. Returns (dataset, overlong)."""
+
+    def enc(batch: dict[str, list]) -> dict[str, list]:
+        out = {"chosen_input_ids": encode_chats(tokenizer, batch["question"], batch["chosen_text"]),
+               "rejected_input_ids": encode_chats(tokenizer, batch["question"], batch["rejected_text"])}
+        for side in ("chosen", "rejected"):
+            out[f"{side}_targets"] = [[(r - cfg.rating_center) / cfg.rating_scale for r in row]
+                                      for row in batch[f"{side}_ratings"]]
+        out["length"] = [len(c) + len(r) for c, r in zip(out["chosen_input_ids"], out["rejected_input_ids"])]
+        return out
+
+    ds = ds.map(enc, batched=True, desc="tokenizing pairs")
+    too_long = [max(len(c), len(r)) > cfg.max_length for c, r in zip(ds["chosen_input_ids"], ds["rejected_input_ids"])]
+    n_over = int(sum(too_long))
+    if n_over and cfg.overlong == "error":
+        raise UserError(f"{n_over} of {len(ds)} pairs have a side over max_length={cfg.max_length} tokens "
+                        "(set overlong: drop or truncate, or raise max_length)")
+    if n_over and cfg.overlong == "drop":
+        ds = ds.select([i for i, t in enumerate(too_long) if not t])
+    elif n_over:
+        m = cfg.max_length
+        ds = ds.map(lambda b: {"chosen_input_ids": [x[:m] for x in b["chosen_input_ids"]],
+                               "rejected_input_ids": [x[:m] for x in b["rejected_input_ids"]]}, batched=True)
+    return ds, n_over
+
+
+def _pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any]:
+    import torch
+
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[i, : len(s)] = 1
+    return ids, mask
+
+
+class PairCollator:
+    """Rows of ``tokenize_pairs`` -> one right-padded batch [chosen..., rejected...] plus (B, K) targets."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        ids, mask = _pad([r["chosen_input_ids"] for r in rows] + [r["rejected_input_ids"] for r in rows], self.pad_id)
+        return {"input_ids": ids, "attention_mask": mask,
+                "chosen_targets": torch.tensor([r["chosen_targets"] for r in rows], dtype=torch.float32),
+                "rejected_targets": torch.tensor([r["rejected_targets"] for r in rows], dtype=torch.float32)}
