@@ -89,14 +89,16 @@ def plot(results: dict, online_rounds: list[dict], path: Path) -> None:
     means = [results["policies"][n]["mean_reward"] for n in names]
     cis = [results["policies"][n]["mean_reward_ci"] for n in names]
     err = np.array([[m - lo for m, (lo, _) in zip(means, cis)], [hi - m for m, (_, hi) in zip(means, cis)]])
-    a.bar(names, means, yerr=err, capsize=6, color=["#9e9e9e", "#4c72b0", "#dd8452"])
+    colors = {"base": "#9e9e9e", "offline_dpo": "#4c72b0", "online_dpo": "#dd8452", "offline_dpo_sft": "#55a868"}
+    a.bar(names, means, yerr=err, capsize=6, color=[colors.get(n, "#8172b2") for n in names])
+    a.tick_params(axis="x", labelsize=8)
     a.set_ylabel("reward on 40 held-out speeches (greedy)")
-    a.set_title("Base vs offline vs online DPO (95% CI)")
+    a.set_title("Held-out reward by policy (95% CI)")
     xs = [0] + [r["round"] for r in online_rounds]
     ys = [results["online_initial_dev_reward"]] + [r["dev_reward"] for r in online_rounds]
     b.plot(xs, ys, marker="o", color="#dd8452", label="online DPO (dev, per round)")
-    if results.get("offline_dev_reward") is not None:
-        b.axhline(results["offline_dev_reward"], color="#4c72b0", ls="--", label="offline DPO (dev)")
+    for name, value in (results.get("offline_dev_reward") or {}).items():
+        b.axhline(value, color=colors.get(name, "#8172b2"), ls="--", label=f"{name} (dev)")
     b.set_xlabel("round")
     b.set_ylabel("reward on dev speeches (greedy)")
     b.legend()
@@ -111,6 +113,10 @@ def plot(results: dict, online_rounds: list[dict], path: Path) -> None:
               show_default=True)
 @click.option("--train-layers", default=4, show_default=True, help="Top blocks updated by both recipes.")
 @click.option("--lr", default=2e-5, show_default=True, help="Both recipes (a 135M model barely moves at 5e-7).")
+@click.option("--sft-weight", default=0.0, show_default=True,
+              help="Also train offline DPO + this x chosen NLL (RPO) as a fourth policy, offline_dpo_sft.")
+@click.option("--sft-epochs", default=1.0, show_default=True, help="Epochs of the offline DPO + SFT policy.")
+@click.option("--sft-lr", type=float, default=None, help="Learning rate of the offline DPO + SFT policy; default: --lr.")
 @click.option("--online-lr", type=float, default=None, help="Online DPO's learning rate; default: --lr.")
 @click.option("--rounds", default=4, show_default=True)
 @click.option("--speeches-per-round", default=32, show_default=True)
@@ -119,7 +125,7 @@ def plot(results: dict, online_rounds: list[dict], path: Path) -> None:
 @click.option("--n-dev", default=12, show_default=True)
 @click.option("--n-boot", default=2000, show_default=True)
 @click.option("--seed", default=0, show_default=True)
-def main(out_dir: str, rm_dir: str, pairs_src: str, train_layers: int, lr: float, online_lr: float | None, rounds: int,
+def main(out_dir: str, rm_dir: str, pairs_src: str, train_layers: int, lr: float, sft_weight: float, sft_epochs: float, sft_lr: float | None, online_lr: float | None, rounds: int,
          speeches_per_round: int, samples: int, max_tokens: int, n_dev: int, n_boot: int, seed: int) -> None:
     from psychocounsel.rm_eval import load_scorer
     from psychocounsel.training.dpo import DPOTrainConfig, train_dpo
@@ -144,6 +150,17 @@ def main(out_dir: str, rm_dir: str, pairs_src: str, train_layers: int, lr: float
         timings["offline_dpo_train_s"] = round(time.time() - t0, 1)
         click.echo(f"offline DPO: {json.dumps(res.get('metrics', {}), default=str)[:400]}")
 
+    sft_dir = out / f"dpo-sft{sft_weight:g}" if (sft_epochs, sft_lr) == (1.0, None) else \
+        out / f"dpo-sft{sft_weight:g}-lr{sft_lr or lr:g}-ep{sft_epochs:g}"
+    if sft_weight and not (sft_dir / "manifest.json").is_file():
+        t0 = time.time()
+        cfg = DPOTrainConfig(pairs=[str(pairs)], out=str(sft_dir), split="train", eval_split="dev",
+                             epochs=sft_epochs, warmup=0.1, lr_scheduler="linear", logging_steps=2, save_steps=10,
+                             sft_weight=sft_weight, **{**common, "learning_rate": sft_lr or lr})
+        res = train_dpo(cfg)
+        timings["offline_dpo_sft_train_s"] = round(time.time() - t0, 1)
+        click.echo(f"offline DPO + SFT: {json.dumps(res.get('metrics', {}), default=str)[:400]}")
+
     online_dir = out / "online"
     t0 = time.time()
     ocfg = OnlineDPOConfig(out=str(online_dir), reward_model=rm_dir, pairs=[str(pairs)], rounds=rounds,
@@ -160,6 +177,8 @@ def main(out_dir: str, rm_dir: str, pairs_src: str, train_layers: int, lr: float
     dev_q = sorted(set(pd.read_parquet(pairs / "dev.parquet")["question"]))
     scorer = load_scorer(rm_dir, device="cpu")
     policies = {"base": "embedded", "offline_dpo": str(dpo_dir), "online_dpo": state["best_checkpoint"]}
+    if sft_weight:
+        policies["offline_dpo_sft"] = str(sft_dir)
     cache = out / "replies.jsonl"
     have = {}
     if cache.is_file():
@@ -167,10 +186,10 @@ def main(out_dir: str, rm_dir: str, pairs_src: str, train_layers: int, lr: float
             row = json.loads(line)
             have[(row["policy"], row["checkpoint"], row["split"])] = row
     rewards, lengths = {}, {}
-    offline_dev = None
+    offline_dev: dict[str, float] = {}
     for name, ckpt in policies.items():
         for split, qs in (("test", test_q), ("dev", dev_q)):
-            if split == "dev" and name != "offline_dpo":
+            if split == "dev" and not name.startswith("offline"):
                 continue
             key = (name, ckpt, split)
             if key not in have:
@@ -188,12 +207,13 @@ def main(out_dir: str, rm_dir: str, pairs_src: str, train_layers: int, lr: float
                 lengths[name] = np.array([len(x) for x in row["replies"]], dtype=float)
                 click.echo(f"{name}: mean test reward {rewards[name].mean():.3f} ({row['seconds']} s)")
             else:
-                offline_dev = float(np.mean(row["rewards"]))
+                offline_dev[name] = float(np.mean(row["rewards"]))
 
     results = {"policies": summarise(rewards, lengths, n_boot), "n_test_speeches": len(test_q),
-               "online_initial_dev_reward": state["initial_dev_reward"], "offline_dev_reward": offline_dev,
+               "online_initial_dev_reward": state["initial_dev_reward"], "offline_dev_reward": offline_dev,  # per offline policy
                "online_best_round": state["best_round"], "online_rounds": state["rounds"],
-               "config": {"train_layers": train_layers, "lr": lr, "online_lr": online_lr or lr, "rounds": rounds,
+               "config": {"train_layers": train_layers, "lr": lr, "sft_weight": sft_weight, "sft_epochs": sft_epochs,
+                          "sft_lr": sft_lr or lr, "online_lr": online_lr or lr, "rounds": rounds,
                           "speeches_per_round": speeches_per_round, "samples": samples, "max_tokens": max_tokens,
                           "pairs": counts, "seed": seed},
                "timings": timings,

@@ -206,6 +206,17 @@ def test_train_layers_updates_only_the_top_blocks(tmp_path, tiny_model_dir):
         train_dpo(cfg_for(tmp_path, tiny_model_dir, "both", train_layers=1, lora={"r": 4, "alpha": 8}))
 
 
+def test_sft_weight_adds_the_chosen_nll_linearly(tmp_path, tiny_model_dir):
+    """First-step loss = DPO loss + w * NLL(chosen): linear in w, and the NLL (the slope) is positive."""
+    first = {}
+    for w in (0.0, 1.0, 2.0):
+        res = train_dpo(cfg_for(tmp_path, tiny_model_dir, f"sft{w}", sft_weight=w, max_steps=1))
+        first[w] = res["metrics"]["train_loss"]
+    slope = first[1.0] - first[0.0]
+    assert slope > 0.5  # a random tiny model's token NLL is ~log(vocab)
+    assert first[2.0] - first[1.0] == pytest.approx(slope, rel=1e-4)
+
+
 # ---------------------------------------------------------------- resume
 
 

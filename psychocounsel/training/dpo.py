@@ -83,6 +83,10 @@ class DPOTrainConfig(BaseModel):
     eval_split: str | None = Field(None, description="Also evaluate on this split of PAIRS (e.g. dev); null = none.")
     beta: float = Field(0.1, gt=0, description="DPO beta, the KL strength (paper: 0.1).")
     loss_type: Literal["sigmoid", "ipo", "hinge"] = Field("sigmoid", description="sigmoid = the DPO paper's loss.")
+    sft_weight: float = Field(0.0, ge=0, description=(
+        "Add this times the chosen responses' token NLL to the loss (RPO, Pang et al. 2024). Offline pairs from "
+        "other models pull a small policy off its own distribution: on SmolLM2 plain DPO drove greedy replies "
+        "into repetition (docs/TRAINING.md); the NLL term keeps the chosen likely. 0 = plain DPO."))
     learning_rate: float = Field(5e-7, gt=0, description="Peak learning rate (paper's DPO-Iter: 5e-7).")
     epochs: float = Field(1.0, gt=0, description="Passes over the pairs.")
     max_steps: int = Field(-1, description="Stop after this many optimizer steps; -1 = use epochs.")
@@ -190,7 +194,8 @@ def build_dpo_trainer(cfg: DPOTrainConfig, callbacks: Sequence[Any] = ()):
     out = Path(cfg.out)
     args = DPOConfig(
         output_dir=str(out / "checkpoints"), seed=cfg.seed, data_seed=cfg.seed,
-        beta=cfg.beta, loss_type=[cfg.loss_type], learning_rate=cfg.learning_rate,
+        beta=cfg.beta, loss_type=[cfg.loss_type] + (["sft"] if cfg.sft_weight else []),
+        loss_weights=[1.0, cfg.sft_weight] if cfg.sft_weight else None, learning_rate=cfg.learning_rate,
         num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
         per_device_train_batch_size=cfg.per_device_batch_size, per_device_eval_batch_size=cfg.per_device_batch_size,
         gradient_accumulation_steps=cfg.batch_size // per_step,
