@@ -207,14 +207,22 @@ def create_app(db_path: str | Path, admin_token: str, *, n_boot: int = 2000) -> 
                    _scale=[1, 2, 3, 4, 5])
         return ctx
 
-    @app.post("/annotate/{assignment_id:int}")
-    async def submit(request: Request, assignment_id: int):
+    async def annotator_post(request: Request, unknown: str) -> tuple[dict[str, Any], dict[str, Any]] | Response:
+        """The signed-in annotator and their form for a POST, or the 401 / 403 page to send instead."""
         annotator, via_cookie = annotator_of(request)
         if annotator is None:
-            return error(request, 401, "Open the private link you were sent to start annotating.")
+            return error(request, 401, unknown)
         data = await form_or_json(request)
         if not check_csrf(request, data, "annotator|" + annotator["token_hash"], via_cookie):
             return error(request, 403, "This form expired or did not come from this site; reload the page.")
+        return annotator, data
+
+    @app.post("/annotate/{assignment_id:int}")
+    async def submit(request: Request, assignment_id: int):
+        got = await annotator_post(request, "Open the private link you were sent to start annotating.")
+        if isinstance(got, Response):
+            return got
+        annotator, data = got
         a = await run_in_threadpool(store.assignment, annotator["id"], assignment_id)
         if a is None:
             return error(request, 404, "No such item in your list.")
@@ -234,12 +242,10 @@ def create_app(db_path: str | Path, admin_token: str, *, n_boot: int = 2000) -> 
 
     @app.post("/annotate/stop")
     async def stop(request: Request):
-        annotator, via_cookie = annotator_of(request)
-        if annotator is None:
-            return error(request, 401, "Not signed in.")
-        data = await form_or_json(request)
-        if not check_csrf(request, data, "annotator|" + annotator["token_hash"], via_cookie):
-            return error(request, 403, "This form expired or did not come from this site; reload the page.")
+        got = await annotator_post(request, "Not signed in.")
+        if isinstance(got, Response):
+            return got
+        annotator = got[0]
         resp = page(request, "stopped.html", {"stopped": True, "annotator": annotator["name"]})
         resp.delete_cookie(ANNOTATOR_COOKIE, path="/")
         return resp
