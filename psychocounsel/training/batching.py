@@ -53,3 +53,16 @@ def keep_length_column(signature_columns: list[str] | None) -> list[str] | None:
         return signature_columns
     return [*signature_columns, "length"]
 
+
+def pad_right(seqs: Sequence[Sequence[int]], pad_id: int):
+    """(ids, attention mask) of right-padded rows: how the reward models read a batch (the score sits at the
+    last real token, which right padding keeps at a known place)."""
+    import torch
+
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, :len(s)] = torch.as_tensor(s, dtype=torch.long)
+        mask[i, :len(s)] = 1
+    return ids, mask

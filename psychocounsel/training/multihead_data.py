@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ..errors import UserError
+from .batching import pad_right as _pad
 from .common import chat
 
 if TYPE_CHECKING:
@@ -68,18 +69,6 @@ def tokenize_pairs(ds: Any, tokenizer: Any, cfg: MultiHeadRMConfig) -> tuple[Any
         ds = ds.map(lambda b: {"chosen_input_ids": [x[:m] for x in b["chosen_input_ids"]],
                                "rejected_input_ids": [x[:m] for x in b["rejected_input_ids"]]}, batched=True)
     return ds, n_over
-
-
-def _pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any]:
-    import torch
-
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-        mask[i, : len(s)] = 1
-    return ids, mask
 
 
 class PairCollator:

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ..errors import UserError
 from .batching import LengthGroupedBatches, keep_length_column
+from .batching import pad_right as _pad_right
 from .common import trainable_gguf_kwargs
 from .distributed import cpu_ddp_kwargs, world_size
 from .reward_data import TokenizedPairs, describe_overlong, load_training_data, tokenize_pairs
@@ -209,18 +210,6 @@ def shared_prefix_length(chosen: Sequence[int], rejected: Sequence[int], pad_tok
 def _last_real(ids: Sequence[int], pad_token_id: int | None) -> int:
     """Index of the last token that is not padding: where ``*ForSequenceClassification`` reads the score."""
     return next((i for i in range(len(ids) - 1, -1, -1) if ids[i] != pad_token_id), -1)
-
-
-def _pad_right(seqs: Sequence[Sequence[int]], pad_id: int):
-    import torch
-
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, :len(s)] = torch.as_tensor(s, dtype=torch.long)
-        mask[i, :len(s)] = 1
-    return ids, mask
 
 
 @dataclass
