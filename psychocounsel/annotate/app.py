@@ -148,6 +148,15 @@ def create_app(db_path: str | Path, admin_token: str, *, n_boot: int = 2000) -> 
             return error(request, 401, "admin token required")
         return RedirectResponse("/admin/login", status_code=303)
 
+    async def admin_post(request: Request) -> dict[str, Any] | Response:
+        """The admin's form for a POST, or the login redirect / 401 / 403 to send instead."""
+        if (deny := admin_guard(request)) is not None:
+            return deny
+        data = await form_or_json(request)
+        if not check_csrf(request, data, "admin|" + admin_hash, is_admin(request)[1]):
+            return error(request, 403, "This form expired; reload the page.")
+        return data
+
     # ------------------------------------------------------------------ public
 
     @app.get("/")
@@ -297,11 +306,9 @@ def create_app(db_path: str | Path, admin_token: str, *, n_boot: int = 2000) -> 
 
     @app.post("/admin/studies")
     async def create_study(request: Request):
-        if (deny := admin_guard(request)) is not None:
-            return deny
-        data = await form_or_json(request)
-        if not check_csrf(request, data, "admin|" + admin_hash, is_admin(request)[1]):
-            return error(request, 403, "This form expired; reload the page.")
+        data = await admin_post(request)
+        if isinstance(data, Response):
+            return data
         try:
             n, seed = int(data.get("n") or 200), int(data.get("seed") or 0)
             spec = await run_in_threadpool(study_spec, str(data.get("source", "")).strip(), n=n, seed=seed,
@@ -341,11 +348,9 @@ def create_app(db_path: str | Path, admin_token: str, *, n_boot: int = 2000) -> 
 
     @app.post("/admin/studies/{sid:int}/annotators")
     async def add_annotator(request: Request, sid: int):
-        if (deny := admin_guard(request)) is not None:
-            return deny
-        data = await form_or_json(request)
-        if not check_csrf(request, data, "admin|" + admin_hash, is_admin(request)[1]):
-            return error(request, 403, "This form expired; reload the page.")
+        data = await admin_post(request)
+        if isinstance(data, Response):
+            return data
         if await run_in_threadpool(store.study, sid) is None:
             return error(request, 404, "No such study.")
         try:
@@ -359,11 +364,9 @@ def create_app(db_path: str | Path, admin_token: str, *, n_boot: int = 2000) -> 
     @app.post("/admin/studies/{sid:int}/annotators/{aid:int}/link")
     async def new_link(request: Request, sid: int, aid: int):
         """A new private link for one annotator; the old link stops working at once."""
-        if (deny := admin_guard(request)) is not None:
-            return deny
-        data = await form_or_json(request)
-        if not check_csrf(request, data, "admin|" + admin_hash, is_admin(request)[1]):
-            return error(request, 403, "This form expired; reload the page.")
+        data = await admin_post(request)
+        if isinstance(data, Response):
+            return data
         try:
             token = await run_in_threadpool(store.new_token, sid, aid)
         except UserError as e:
