@@ -15,7 +15,7 @@ numbers (percent agreement alone rewards a judge that always says what is most c
   never a crash, never a made-up 0 or 1.
 
 Both statistics are sums over items (a contingency table, a coincidence matrix), so a bootstrap
-resample is a weight per item and every resample is one matrix product (``winrate.resample_weights``).
+resample is a weight per item and every resample is one matrix product (``bootstrap.resample_weights``).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import numpy as np
 
 from .errors import InputError, UserError
 from .jsonl import iter_json_objects
-from .winrate import DEFAULT_N_BOOT, resample_weights
+from .bootstrap import DEFAULT_N_BOOT, resample_weights
 
 Level = Literal["nominal", "ordinal", "interval"]
 LEVELS = ("nominal", "ordinal", "interval")

@@ -18,7 +18,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import winrate
+from . import crisis, winrate
+from .bootstrap import wilson_ci
 
 SIDES = ("policy", "reference")
 ORDERS = ("policy_first", "reference_first")
@@ -37,29 +38,6 @@ def mean_ci(values: Sequence[float], groups: Sequence[str], n_boot: int, seed: i
     lo, hi = winrate.bootstrap_by_group(winrate.weighted_mean, list(groups), v, n_boot=n_boot, seed=seed,
                                         vectorized=True) if n_boot else (float("nan"), float("nan"))
     return {"mean": float(v.mean()), "ci": [_num(lo), _num(hi)], "n": int(v.size)}
-
-
-def _crisis() -> Any:
-    """The crisis screen's three functions (psychocounsel.crisis), or None where they are not installed."""
-    from types import SimpleNamespace
-
-    try:
-        from . import crisis
-    except ImportError:
-        return None
-    found = {}
-    for name in ("screen", "check_response", "find_wrong_crisis_numbers"):
-        fn = getattr(crisis, name, None)
-        if fn is None:  # crisis.py re-exports these from crisis_check.py; tolerate a checkout where it does not
-            try:
-                from . import crisis_check
-            except ImportError:
-                return None
-            fn = getattr(crisis_check, name, None)
-        if fn is None:
-            return None
-        found[name] = fn
-    return SimpleNamespace(**found)
 
 
 def _excerpt(text: str) -> str:
@@ -131,45 +109,41 @@ def safety_section(rows: list[dict], low_score: int, n_boot: int, seed: int, has
                                 [r["speech_id"] for r in judged], n_boot, seed)
             low[side]["speech_ids"] = [r["speech_id"] for r in judged if r[side]["scores"]["safety"] <= low_score]
         out["low_share"] = low
-    crisis = _crisis()
-    if crisis is None:
-        out["crisis"] = {"available": False, "note": "psychocounsel.crisis is not installed: no risk screen"}
-        out["wrong_numbers"] = []
-    else:
-        risk_rows, wrong = [], []
-        by_side: dict[str, dict[str, Any]] = {s: {"acknowledges": 0, "points_to_help": 0, "both": 0, "n": 0,
-                                                  "missed": []} for s in SIDES}
-        for r in rows:
-            scr = crisis.screen(r["speech"])
-            for side in SIDES:
-                text = r[side]["text"]
-                if text is None:
-                    continue
-                for number in crisis.find_wrong_crisis_numbers(text):
-                    wrong.append({"speech_id": r["speech_id"], "side": side, "number": number,
-                                  "excerpt": _excerpt(text)})
-                if scr.tier == "none":
-                    continue
-                rs = crisis.check_response(scr, text)
-                d = by_side[side]
-                d["n"] += 1
-                d["acknowledges"] += rs.acknowledges_risk
-                d["points_to_help"] += rs.points_to_help
-                d["both"] += rs.acknowledges_risk and rs.points_to_help
-                if not (rs.acknowledges_risk and rs.points_to_help):
-                    d["missed"].append({"speech_id": r["speech_id"], "tier": scr.tier,
-                                        "acknowledges": rs.acknowledges_risk, "points_to_help": rs.points_to_help,
-                                        "evidence": scr.evidence(), "excerpt": _excerpt(text)})
-            if scr.tier != "none":
-                risk_rows.append({"speech_id": r["speech_id"], "tier": scr.tier, "evidence": scr.evidence()})
-        for d in by_side.values():
-            for k in ("acknowledges", "points_to_help", "both"):
-                d[k + "_rate"] = d[k] / d["n"] if d["n"] else None
-        out["crisis"] = {"available": True, "rules_version": getattr(crisis.screen(""), "rules_version", ""),
-                         "risk_speeches": risk_rows, "n_risk": len(risk_rows),
-                         "tiers": {t: sum(x["tier"] == t for x in risk_rows) for t in ("possible", "high")},
-                         **by_side}
-        out["wrong_numbers"] = wrong
+    risk_rows, wrong = [], []
+    by_side: dict[str, dict[str, Any]] = {s: {"acknowledges": 0, "points_to_help": 0, "both": 0, "n": 0,
+                                              "missed": []} for s in SIDES}
+    for r in rows:
+        scr = crisis.screen(r["speech"])
+        for side in SIDES:
+            text = r[side]["text"]
+            if text is None:
+                continue
+            for number in crisis.find_wrong_crisis_numbers(text):
+                wrong.append({"speech_id": r["speech_id"], "side": side, "number": number,
+                              "excerpt": _excerpt(text)})
+            if scr.tier == "none":
+                continue
+            rs = crisis.check_response(scr, text)
+            d = by_side[side]
+            d["n"] += 1
+            d["acknowledges"] += rs.acknowledges_risk
+            d["points_to_help"] += rs.points_to_help
+            d["both"] += rs.acknowledges_risk and rs.points_to_help
+            if not (rs.acknowledges_risk and rs.points_to_help):
+                d["missed"].append({"speech_id": r["speech_id"], "tier": scr.tier,
+                                    "acknowledges": rs.acknowledges_risk, "points_to_help": rs.points_to_help,
+                                    "evidence": scr.evidence(), "excerpt": _excerpt(text)})
+        if scr.tier != "none":
+            risk_rows.append({"speech_id": r["speech_id"], "tier": scr.tier, "evidence": scr.evidence()})
+    for d in by_side.values():  # one response per speech and side: a Wilson interval over the speeches
+        for k in ("acknowledges", "points_to_help", "both"):
+            d[k + "_rate"] = d[k] / d["n"] if d["n"] else None
+            d[k + "_rate_ci"] = [_num(x) for x in wilson_ci(d[k], d["n"])] if d["n"] else [None, None]
+    out["crisis"] = {"available": True, "rules_version": getattr(crisis.screen(""), "rules_version", ""),
+                     "risk_speeches": risk_rows, "n_risk": len(risk_rows),
+                     "tiers": {t: sum(x["tier"] == t for x in risk_rows) for t in ("possible", "high")},
+                     **by_side}
+    out["wrong_numbers"] = wrong
     out["reasons"] = safety_reasons(out)
     out["policy_worse"] = bool(out["reasons"])
     return out

@@ -279,8 +279,10 @@ def _safety_html(r: dict) -> str:
                      f"speech{'es show' if c['n_risk'] != 1 else ' shows'} risk "
                      f"({c['tiers']['high']} high, {c['tiers']['possible']} possible).</p>")
         if c["n_risk"]:
-            parts.append(_table(["on risk speeches", names["policy"], names["reference"]],
-                                [(k.replace("_", " "), _p(c["policy"][k + "_rate"]), _p(c["reference"][k + "_rate"]))
+            parts.append(_table(["on risk speeches", names["policy"], "95% CI (Wilson)", names["reference"],
+                                 "95% CI (Wilson)"],
+                                [(k.replace("_", " "), *(v for side in SIDES for v in (
+                                    _p(c[side][k + "_rate"]), _ci(c[side].get(k + "_rate_ci")))))
                                  for k in ("acknowledges", "points_to_help", "both")]))
             missed = [(side, m["speech_id"], m["tier"], m["acknowledges"], m["points_to_help"], m["evidence"], m["excerpt"])
                       for side in SIDES for m in c[side]["missed"]]

@@ -26,10 +26,12 @@ metric then reads as:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from .bootstrap import bootstrap_ci
 
 # Equal-width bins over [0, 1]: 10 is the usual count for ECE (Guo et al. 2017; the paper does not say).
 DEFAULT_BINS = 10
@@ -158,36 +160,6 @@ def brier(probs: np.ndarray, labels: np.ndarray) -> float:
     """Brier score: mean squared difference between probability and 0/1 outcome (0 is perfect)."""
     p, y = _check(probs, labels)
     return float(np.mean((p - y) ** 2)) if p.size else float("nan")
-
-
-def bootstrap_ci(stat: Callable[..., float], *arrays: np.ndarray, n_boot: int = DEFAULT_BOOTSTRAP,
-                 level: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of ``stat(*arrays)``, resampling rows (the same rows in every array).
-
-    Seeded, so a report is reproducible. Resamples where ``stat`` is NaN (e.g. AUC of one class) are
-    dropped; (nan, nan) when there are no rows or no finite resample.
-    """
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
-    arrs = [np.asarray(a) for a in arrays]
-    if not arrs:
-        raise ValueError("bootstrap_ci needs at least one array")
-    n = len(arrs[0])
-    if any(len(a) != n for a in arrs):
-        raise ValueError("bootstrap_ci: arrays differ in length")
-    if n == 0 or n_boot < 1:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    vals = np.empty(n_boot)
-    for b in range(n_boot):
-        idx = rng.integers(0, n, size=n)
-        vals[b] = stat(*(a[idx] for a in arrs))
-    vals = vals[np.isfinite(vals)]
-    if vals.size == 0:
-        return float("nan"), float("nan")
-    alpha = (1 - level) / 2
-    lo, hi = np.quantile(vals, [alpha, 1 - alpha])
-    return float(lo), float(hi)
 
 
 def preference_metrics(r_chosen: Sequence[float] | np.ndarray, r_rejected: Sequence[float] | np.ndarray,

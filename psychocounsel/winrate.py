@@ -34,23 +34,20 @@ win rate, flip rate and even the GLM (a batch of 2x2 Newton solves) run for all 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
+from .bootstrap import DEFAULT_N_BOOT, bootstrap_by_group, weighted_mean
 from .metrics import sigmoid
 
 Verdict = Literal["A", "B", "tie"] | None
 
-# 2,000 resamples: the brief's default; percentile endpoints at 2.5% then rest on 50 resamples each.
-DEFAULT_N_BOOT = 2000
 # L2 strength on the summed log-likelihood: 1/C with C = 100, the C alpaca_eval's fit uses when it skips
 # cross-validation. With n = 200 pairs it moves a typical coefficient by well under 1%.
 DEFAULT_L2 = 0.01
-# Resamples per vectorised block: 256 x n float64 stays at 20 MB for n = 10,000 speeches.
-_CHUNK = 256
 
 _POLICY_SIDE = {"policy_first": {"A": 1.0, "B": 0.0, "tie": 0.5},
                 "reference_first": {"A": 0.0, "B": 1.0, "tie": 0.5}}
@@ -185,79 +182,6 @@ def lc_win_rate(scores: Sequence[float] | np.ndarray, len_policy: Sequence[float
         note = "every pair has equal lengths: no length term, LC win rate = fitted win rate"
     return LCResult(value=value, coef_model=float(theta[0, 0]), coef_length=float(theta[0, 1]),
                     length_sd=float(sd[0]), n=int(y.size), converged=bool(conv[0]), note=note)
-
-
-# -- bootstrap over speeches ----------------------------------------------------------------------
-def _group_index(groups: Sequence[Any] | np.ndarray | None, n: int) -> tuple[np.ndarray, int]:
-    if groups is None:
-        return np.arange(n), n
-    g = np.asarray(groups)
-    if g.shape != (n,):
-        raise ValueError(f"groups must have one entry per row: {g.size} groups for {n} rows")
-    _, inv = np.unique(g, return_inverse=True)
-    return inv.ravel(), int(inv.max()) + 1 if n else 0
-
-
-def resample_weights(groups: Sequence[Any] | np.ndarray | None, n: int, n_boot: int, seed: int = 0):
-    """Yield (b, n) integer weight blocks: row i's weight = how often its group was drawn in a resample.
-
-    Drawing G groups with replacement from G is the speech-level bootstrap; the same seed gives the
-    same resamples whatever ``stat`` is computed on them.
-    """
-    inv, n_groups = _group_index(groups, n)
-    rng = np.random.default_rng(seed)
-    done = 0
-    while done < n_boot:
-        b = min(_CHUNK, n_boot - done)
-        draws = rng.integers(0, n_groups, size=(b, n_groups))
-        counts = np.zeros((b, n_groups))
-        np.add.at(counts, (np.repeat(np.arange(b), n_groups), draws.ravel()), 1.0)
-        yield counts[:, inv]
-        done += b
-
-
-def bootstrap_by_group(stat: Callable[..., Any], groups: Sequence[Any] | np.ndarray | None, *arrays: Any,
-                       n_boot: int = DEFAULT_N_BOOT, seed: int = 0, alpha: float = 0.05,
-                       vectorized: bool = False) -> tuple[float, float]:
-    """Percentile (1 - alpha) interval of ``stat`` resampling whole groups (speeches), seeded.
-
-    ``vectorized=False``: ``stat(*arrays)`` on each resample's rows (any function, one loop per resample).
-    ``vectorized=True``: ``stat(*arrays, weights=W)`` with W a (b, n) matrix of row counts must return b
-    values; all resamples then run as matrix products. ``groups=None`` resamples rows. Resamples where
-    the statistic is NaN are dropped; (nan, nan) when none is finite.
-    """
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    arrs = [np.asarray(a) for a in arrays]
-    if not arrs:
-        raise ValueError("bootstrap_by_group needs at least one array")
-    n = len(arrs[0])
-    if any(len(a) != n for a in arrs):
-        raise ValueError("bootstrap_by_group: arrays differ in length")
-    if n == 0:
-        raise ValueError("bootstrap_by_group: no rows to resample")
-    if n_boot < 1:
-        return float("nan"), float("nan")
-    vals = []
-    for w in resample_weights(groups, n, n_boot, seed):
-        if vectorized:
-            vals.append(np.asarray(stat(*arrs, weights=w), dtype=np.float64).ravel())
-        else:
-            idx = [np.repeat(np.arange(n), row.astype(np.int64)) for row in w]
-            vals.append(np.array([stat(*(a[i] for a in arrs)) for i in idx], dtype=np.float64))
-    v = np.concatenate(vals)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return float("nan"), float("nan")
-    lo, hi = np.quantile(v, [alpha / 2, 1 - alpha / 2])
-    return float(lo), float(hi)
-
-
-def weighted_mean(x: np.ndarray, *, weights: np.ndarray) -> np.ndarray:
-    """Vectorised statistic for ``bootstrap_by_group``: the mean of x under each row of weights."""
-    tot = weights.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (weights @ np.asarray(x, dtype=np.float64)) / tot
 
 
 def weighted_lc_win_rate(scores: np.ndarray, delta: np.ndarray, *, weights: np.ndarray,

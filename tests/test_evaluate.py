@@ -224,6 +224,8 @@ def test_safety_flags_wrong_number_and_missed_crisis(tmp_path):
     assert res["pairwise"]["win_rate"] == 1.0 and s["policy_worse"]
     assert [w["number"] for w in s["wrong_numbers"] if w["side"] == "policy"]
     assert s["crisis"]["n_risk"] >= 1 and s["crisis"]["reference"]["both_rate"] == 1.0
+    lo, hi = s["crisis"]["reference"]["both_rate_ci"]  # Wilson: 1 of 1 still has a width
+    assert hi == 1.0 and 0 < lo < 0.5
     assert s["crisis"]["policy"]["missed"] and s["low_share"]["policy"]["mean"] == 1.0
     assert any(line.startswith("SAFETY:") for line in res["headline"])
     assert "1-800-273-8255" in (ev.dir / "report.html").read_text()

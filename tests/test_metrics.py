@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from psychocounsel.metrics import (
-    accuracy, bootstrap_ci, brier, ece, pair_accuracy, pair_outcomes, preference_metrics, reliability_bins,
+    accuracy, brier, ece, pair_accuracy, pair_outcomes, preference_metrics, reliability_bins,
     roc_auc, sigmoid,
 )
 
@@ -72,16 +72,3 @@ def test_auc_on_margins_survives_sigmoid_saturation():
     m = preference_metrics([60.0, -50.0], [0.0, 0.0], n_boot=0)
     assert m["auc"] == pytest.approx(3 / 4)  # pos {60, -50} vs neg {-60, 50}: 1 + 1 + 1 + 0 of 4
     assert sigmoid(np.array([800.0, -800.0])).tolist() == [1.0, 0.0]  # no overflow
-
-
-def test_bootstrap_is_seeded_and_brackets_the_estimate():
-    rng = np.random.default_rng(1)
-    rc, rr = rng.normal(1, 1, 200), rng.normal(0, 1, 200)
-    a = bootstrap_ci(pair_accuracy, rc, rr, n_boot=300, seed=7)
-    assert a == bootstrap_ci(pair_accuracy, rc, rr, n_boot=300, seed=7)
-    assert a != bootstrap_ci(pair_accuracy, rc, rr, n_boot=300, seed=8)
-    assert a[0] < pair_accuracy(rc, rr) < a[1] and a[1] - a[0] < 0.2
-    assert bootstrap_ci(pair_accuracy, np.ones(5), np.zeros(5), n_boot=50) == (1.0, 1.0)
-    assert all(math.isnan(x) for x in bootstrap_ci(pair_accuracy, np.ones(0), np.ones(0)))
-    with pytest.raises(ValueError, match="length"):
-        bootstrap_ci(pair_accuracy, np.ones(3), np.ones(2))

@@ -6,11 +6,11 @@ import math
 import numpy as np
 import pytest
 
+from psychocounsel.bootstrap import bootstrap_by_group, weighted_mean
 from psychocounsel.metrics import sigmoid
 from psychocounsel.winrate import (
     PairOutcome,
     _fit_glm,
-    bootstrap_by_group,
     combine_orders,
     flip_rate,
     mean_with_ci,
@@ -18,7 +18,6 @@ from psychocounsel.winrate import (
     summarize,
     summarize_outcomes,
     weighted_lc_win_rate,
-    weighted_mean,
     win_rate,
 )
 
@@ -176,20 +175,6 @@ def test_batched_newton_matches_single_fits():
 
 
 # -- bootstrap ------------------------------------------------------------------------------------
-def test_vectorised_and_looped_bootstrap_agree():
-    rng = np.random.default_rng(1)
-    x = rng.random(60)
-    groups = np.repeat(np.arange(20), 3)
-    loop = bootstrap_by_group(np.mean, groups, x, n_boot=300, seed=7)
-    vec = bootstrap_by_group(weighted_mean, groups, x, n_boot=300, seed=7, vectorized=True)
-    assert loop == pytest.approx(vec, abs=1e-12)
-    assert bootstrap_by_group(np.mean, groups, x, n_boot=300, seed=7) == loop  # seeded
-    with pytest.raises(ValueError, match="no rows"):
-        bootstrap_by_group(np.mean, None, np.array([]))
-    with pytest.raises(ValueError, match="one entry per row"):
-        bootstrap_by_group(np.mean, [1, 2], x)
-
-
 def _coverage(datasets, truth, groups, n_boot=400, stat=weighted_mean):
     hits = 0
     for i, arrays in enumerate(datasets):
