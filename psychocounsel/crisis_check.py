@@ -3,7 +3,7 @@
     check_response(screen, response) -> ResponseSafety(acknowledges_risk, points_to_help, wrong_numbers)
     find_wrong_crisis_numbers(text) -> the retired or superseded crisis numbers a reply cites, as written
     await model_check(texts, backend, model) -> [ModelCheck | None]   an LLM's tier, or a recorded failure
-    psychocounsel screen FILE --out screened.jsonl
+    psychocounsel screen FILE --out screened.jsonl [--check-model MODEL --base-url URL]
 
 Import these from ``psychocounsel.crisis``; this module only keeps that one under ~500 lines.
 """
@@ -226,6 +226,46 @@ async def model_check(texts: Sequence[str], backend: Backend, model: str, *, scr
 # ------------------------------------------------------------------------------------------------ CLI
 
 
+def _check_backend(kind: str, base_url: str | None, api_key_env: str | None, concurrency: int) -> Backend:
+    from .backends import make_backend
+    from .config import LocalBackendConfig, OpenAIBackendConfig
+
+    if kind == "local":
+        return make_backend(LocalBackendConfig())
+    return make_backend(OpenAIBackendConfig(base_urls=[base_url or "https://api.openai.com/v1"],
+                                            api_key_env=api_key_env or None, concurrency=concurrency))
+
+
+def run_model_check(texts: Sequence[str], screens: Sequence[Screen], backend: Backend, model: str, cache: Path,
+                    check_all: bool, concurrency: int) -> list[ModelCheck | None]:
+    """``model_check`` through a call cache (SQLite at ``cache``): a rerun pays no call twice."""
+    from .runner import CachedCaller
+    from .store import Store, Writer
+
+    store = Store(cache)
+    writer = Writer(store)
+    caller = CachedCaller(store, writer, "crisis_check", backend)
+
+    class Cached:  # the Backend model_check expects, answering from the cache first
+        async def complete(self, req: ChatRequest):
+            return (await caller.complete(req))[0]
+
+    async def go() -> list[ModelCheck | None]:
+        try:
+            return await model_check(texts, Cached(), model, screens=screens, check_all=check_all,
+                                      concurrency=concurrency)
+        finally:
+            writer.commit()
+            close = getattr(backend, "aclose", None)
+            if close is not None:
+                await close()
+
+    try:
+        return asyncio.run(go())
+    finally:
+        store.close()
+
+
 @click.command("screen")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--column", default="text", show_default=True, help="Column (or JSON key) holding the client speech.")
@@ -233,7 +273,21 @@ async def model_check(texts: Sequence[str], backend: Backend, model: str, *, scr
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Output JSONL: id, source, tier, signals, evidence (default: <FILE stem>.screen.jsonl here).")
 @click.option("--show", default=10, show_default=True, help="Print this many flagged speeches with their evidence.")
-def screen_cmd(file: str, column: str, id_column: str | None, out: str | None, show: int) -> None:
+@click.option("--check-model", default=None, help=(
+    "Also ask this model for each flagged speech's tier (crisis_check_v1 prompt); it may raise a tier, never "
+    "lower one. Its answer goes in `model_check`, the higher tier in `final_tier`."))
+@click.option("--check-backend", type=click.Choice(["openai", "local"]), default="openai", show_default=True,
+              help="openai: any OpenAI-compatible server (--base-url); local: transformers ('embedded' etc.).")
+@click.option("--base-url", default=None, help="OpenAI-compatible server for --check-model (default: OpenAI's).")
+@click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True,
+              help="Env var holding the server's API key ('' for none, e.g. a local vLLM).")
+@click.option("--check-all", is_flag=True, help="Send every speech to the model, not only the flagged ones.")
+@click.option("--concurrency", default=8, show_default=True, help="Model calls in flight.")
+@click.option("--cache", type=click.Path(dir_okay=False), default=None,
+              help="Call cache (SQLite) for --check-model; default: <out>.cache.sqlite. Reruns pay nothing twice.")
+def screen_cmd(file: str, column: str, id_column: str | None, out: str | None, show: int, check_model: str | None,
+               check_backend: str, base_url: str | None, api_key_env: str, check_all: bool, concurrency: int,
+               cache: str | None) -> None:
     """Tag each client speech in FILE (.jsonl, .csv, .parquet) none / possible / high crisis risk.
 
     A triage aid with the evidence for each tag, never a clinical decision (docs/CRISIS_SCREEN.md).
@@ -248,29 +302,51 @@ def screen_cmd(file: str, column: str, id_column: str | None, out: str | None, s
     out_path = Path(out) if out else Path(f"{Path(file).name.split('.')[0]}.screen.jsonl")
     counts: Counter[str] = Counter()
     flagged: list[tuple[str, Screen]] = []
+    rows: list[dict] = []
+    texts: list[str] = []
+    screens: list[Screen] = []
+    for row in iter_raw_rows(cfg, base_dir=None):  # a bad row stops here, before any output is written
+        s = screen(row.text)
+        rid = row.meta.get("orig_id") or row.source.rsplit(":", 1)[-1]
+        counts[s.tier] += 1
+        if s.tier != "none":
+            flagged.append((rid, s))
+        rows.append({"id": rid, "source": row.source, **s.to_dict()})
+        if check_model:
+            texts.append(row.text)
+            screens.append(s)
+    final: Counter[str] = Counter()
+    failed = 0
+    if check_model:
+        backend = _check_backend(check_backend, base_url, api_key_env, concurrency)
+        checks = run_model_check(texts, screens, backend, check_model,
+                                 Path(cache) if cache else out_path.with_name(out_path.name + ".cache.sqlite"),
+                                 check_all, concurrency)
+        for r, c, s in zip(rows, checks, screens):
+            r["model_check"] = None if c is None else {"model": check_model, "tier": c.model_tier,
+                                                       "reason": c.reason, "error": c.error,
+                                                       "prompt_version": c.prompt_version}
+            r["final_tier"] = s.tier if c is None else c.tier
+            final[r["final_tier"]] += 1
+            failed += c is not None and c.model_tier is None
     tmp = out_path.with_name(out_path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:  # rows are checked as read: a bad row leaves no half-written file
-        try:
-            for row in iter_raw_rows(cfg, base_dir=None):
-                s = screen(row.text)
-                rid = row.meta.get("orig_id") or row.source.rsplit(":", 1)[-1]
-                counts[s.tier] += 1
-                if s.tier != "none":
-                    flagged.append((rid, s))
-                f.write(json.dumps({"id": rid, "source": row.source, **s.to_dict()}, ensure_ascii=False) + "\n")
-        except BaseException:
-            f.close()
-            tmp.unlink(missing_ok=True)
-            raise
+    with open(tmp, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
     tmp.replace(out_path)
     console = Console()
     total = sum(counts.values())
     t = Table(title=f"crisis screen ({RULES_VERSION}): {total:,} speeches")
-    for c in ("tier", "speeches", "share"):
+    cols = ("tier", "speeches", "share") + ((f"after {check_model}",) if check_model else ())
+    for c in cols:
         t.add_column(c, justify="left" if c == "tier" else "right")
     for tier in TIERS:
-        t.add_row(tier, f"{counts[tier]:,}", f"{counts[tier] / total:.1%}" if total else "-")
+        t.add_row(tier, f"{counts[tier]:,}", f"{counts[tier] / total:.1%}" if total else "-",
+                  *((f"{final[tier]:,}",) if check_model else ()))
     console.print(t)
+    if failed:
+        console.print(f"[yellow]{failed} model check(s) failed (error in `model_check`); their rules tier stands"
+                      "[/yellow]")
     flagged.sort(key=lambda x: -_RANK[x[1].tier])
     for rid, s in flagged[:show]:
         console.print(f"[bold]{s.tier}[/bold] {rid}: {s.evidence()}", highlight=False, soft_wrap=True)

@@ -387,6 +387,40 @@ def test_model_check_propagates_nothing_for_backend_errors():
     assert isinstance(screen("x"), Screen)
 
 
+def test_cli_model_check_raises_tiers_records_failures_and_caches(tmp_path, monkeypatch):
+    from psychocounsel import crisis_check
+
+    src = _write_jsonl(tmp_path / "s.jsonl", [
+        {"id": "a", "text": "Work has been stressful but I'm coping."},
+        {"id": "b", "text": "I wish I was dead."},
+        {"id": "c", "text": "I cut myself again last night."},
+    ])
+
+    def reply(req):
+        text = req.messages[-1][1]
+        return '{"tier": "high", "reason": "wish"}' if "dead" in text else "cannot say"
+
+    fake = FakeBackend(reply=reply)
+    made = []
+    monkeypatch.setattr(crisis_check, "_check_backend", lambda *a: made.append(a) or fake)
+    out = tmp_path / "out.jsonl"
+    res = _run(["screen", str(src), "--out", str(out), "--check-model", "judge", "--base-url", "http://x/v1"])
+    assert res.exit_code == 0, res.output
+    assert made[0][:2] == ("openai", "http://x/v1") and len(fake.calls) == 2  # flagged speeches only
+    rows = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert rows["a"]["model_check"] is None and rows["a"]["final_tier"] == "none"
+    assert rows["b"]["tier"] == "possible" and rows["b"]["final_tier"] == "high"  # raised by the model
+    assert rows["b"]["model_check"]["tier"] == "high" and rows["b"]["model_check"]["model"] == "judge"
+    assert rows["c"]["model_check"]["tier"] is None and "unparseable" in rows["c"]["model_check"]["error"]
+    assert rows["c"]["final_tier"] == "high"  # a failed check never lowers the rules' tier
+    assert "1 model check(s) failed" in res.output and "after judge" in res.output
+    assert (tmp_path / "out.jsonl.cache.sqlite").is_file()
+    res = _run(["screen", str(src), "--out", str(out), "--check-model", "judge"])  # rerun: answered by the cache
+    assert res.exit_code == 0 and len(fake.calls) == 2
+    assert {r["id"]: r["final_tier"] for r in map(json.loads, out.read_text().splitlines())} == \
+        {"a": "none", "b": "high", "c": "high"}
+
+
 def test_trigger_windows_lose_nothing():
     """The fast path (regexes run near trigger words only) gives the tiers of running every rule everywhere."""
     import re
