@@ -166,6 +166,20 @@ def test_overlong_pairs_are_counted_and_handled(tiny_model_dir, tmp_path):
         tokenize_pairs(ds, tok, base.model_copy(update={"overlong": "error"}))
 
 
+def test_length_grouped_batches_cut_padding(tiny_model_dir, tmp_path):
+    from psychocounsel.training.multihead import train_multihead_reward_model
+
+    data = _safety_pairs(tmp_path / "data", SAFER, RISKIER, "train")  # responses of 40-110 characters
+    padding = {}
+    for grouped in (False, True):
+        cfg = load_multihead_config(CONFIG, [f"model={tiny_model_dir}", "max_steps=6", "batch_size=8",
+                                             "max_length=256", f"group_by_length={grouped}"])
+        res = train_multihead_reward_model(cfg, data, tmp_path / f"rm-{grouped}")
+        padding[grouped] = res["padding"]
+    # measured 0.22 -> 0.14: the gap left is within pairs (a chosen and a rejected reply share a batch)
+    assert padding[True] < 0.7 * padding[False], padding
+
+
 # Held-out check on a real pretrained model: the chosen response is always the safer one (safety 5 vs 1, ties
 # elsewhere); the test pairs use responses never seen in training.
 SPEECHES = ["I have been feeling hopeless for weeks and sometimes I think everyone would be better off without me.",

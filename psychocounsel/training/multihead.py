@@ -211,12 +211,11 @@ def _train_multihead(cfg: MultiHeadRMConfig, pairs: str | Path | Sequence[str | 
             lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
             seed=cfg.seed, bf16=bf16, **{"use_cpu": use_cpu, **cpu_ddp_kwargs()}, logging_steps=cfg.logging_steps,
             save_strategy="no",
-            report_to="none", remove_unused_columns=False, ddp_find_unused_parameters=False,  # every head is used
-            train_sampling_strategy="group_by_length" if cfg.group_by_length else "random")
+            report_to="none", remove_unused_columns=False, ddp_find_unused_parameters=False)  # every head is used
         trainer = _classes()["MultiHeadTrainer"](
             model=model, args=args, train_dataset=train_ds, data_collator=PairCollator(tokenizer.pad_token_id),
             processing_class=tokenizer, head_weights=torch.tensor(head_weights, dtype=torch.float32),
-            reg_weight=cfg.reg_weight)
+            reg_weight=cfg.reg_weight, group_by_length=cfg.group_by_length)
         report_dir = os.environ.get(RANK_REPORT_ENV)
         batches, hook = input_recorder(trainer.model) if report_dir else ([], None)
         t0 = time.perf_counter()
@@ -235,6 +234,7 @@ def _train_multihead(cfg: MultiHeadRMConfig, pairs: str | Path | Sequence[str | 
         "processes": world_size(), "global_batch": cfg.batch_size * cfg.grad_accum * world_size(),
         "train_seconds": round(seconds, 2),
         "train_tokens_per_s": round(float(trainer.tokens_seen) * args.world_size / max(seconds, 1e-9), 1),
+        "padding": round(1 - float(trainer.tokens_seen) / max(trainer.positions_seen, 1), 4),
         "loss_history": [{"step": h["step"], "loss": h["loss"]} for h in history],
         "principles": principles, "weights": dict(zip(principles, head_weights.tolist())),
         "trainable_backbone_params": trainable[0] if trainable else "all",

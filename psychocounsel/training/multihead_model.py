@@ -198,9 +198,21 @@ def _classes() -> dict[str, type]:
 
         loss_is_scaled_for_ga = False  # a per-batch mean: Trainer divides it by the accumulation steps
 
-        def __init__(self, *a: Any, head_weights: Any, reg_weight: float, **kw: Any):
+        def __init__(self, *a: Any, head_weights: Any, reg_weight: float, group_by_length: bool = False, **kw: Any):
             super().__init__(*a, **kw)
             self.head_weights, self.reg_weight, self.tokens_seen = head_weights, reg_weight, 0
+            self.positions_seen, self.pc_group_by_length = 0, group_by_length
+
+        def _get_train_sampler(self, train_dataset=None):
+            """Length-grouped batches (``batching.LengthGroupedBatches``, as train-rm's): transformers' own
+            grouping degenerates to random order on a few hundred pairs."""
+            ds = train_dataset if train_dataset is not None else self.train_dataset
+            if not self.pc_group_by_length or "length" not in ds.column_names:
+                return super()._get_train_sampler(train_dataset)
+            from .batching import LengthGroupedBatches
+
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return LengthGroupedBatches(ds["length"], self.args.per_device_train_batch_size, seed)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             scores = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
@@ -209,6 +221,7 @@ def _classes() -> dict[str, type]:
                                      self.head_weights.to(scores.device, scores.dtype), self.reg_weight)
             if model.training:  # a tensor sum: no device sync per step
                 self.tokens_seen = self.tokens_seen + inputs["attention_mask"].sum().detach()
+                self.positions_seen += inputs["attention_mask"].numel()  # padding included: what a step pays for
             return (loss, {"scores": scores}) if return_outputs else loss
 
     return {"MultiHeadRewardModel": MultiHeadRewardModel, "MultiHeadTrainer": MultiHeadTrainer}
