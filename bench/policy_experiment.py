@@ -89,7 +89,8 @@ def plot(results: dict, online_rounds: list[dict], path: Path) -> None:
     means = [results["policies"][n]["mean_reward"] for n in names]
     cis = [results["policies"][n]["mean_reward_ci"] for n in names]
     err = np.array([[m - lo for m, (lo, _) in zip(means, cis)], [hi - m for m, (_, hi) in zip(means, cis)]])
-    colors = {"base": "#9e9e9e", "offline_dpo": "#4c72b0", "online_dpo": "#dd8452", "offline_dpo_sft": "#55a868"}
+    colors = {"base": "#9e9e9e", "offline_dpo": "#4c72b0", "online_dpo": "#dd8452", "online_dpo_last": "#e8a87c",
+              "offline_dpo_sft": "#55a868"}
     a.bar(names, means, yerr=err, capsize=6, color=[colors.get(n, "#8172b2") for n in names])
     a.tick_params(axis="x", labelsize=8)
     a.set_ylabel("reward on 40 held-out speeches (greedy)")
@@ -118,6 +119,9 @@ def plot(results: dict, online_rounds: list[dict], path: Path) -> None:
 @click.option("--sft-epochs", default=1.0, show_default=True, help="Epochs of the offline DPO + SFT policy.")
 @click.option("--sft-lr", type=float, default=None, help="Learning rate of the offline DPO + SFT policy; default: --lr.")
 @click.option("--online-lr", type=float, default=None, help="Online DPO's learning rate; default: --lr.")
+@click.option("--online-epochs", default=1.0, show_default=True, help="Passes over each online round's pairs.")
+@click.option("--online-sft-weight", default=0.0, show_default=True,
+              help="Online DPO + this x chosen NLL (iterative RPO); 0 = plain online DPO.")
 @click.option("--rounds", default=4, show_default=True)
 @click.option("--speeches-per-round", default=32, show_default=True)
 @click.option("--samples", default=4, show_default=True, help="Samples per speech in online DPO (paper: 8).")
@@ -125,7 +129,9 @@ def plot(results: dict, online_rounds: list[dict], path: Path) -> None:
 @click.option("--n-dev", default=12, show_default=True)
 @click.option("--n-boot", default=2000, show_default=True)
 @click.option("--seed", default=0, show_default=True)
-def main(out_dir: str, rm_dir: str, pairs_src: str, train_layers: int, lr: float, sft_weight: float, sft_epochs: float, sft_lr: float | None, online_lr: float | None, rounds: int,
+def main(out_dir: str, rm_dir: str, pairs_src: str, train_layers: int, lr: float, sft_weight: float,
+         sft_epochs: float, sft_lr: float | None, online_lr: float | None,
+         online_epochs: float, online_sft_weight: float, rounds: int,
          speeches_per_round: int, samples: int, max_tokens: int, n_dev: int, n_boot: int, seed: int) -> None:
     from psychocounsel.rm_eval import load_scorer
     from psychocounsel.training.dpo import DPOTrainConfig, train_dpo
@@ -166,7 +172,8 @@ def main(out_dir: str, rm_dir: str, pairs_src: str, train_layers: int, lr: float
     ocfg = OnlineDPOConfig(out=str(online_dir), reward_model=rm_dir, pairs=[str(pairs)], rounds=rounds,
                            speeches_per_round=speeches_per_round, samples_per_speech=samples, temperature=0.8,
                            max_tokens=max_tokens, dev_speeches=n_dev, generation_batch_size=16,
-                           lr_scheduler="constant", reference="previous",
+                           lr_scheduler="constant", reference="previous", epochs_per_round=online_epochs,
+                           sft_weight=online_sft_weight,
                            **{**common, "learning_rate": online_lr or lr})
     state = train_online_dpo(ocfg, echo=click.echo)
     timings["online_dpo_s"] = round(time.time() - t0, 1)
@@ -177,6 +184,9 @@ def main(out_dir: str, rm_dir: str, pairs_src: str, train_layers: int, lr: float
     dev_q = sorted(set(pd.read_parquet(pairs / "dev.parquet")["question"]))
     scorer = load_scorer(rm_dir, device="cpu")
     policies = {"base": "embedded", "offline_dpo": str(dpo_dir), "online_dpo": state["best_checkpoint"]}
+    last = state["rounds"][-1]["checkpoint"] if state["rounds"] else "embedded"
+    if last != policies["online_dpo"]:  # the last round too: checkpoint choice on a small dev set is noisy
+        policies["online_dpo_last"] = last
     if sft_weight:
         policies["offline_dpo_sft"] = str(sft_dir)
     cache = out / "replies.jsonl"
@@ -213,7 +223,8 @@ def main(out_dir: str, rm_dir: str, pairs_src: str, train_layers: int, lr: float
                "online_initial_dev_reward": state["initial_dev_reward"], "offline_dev_reward": offline_dev,  # per offline policy
                "online_best_round": state["best_round"], "online_rounds": state["rounds"],
                "config": {"train_layers": train_layers, "lr": lr, "sft_weight": sft_weight, "sft_epochs": sft_epochs,
-                          "sft_lr": sft_lr or lr, "online_lr": online_lr or lr, "rounds": rounds,
+                          "sft_lr": sft_lr or lr, "online_lr": online_lr or lr, "online_epochs": online_epochs,
+                          "online_sft_weight": online_sft_weight, "rounds": rounds,
                           "speeches_per_round": speeches_per_round, "samples": samples, "max_tokens": max_tokens,
                           "pairs": counts, "seed": seed},
                "timings": timings,

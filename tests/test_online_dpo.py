@@ -156,6 +156,18 @@ def test_two_rounds_then_resume_continues_without_redoing_round_one(tmp_path, ti
         train_online_dpo(base_cfg(tmp_path, tiny_model_dir, rounds=3, beta=0.2), scorer=scorer)
 
 
+def test_epochs_per_round_and_sft_weight_shape_the_update(tmp_path, tiny_model_dir):
+    """Two passes double the steps; the chosen NLL (iterative RPO) adds a positive term to the DPO loss."""
+    plain = train_online_dpo(base_cfg(tmp_path / "a", tiny_model_dir, rounds=1, dev_speeches=0),
+                             scorer=LengthScorer())["rounds"][0]
+    rpo = train_online_dpo(base_cfg(tmp_path / "b", tiny_model_dir, rounds=1, dev_speeches=0, epochs_per_round=2,
+                                    sft_weight=1.0), scorer=LengthScorer())["rounds"][0]
+    assert rpo["pairs"] == plain["pairs"] >= 1  # same seed, same samples, same pairs
+    assert rpo["steps"] == 2 * plain["steps"]
+    # a random tiny model's NLL per token is about log(vocab size), far above DPO's ~0.69
+    assert rpo["train_loss"] > plain["train_loss"] + 1.0
+
+
 def make_tiny_reward_model(path: Path, policy: Path) -> Path:
     """A random LlamaForSequenceClassification (one output) sharing the tiny policy's config and tokenizer."""
     import torch

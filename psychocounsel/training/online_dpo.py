@@ -100,6 +100,11 @@ class OnlineDPOConfig(BaseModel):
     reference: Literal["previous", "initial"] = Field("previous", description=(
         "DPO reference: the policy at the start of each round (iterative DPO, the paper) or the initial policy."))
     learning_rate: float = Field(5e-7, gt=0, description="Learning rate (paper: 5e-7).")
+    epochs_per_round: float = Field(1.0, gt=0, description=(
+        "Passes over each round's pairs (paper: 1); more steps per round when rounds are small."))
+    sft_weight: float = Field(0.0, ge=0, description=(
+        "Add this x the NLL of the chosen (best) sample to the DPO loss (iterative RPO, Pang et al. 2024); 0 = "
+        "plain DPO (the paper)."))
     lr_scheduler: Literal["constant", "linear", "cosine"] = Field("constant", description=(
         "Schedule within a round; constant keeps every round's step size equal."))
     batch_size: int = Field(64, ge=1, description="Pairs per optimizer step (paper: 64).")
@@ -134,7 +139,8 @@ def _load_policy(name: str, dtype):
 
 def dpo_update(cfg: OnlineDPOConfig, policy: str, reference: str, pairs: list[dict[str, Any]], out_dir: Path,
                round_no: int) -> dict[str, Any]:
-    """One DPO pass over the round's pairs (TRL's DPOTrainer); the updated policy is saved to ``out_dir``."""
+    """``epochs_per_round`` passes of DPO (TRL's DPOTrainer) over the round's pairs, plus the chosen NLL when
+    ``sft_weight`` > 0; the updated policy is saved to ``out_dir``."""
     import datasets
     import torch
     from transformers import set_seed
@@ -160,7 +166,10 @@ def dpo_update(cfg: OnlineDPOConfig, policy: str, reference: str, pairs: list[di
     scratch = out_dir.parent / f".trainer-{round_no:03d}"
     args = DPOConfig(
         output_dir=str(scratch), seed=cfg.seed + round_no, beta=cfg.beta, learning_rate=cfg.learning_rate,
-        lr_scheduler_type=cfg.lr_scheduler, num_train_epochs=1, per_device_train_batch_size=cfg.per_device_batch_size,
+        lr_scheduler_type=cfg.lr_scheduler, num_train_epochs=cfg.epochs_per_round,
+        loss_type=["sigmoid"] + (["sft"] if cfg.sft_weight else []),
+        loss_weights=[1.0, cfg.sft_weight] if cfg.sft_weight else None,
+        per_device_train_batch_size=cfg.per_device_batch_size,
         gradient_accumulation_steps=cfg.batch_size // per_step, max_length=cfg.max_length,
         precompute_ref_log_probs=True, activation_checkpointing=cfg.gradient_checkpointing,
         bf16=bf16, fp16=False, use_cpu=not gpu, logging_steps=1, save_strategy="no", report_to="none",
