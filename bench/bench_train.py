@@ -6,6 +6,8 @@ Run:  .venv/bin/python bench/bench_train.py                    # DPO then RM, ~3
       .venv/bin/python bench/bench_train.py --only rm           # one of them
       .venv/bin/python bench/bench_train.py --pairs runs/demo/pairs --rounds 2
       .venv/bin/python bench/bench_train.py --hidden 576 --layers 30 --vocab 49152   # ~SmolLM2-135M (slow)
+      python3 bench/bench_train.py --device cuda --shape llama-3.2-1b --limit 181 --batch 16   # GPU + MFU
+                                                                     # (how to run it there: bench/gpu/README.md)
 Writes bench/out/train_dpo.json and bench/out/train_rm.json (and prints their summaries).
 
 Model: a random Llama (hidden 256, 4 layers, 4.4M parameters) with a 4,096-token BPE trained on the bench's
@@ -60,7 +62,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from psychocounsel import PRINCIPLE_KEYS  # noqa: E402
 from psychocounsel.training.dpo import DPOTrainConfig, build_dpo_trainer  # noqa: E402
+from psychocounsel.training.flops import mfu, peak_flops  # noqa: E402
 from psychocounsel.training.reward import RewardModelConfig, prepare_reward_training  # noqa: E402
+
+GPU = False  # --device cuda: bf16 on the GPU for every variant (set in main)
 
 REFLECT = ["It sounds like this has been weighing on you for a while.",
            "I hear how tired and alone you feel in this.",
@@ -108,16 +113,25 @@ def make_tokenizer(texts: list[str], vocab: int):
                                    chat_template=template)
 
 
-def make_model(folder: Path, pairs: str, hidden: int, layers: int, vocab: int) -> Path:
+SHAPES = {  # named model shapes (random weights): the issue's GPU bench uses Llama-3.2-1B's
+    "llama-3.2-1b": dict(hidden=2048, layers=16, heads=32, kv_heads=8, intermediate=8192, model_vocab=128256),
+}
+
+
+def make_model(folder: Path, pairs: str, hidden: int, layers: int, vocab: int, heads: int | None = None,
+               kv_heads: int | None = None, intermediate: int | None = None, model_vocab: int | None = None) -> Path:
+    """A random Llama; ``model_vocab`` pads the embedding/LM head past the bench tokenizer's own vocabulary so the
+    head costs what a real model's does (Llama-3.2: 128,256 rows)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from psychocounsel.training.common import load_pairs_dataset
 
     ds = load_pairs_dataset(pairs)
     tok = make_tokenizer([*ds["question"], *ds["chosen_text"], *ds["rejected_text"]], vocab)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 4,
-                      num_hidden_layers=layers, num_attention_heads=max(hidden // 64, 2),
-                      num_key_value_heads=max(hidden // 192, 1), max_position_embeddings=2048,
+    cfg = LlamaConfig(vocab_size=max(len(tok), model_vocab or 0), hidden_size=hidden,
+                      intermediate_size=intermediate or hidden * 4, num_hidden_layers=layers,
+                      num_attention_heads=heads or max(hidden // 64, 2),
+                      num_key_value_heads=kv_heads or max(hidden // 192, 1), max_position_embeddings=2048,
                       tie_word_embeddings=True, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
     torch.manual_seed(0)
     LlamaForCausalLM(cfg).save_pretrained(folder)
@@ -126,7 +140,7 @@ def make_model(folder: Path, pairs: str, hidden: int, layers: int, vocab: int) -
 
 
 def run_plain(cfg: DPOTrainConfig) -> dict:
-    """TRL as its docs show it, with the same hyperparameters."""
+    """TRL as its docs show it, with the same hyperparameters (and, on a GPU, the same bf16 weights as ours)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
@@ -138,10 +152,11 @@ def run_plain(cfg: DPOTrainConfig) -> dict:
                      per_device_train_batch_size=cfg.per_device_batch_size,
                      gradient_accumulation_steps=cfg.batch_size // cfg.per_device_batch_size,
                      max_length=cfg.max_length, lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup,
-                     gradient_checkpointing=False, bf16=False, use_cpu=True, logging_steps=1, save_strategy="no",
+                     gradient_checkpointing=False, bf16=GPU, use_cpu=not GPU, logging_steps=1, save_strategy="no",
                      report_to="none", disable_tqdm=True)
     t0 = time.time()
-    trainer = DPOTrainer(model=AutoModelForCausalLM.from_pretrained(cfg.model), args=args, train_dataset=ds,
+    model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=torch.bfloat16 if GPU else torch.float32)
+    trainer = DPOTrainer(model=model, args=args, train_dataset=ds,
                          processing_class=AutoTokenizer.from_pretrained(cfg.model))
     return _timed(trainer, time.time() - t0)
 
@@ -165,8 +180,10 @@ def _timed(trainer, init_s: float) -> dict:
         return batch
 
     trainer.data_collator = counting
+    sync()
     t0, c0 = time.time(), time.process_time()
     trainer.train()
+    sync()
     wall, cpu = time.time() - t0, time.process_time() - c0
     logs = [h for h in trainer.state.log_history if "loss" in h]
     tokens = trainer._total_train_tokens  # real tokens (attention mask), chosen + rejected, as TRL counts them
@@ -176,6 +193,11 @@ def _timed(trainer, init_s: float) -> dict:
             "tokens_per_s": round(tokens / wall, 1),
             "tokens_per_cpu_s": round(tokens / cpu, 1), "steps": trainer.state.global_step,
             "mean_loss": round(statistics.fmean(h["loss"] for h in logs), 6), "losses": [h["loss"] for h in logs]}
+
+
+def sync() -> None:
+    if GPU:
+        torch.cuda.synchronize()
 
 
 def rm_base(pairs: str, model: Path, work: Path, a) -> RewardModelConfig:
@@ -198,7 +220,7 @@ def run_rm_plain(cfg: RewardModelConfig) -> dict:
                         num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.per_device_batch_size,
                         gradient_accumulation_steps=1, lr_scheduler_type=cfg.lr_scheduler, warmup_steps=0.0,
                         weight_decay=cfg.weight_decay, adam_beta2=cfg.adam_beta2, max_grad_norm=cfg.max_grad_norm,
-                        max_length=cfg.max_length, activation_checkpointing=False, bf16=False, use_cpu=True,
+                        max_length=cfg.max_length, activation_checkpointing=False, bf16=GPU, use_cpu=not GPU,
                         logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True)
     t0 = time.time()
     set_seed(cfg.seed)  # the score head's init, as train-rm seeds it
@@ -246,8 +268,9 @@ def rm_main(pairs: str, model: Path, work: Path, a) -> dict:
 def dpo_main(pairs: str, model: Path, work: Path, a) -> tuple[dict, dict]:
     base = DPOTrainConfig(pairs=[pairs], model=str(model), batch_size=a.batch, per_device_batch_size=a.batch,
                           max_length=a.max_length, learning_rate=1e-4, warmup=0, logging_steps=1,
-                          save_steps=10_000, ref_cache_dir=str(work / "ref_cache"), device="cpu",
-                          precision="fp32", split=None if not a.pairs else "train")
+                          save_steps=10_000, ref_cache_dir=str(work / "ref_cache"),
+                          device="auto" if GPU else "cpu", precision="bf16" if GPU else "fp32",
+                          split=None if not a.pairs else "train")
     cfg = lambda name, **kw: base.model_copy(update={"out": str(work / name), **kw})  # noqa: E731
     results: dict[str, list[dict]] = {"plain": [], "ours_first_run": [], "ours": [], "ours_random_batches": []}
     results["ours_first_run"].append(run_ours(cfg("first")))
@@ -276,13 +299,30 @@ def dpo_main(pairs: str, model: Path, work: Path, a) -> tuple[dict, dict]:
     return summary, results
 
 
+def utilisation(results: dict[str, list[dict]], mcfg, n_pairs: int, peak: float, lm_head: bool) -> dict:
+    """MFU per variant (best round), PaLM's accounting (psychocounsel.training.flops): model FLOPs of the tokens
+    trained (chosen and rejected sequences, as TRL counts them) per second over the device's peak. A live DPO
+    reference forward is not model FLOPs; ours' packed reward-model pairs run the shared speech once, so its
+    figure is the FLOPs the unpacked objective needs, per second (an effective MFU)."""
+    out = {}
+    for name, runs in results.items():
+        best = max(runs, key=lambda r: r["tokens_per_s"])
+        seq_len = best["tokens"] / (2 * n_pairs)  # one epoch: each pair is a chosen and a rejected sequence
+        out[name] = round(mfu(best["tokens_per_s"], mcfg, seq_len, peak, lm_head), 4)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", help="pair files/folder (default: synthetic pairs from the demo speeches)")
     ap.add_argument("--limit", type=int, default=48, help="synthetic pairs (demo speeches) to train on")
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=4)
-    ap.add_argument("--vocab", type=int, default=4096)
+    ap.add_argument("--vocab", type=int, default=4096, help="the bench tokenizer's BPE vocabulary")
+    ap.add_argument("--shape", choices=sorted(SHAPES), help="a named model shape (overrides --hidden/--layers)")
+    ap.add_argument("--model-vocab", type=int, help="pad the model's vocabulary to this many rows")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda: bf16 on the GPU, with MFU")
+    ap.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak (default: looked up by name)")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--max-length", type=int, default=512)
     ap.add_argument("--rounds", type=int, default=3, help="alternations of plain and ours")
@@ -290,20 +330,39 @@ def main() -> None:
     ap.add_argument("--out-dir", default=str(Path(__file__).parent / "out"))
     ap.add_argument("--out", help="the DPO report's path (the flag before --out-dir; default <out-dir>/train_dpo.json)")
     a = ap.parse_args()
+    global GPU
+    GPU = a.device == "cuda"
+    if GPU and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device here")
+    shape = dict(SHAPES[a.shape]) if a.shape else {"hidden": a.hidden, "layers": a.layers}
+    shape.setdefault("model_vocab", a.model_vocab)
     work = Path(tempfile.mkdtemp(prefix="bench_train_"))
     try:
         pairs = a.pairs or str(synthetic_pairs(work / "train.jsonl", a.limit))
-        model = make_model(work / "model", pairs, a.hidden, a.layers, a.vocab)
-        setup = {"pairs": pairs if a.pairs else f"synthetic ({a.limit} demo speeches)", "hidden": a.hidden,
-                 "layers": a.layers, "vocab": a.vocab, "batch": a.batch, "max_length": a.max_length,
-                 "rounds": a.rounds, "params": sum(p.numel() for p in __import__("transformers")
-                                                   .AutoModelForCausalLM.from_pretrained(model).parameters())}
-        machine = {"cpu_threads": torch.get_num_threads(), "python": platform.python_version(),
-                   "torch": torch.__version__}
+        model = make_model(work / "model", pairs, vocab=a.vocab, **shape)
+        from transformers import AutoConfig
+
+        from psychocounsel.training.common import load_pairs_dataset
+
+        mcfg = AutoConfig.from_pretrained(model)
+        n_pairs = len(load_pairs_dataset(pairs, split=None if not a.pairs else "train"))
+        setup = {"pairs": pairs if a.pairs else f"synthetic ({a.limit} demo speeches)", "n_pairs": n_pairs,
+                 "shape": a.shape or "custom", "hidden": mcfg.hidden_size, "layers": mcfg.num_hidden_layers,
+                 "model_vocab": mcfg.vocab_size, "tokenizer_vocab": a.vocab, "batch": a.batch,
+                 "max_length": a.max_length, "rounds": a.rounds,
+                 "params": sum(p.numel() for p in __import__("transformers")
+                               .AutoModelForCausalLM.from_pretrained(model).parameters())}
+        machine = {"device": torch.cuda.get_device_name() if GPU else platform.processor() or "cpu",
+                   "cpu_threads": torch.get_num_threads(), "python": platform.python_version(),
+                   "torch": torch.__version__, "transformers": __import__("transformers").__version__,
+                   "trl": __import__("trl").__version__}
+        peak = a.peak_tflops * 1e12 if a.peak_tflops else (peak_flops(machine["device"]) if GPU else None)
         for name, fn in (("dpo", dpo_main), ("rm", rm_main)):
             if a.only and a.only != name:
                 continue
             summary, results = fn(pairs, model, work, a)
+            if peak:
+                summary["mfu"] = utilisation(results, mcfg, n_pairs, peak, lm_head=name == "dpo")
             report = {"machine": machine, "setup": setup, "summary": summary, "runs": results}
             out = Path(a.out) if a.out and name == "dpo" else Path(a.out_dir) / f"train_{name}.json"
             out.parent.mkdir(parents=True, exist_ok=True)
