@@ -426,10 +426,11 @@ def test_trigger_windows_lose_nothing():
     import re
 
     from psychocounsel import crisis as c
+    from psychocounsel.crisis_rules import _SELF_RULES, _THIRD_RULES
 
     def exhaustive(text: str) -> str:
         ctx, found = c._Context(text), []
-        for rules, third in ((c._SELF_RULES, False), (c._THIRD_RULES, True)):
+        for rules, third in ((_SELF_RULES, False), (_THIRD_RULES, True)):
             for kind, alts, _ in rules:
                 for a in alts:
                     for m in re.finditer(a, text, re.I):
