@@ -9,9 +9,10 @@ import pytest
 import torch
 from tiny_model import make_tiny_model, tiny_model_dir  # noqa: F401  (tiny_model_dir is a fixture)
 
-from psychocounsel.backends import local, local_models
+from psychocounsel.backends import local_models, local_tensors
 from psychocounsel.backends.base import Backend, ChatRequest, ChoiceScorer, Sampling
-from psychocounsel.backends.local import LocalBackend, choice_token_ids
+from psychocounsel.backends.local import LocalBackend
+from psychocounsel.backends.local_tensors import choice_token_ids
 from psychocounsel.backends.local_models import embedded_gguf_path, resolve_model
 from psychocounsel.config import LocalBackendConfig
 from psychocounsel.errors import BackendError, UserError
@@ -176,7 +177,7 @@ def test_score_choices_matches_a_direct_unbatched_computation(tiny_model_dir, re
         assert g == pytest.approx(w, abs=1e-4)
     if reuse:  # the shared prefix ran once: fewer tokens through the model than 4 full prompts
         tok = b.load(model).tokenizer
-        full = sum(len(local._encode_chat(tok, [JUDGE[0], {"role": "user", "content": JUDGE[1]["content"] + s}],
+        full = sum(len(local_tensors._encode_chat(tok, [JUDGE[0], {"role": "user", "content": JUDGE[1]["content"] + s}],
                                           model)) for s in SUFFIXES)
         assert b.stats["score_forward_tokens"] < full / 2
 
