@@ -60,8 +60,20 @@ def greedy_replies(policy: str, questions: list[str], max_tokens: int) -> list[s
                                    max_tokens=max_tokens, seed=0)]
 
 
-def summarise(rewards: dict[str, np.ndarray], lengths: dict[str, np.ndarray], n_boot: int) -> dict:
+def speech_overlap(speech: str, reply: str) -> float:
+    """Share of the reply's words of 4+ letters that the client used: the known signal rewards reflecting the
+    client's own words, which a generic template ("It sounds like you're dealing with something") does not."""
+    import re
+
+    said = set(re.findall(r"[a-z']{4,}", speech.lower()))
+    words = re.findall(r"[a-z']{4,}", reply.lower())
+    return sum(w in said for w in words) / len(words) if words else 0.0
+
+
+def summarise(rewards: dict[str, np.ndarray], lengths: dict[str, np.ndarray], n_boot: int,
+              replies: dict[str, tuple[list[str], list[str]]] | None = None) -> dict:
     from psychocounsel.metrics import bootstrap_ci
+    from psychocounsel.training.online_dpo_sampling import diversity
 
     base = rewards["base"]
     out = {}
@@ -74,35 +86,59 @@ def summarise(rewards: dict[str, np.ndarray], lengths: dict[str, np.ndarray], n_
             row["win_rate_vs_base_ci"] = bootstrap_ci(np.mean, wins, n_boot=n_boot)
             row["reward_gain"] = float((r - base).mean())
             row["reward_gain_ci"] = bootstrap_ci(np.mean, r - base, n_boot=n_boot)
+        if replies and name in replies:  # is a higher reward a better reply, or a template the RM over-rewards?
+            qs, texts = replies[name]
+            d = diversity(texts)
+            row.update({"distinct_2": d["distinct_2"], "top_opening_share": d["top_opening_share"],
+                        "distinct_replies": len(set(texts)),
+                        "speech_overlap": float(np.mean([speech_overlap(q, t) for q, t in zip(qs, texts)]))})
         out[name] = row
     return out
 
 
 def plot(results: dict, online_rounds: list[dict], path: Path) -> None:
+    """Held-out reward per policy; online DPO per round (dev reward, and test reward where every round was
+    scored); what each policy's test replies look like (reflecting the client's words, one template, variety)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    names = list(results["policies"])
-    means = [results["policies"][n]["mean_reward"] for n in names]
-    cis = [results["policies"][n]["mean_reward_ci"] for n in names]
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(15, 4.2))
+    pol = results["policies"]
+    names = [n for n in pol if not n.startswith("online_round_")]
+    means = [pol[n]["mean_reward"] for n in names]
+    cis = [pol[n]["mean_reward_ci"] for n in names]
     err = np.array([[m - lo for m, (lo, _) in zip(means, cis)], [hi - m for m, (_, hi) in zip(means, cis)]])
     colors = {"base": "#9e9e9e", "offline_dpo": "#4c72b0", "online_dpo": "#dd8452", "online_dpo_last": "#e8a87c",
               "offline_dpo_sft": "#55a868"}
     a.bar(names, means, yerr=err, capsize=6, color=[colors.get(n, "#8172b2") for n in names])
-    a.tick_params(axis="x", labelsize=8)
+    a.tick_params(axis="x", labelsize=7, rotation=15)
     a.set_ylabel("reward on 40 held-out speeches (greedy)")
     a.set_title("Held-out reward by policy (95% CI)")
     xs = [0] + [r["round"] for r in online_rounds]
-    ys = [results["online_initial_dev_reward"]] + [r["dev_reward"] for r in online_rounds]
-    b.plot(xs, ys, marker="o", color="#dd8452", label="online DPO (dev, per round)")
+    b.plot(xs, [results["online_initial_dev_reward"]] + [r["dev_reward"] for r in online_rounds], marker="o",
+           color="#dd8452", label="online DPO, dev (12 speeches)")
+    ckpt = results.get("policy_checkpoints", {})
+    by_ckpt = {v: pol[k]["mean_reward"] for k, v in ckpt.items() if k in pol}
+    test = [(r["round"], by_ckpt[r["checkpoint"]]) for r in online_rounds if r["checkpoint"] in by_ckpt]
+    if test:
+        b.plot([0] + [x for x, _ in test], [pol["base"]["mean_reward"]] + [y for _, y in test], marker="s",
+               color="#c44e52", ls=":", label="online DPO, test (40 speeches)")
     for name, value in (results.get("offline_dev_reward") or {}).items():
         b.axhline(value, color=colors.get(name, "#8172b2"), ls="--", label=f"{name} (dev)")
     b.set_xlabel("round")
-    b.set_ylabel("reward on dev speeches (greedy)")
-    b.legend()
+    b.set_ylabel("reward (greedy replies)")
+    b.legend(fontsize=7)
+    keys = [("speech_overlap", "reply words the client used"), ("top_opening_share", "replies opening alike"),
+            ("distinct_2", "distinct-2")]
+    width = 0.8 / len(keys)
+    for j, (key, label) in enumerate(keys):
+        c.bar(np.arange(len(names)) + (j - 1) * width, [pol[n].get(key) or 0 for n in names], width, label=label)
+    c.set_xticks(np.arange(len(names)), names, fontsize=7, rotation=15)
+    c.set_ylim(0, 1.05)
+    c.legend(fontsize=7)
+    c.set_title("What the reward bought: the same test replies")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -122,6 +158,9 @@ def plot(results: dict, online_rounds: list[dict], path: Path) -> None:
 @click.option("--online-epochs", default=1.0, show_default=True, help="Passes over each online round's pairs.")
 @click.option("--online-sft-weight", default=0.0, show_default=True,
               help="Online DPO + this x chosen NLL (iterative RPO); 0 = plain online DPO.")
+@click.option("--online-reference", type=click.Choice(["previous", "initial"]), default="previous", show_default=True,
+              help="Online DPO's reference: the policy entering each round (the paper) or the initial policy.")
+@click.option("--every-round", is_flag=True, help="Keep every online round and score each on the test speeches.")
 @click.option("--rounds", default=4, show_default=True)
 @click.option("--speeches-per-round", default=32, show_default=True)
 @click.option("--samples", default=4, show_default=True, help="Samples per speech in online DPO (paper: 8).")
@@ -131,7 +170,7 @@ def plot(results: dict, online_rounds: list[dict], path: Path) -> None:
 @click.option("--seed", default=0, show_default=True)
 def main(out_dir: str, rm_dir: str, pairs_src: str, train_layers: int, lr: float, sft_weight: float,
          sft_epochs: float, sft_lr: float | None, online_lr: float | None,
-         online_epochs: float, online_sft_weight: float, rounds: int,
+         online_epochs: float, online_sft_weight: float, online_reference: str, every_round: bool, rounds: int,
          speeches_per_round: int, samples: int, max_tokens: int, n_dev: int, n_boot: int, seed: int) -> None:
     from psychocounsel.rm_eval import load_scorer
     from psychocounsel.training.dpo import DPOTrainConfig, train_dpo
@@ -172,7 +211,8 @@ def main(out_dir: str, rm_dir: str, pairs_src: str, train_layers: int, lr: float
     ocfg = OnlineDPOConfig(out=str(online_dir), reward_model=rm_dir, pairs=[str(pairs)], rounds=rounds,
                            speeches_per_round=speeches_per_round, samples_per_speech=samples, temperature=0.8,
                            max_tokens=max_tokens, dev_speeches=n_dev, generation_batch_size=16,
-                           lr_scheduler="constant", reference="previous", epochs_per_round=online_epochs,
+                           lr_scheduler="constant", reference=online_reference, epochs_per_round=online_epochs,
+                           keep_all_rounds=every_round,
                            sft_weight=online_sft_weight,
                            **{**common, "learning_rate": online_lr or lr})
     state = train_online_dpo(ocfg, echo=click.echo)
@@ -187,6 +227,10 @@ def main(out_dir: str, rm_dir: str, pairs_src: str, train_layers: int, lr: float
     last = state["rounds"][-1]["checkpoint"] if state["rounds"] else "embedded"
     if last != policies["online_dpo"]:  # the last round too: checkpoint choice on a small dev set is noisy
         policies["online_dpo_last"] = last
+    if every_round:
+        for row in state["rounds"]:
+            if row["checkpoint"] not in policies.values():
+                policies[f"online_round_{row['round']}"] = row["checkpoint"]
     if sft_weight:
         policies["offline_dpo_sft"] = str(sft_dir)
     cache = out / "replies.jsonl"
@@ -195,7 +239,7 @@ def main(out_dir: str, rm_dir: str, pairs_src: str, train_layers: int, lr: float
         for line in cache.read_text().splitlines():
             row = json.loads(line)
             have[(row["policy"], row["checkpoint"], row["split"])] = row
-    rewards, lengths = {}, {}
+    rewards, lengths, texts = {}, {}, {}
     offline_dev: dict[str, float] = {}
     for name, ckpt in policies.items():
         for split, qs in (("test", test_q), ("dev", dev_q)):
@@ -215,21 +259,25 @@ def main(out_dir: str, rm_dir: str, pairs_src: str, train_layers: int, lr: float
             if split == "test":
                 rewards[name] = np.array(row["rewards"])
                 lengths[name] = np.array([len(x) for x in row["replies"]], dtype=float)
+                texts[name] = (row["questions"], row["replies"])
                 click.echo(f"{name}: mean test reward {rewards[name].mean():.3f} ({row['seconds']} s)")
             else:
                 offline_dev[name] = float(np.mean(row["rewards"]))
 
-    results = {"policies": summarise(rewards, lengths, n_boot), "n_test_speeches": len(test_q),
+    results = {"policies": summarise(rewards, lengths, n_boot, texts), "n_test_speeches": len(test_q),
                "online_initial_dev_reward": state["initial_dev_reward"], "offline_dev_reward": offline_dev,  # per offline policy
                "online_best_round": state["best_round"], "online_rounds": state["rounds"],
+               "policy_checkpoints": policies,
                "config": {"train_layers": train_layers, "lr": lr, "sft_weight": sft_weight, "sft_epochs": sft_epochs,
                           "sft_lr": sft_lr or lr, "online_lr": online_lr or lr, "online_epochs": online_epochs,
-                          "online_sft_weight": online_sft_weight, "rounds": rounds,
+                          "online_sft_weight": online_sft_weight, "online_reference": online_reference,
+                          "rounds": rounds,
                           "speeches_per_round": speeches_per_round, "samples": samples, "max_tokens": max_tokens,
                           "pairs": counts, "seed": seed},
                "timings": timings,
                "examples": [{"speech": test_q[i], **{n: have[(n, policies[n], "test")]["replies"][i]
-                                                      for n in policies}} for i in range(3)]}
+                                                      for n in policies if not n.startswith("online_round_")}}
+                            for i in range(3)]}
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     plot(results, state["rounds"], out / "figure.png")
     click.echo(json.dumps(results["policies"], indent=1))

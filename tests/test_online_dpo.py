@@ -12,7 +12,7 @@ import pytest
 
 from psychocounsel import PRINCIPLE_KEYS
 from psychocounsel.errors import UserError
-from psychocounsel.training.online_dpo import (OnlineDPOConfig, best_round, draw_speeches, load_online_dpo_config,
+from psychocounsel.training.online_dpo import (OnlineDPOConfig, best_round, diversity, draw_speeches, load_online_dpo_config,
                                                select_pairs, train_online_dpo, train_online_dpo_cmd)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,6 +48,15 @@ def test_best_round_prefers_highest_dev_reward_and_earliest_on_ties():
     assert best_round(0.9, rounds) == 0  # no round beat the initial policy
     assert best_round(None, [{"round": 1, "dev_reward": None}, {"round": 2, "dev_reward": None}]) == 2
     assert best_round(None, []) == 0
+
+
+def test_diversity_by_hand():
+    d = diversity(["It sounds hard to me", "It sounds hard to me too", "What would help now?"])
+    # bigrams: 4 + 5 + 3 = 12, distinct: {it sounds, sounds hard, hard to, to me, me too, what would, would help,
+    # help now?} = 8; openings: "it sounds hard to me" twice of 3
+    assert d["distinct_2"] == pytest.approx(8 / 12) and d["top_opening_share"] == pytest.approx(2 / 3)
+    assert d["chars"] == pytest.approx((20 + 24 + 20) / 3)
+    assert diversity([]) == {"chars": None, "distinct_2": None, "top_opening_share": None}
 
 
 def test_draw_speeches_is_seeded_by_round():
@@ -133,7 +142,7 @@ def test_two_rounds_then_resume_continues_without_redoing_round_one(tmp_path, ti
     assert [m["round"] for m in metrics] == [1, 2]
     for m in metrics:
         assert {"mean_reward", "mean_best_reward", "mean_worst_reward", "mean_gap", "skipped", "dev_reward",
-                "seconds"} <= set(m)
+                "seconds", "sample_chars", "sample_distinct_2", "sample_top_opening_share"} <= set(m)
     # round 2 trained from round 1's checkpoint (iterative reference) and drew other speeches
     assert Path(state2["rounds"][1]["checkpoint"]) == out / "rounds" / "round-002"
     pairs = [json.loads(line) for line in (out / "pairs.jsonl").read_text().splitlines()]

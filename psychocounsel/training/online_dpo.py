@@ -52,8 +52,8 @@ from ..errors import UserError
 from .common import chat, check_same_run, data_hash, freeze_below, write_manifest
 from .distributed import world_size
 # Speech draws, sampling, scoring and pair selection live in online_dpo_sampling; their names stay importable here.
-from .online_dpo_sampling import (_make_backend, best_round, dev_reward, draw_speeches, generate,  # noqa: F401
-                                  load_speeches, score, select_pairs)
+from .online_dpo_sampling import (COLLAPSE_SHARE, _make_backend, best_round, dev_reward, diversity,  # noqa: F401
+                                  draw_speeches, generate, load_speeches, score, select_pairs)
 
 STATE_FORMAT = 1
 
@@ -279,6 +279,9 @@ def train_online_dpo(cfg: OnlineDPOConfig, scorer: Any = None,
         rewards = score(scorer, speeches, responses)
         t_score = time.time() - t0 - t_gen
         pairs, stats = select_pairs(speeches, responses, rewards, cfg.min_gap)
+        div = diversity([x for rs in responses for x in rs])
+        stats.update({"sample_chars": div["chars"], "sample_distinct_2": div["distinct_2"],
+                      "sample_top_opening_share": div["top_opening_share"]})
         ckpt = rounds_dir / f"round-{r:03d}"
         if pairs:
             reference = cfg.model if cfg.reference == "initial" else policy
@@ -304,7 +307,12 @@ def train_online_dpo(cfg: OnlineDPOConfig, scorer: Any = None,
             f.write(json.dumps(row, default=str) + "\n")
         echo(f"round {r}/{cfg.rounds}: {stats['pairs']} pairs, {stats['skipped']} skipped, mean reward "
              f"{stats['mean_reward']:.4f}, gap {stats['mean_gap']:.4f}, {train_stats['steps']} steps, dev reward "
-             f"{'-' if dev_r is None else f'{dev_r:.4f}'} ({row['seconds']:.1f} s)")
+             f"{'-' if dev_r is None else f'{dev_r:.4f}'}, samples {div['chars']:.0f} chars, distinct-2 "
+             f"{div['distinct_2'] or 0:.2f} ({row['seconds']:.1f} s)")
+        if (div["top_opening_share"] or 0) >= COLLAPSE_SHARE:
+            echo(f"warning: {div['top_opening_share']:.0%} of round {r}'s samples open with the same five words: the "
+                 "policy is collapsing onto a template the reward model over-rewards; compare the rounds' replies, "
+                 "keep an earlier round, or lower the learning rate / use reference: initial")
         policy = new_policy
         if not cfg.keep_all_rounds:
             keep = {Path(state["best_checkpoint"]).name, Path(policy).name}

@@ -47,6 +47,29 @@ def select_pairs(questions: Sequence[str], responses: Sequence[Sequence[str]], r
                    "mean_best_reward": mean(best), "mean_worst_reward": mean(worst), "mean_gap": mean(gaps)}
 
 
+# A round whose samples mostly open with the same five words is collapsing onto one template: the policy is
+# optimising the reward model's quirks (reward over-optimisation, Gao et al. 2023), not the principles.
+COLLAPSE_SHARE = 0.5
+
+
+def diversity(texts: Sequence[str]) -> dict[str, float | None]:
+    """How varied a set of replies is: mean characters, Distinct-2 (distinct word bigrams / all bigrams, Li et
+    al. 2016) and the share of replies opening with the most common first five words (1.0 = one template)."""
+    if not texts:
+        return {"chars": None, "distinct_2": None, "top_opening_share": None}
+    bigrams, total = set(), 0
+    openings: dict[str, int] = {}
+    for t in texts:
+        words = t.lower().split()
+        grams = list(zip(words, words[1:]))
+        bigrams.update(grams)
+        total += len(grams)
+        key = " ".join(words[:5])
+        openings[key] = openings.get(key, 0) + 1
+    return {"chars": float(np.mean([len(t) for t in texts])), "distinct_2": len(bigrams) / total if total else None,
+            "top_opening_share": max(openings.values()) / len(texts)}
+
+
 def best_round(initial_dev: float | None, rounds: Sequence[dict[str, Any]]) -> int:
     """Round number (0 = the initial policy) with the highest dev reward; the earliest wins ties (closest to
     the reference). Without dev rewards, the latest round."""
