@@ -177,6 +177,18 @@ def test_epochs_per_round_and_sft_weight_shape_the_update(tmp_path, tiny_model_d
     assert rpo["train_loss"] > plain["train_loss"] + 1.0
 
 
+def test_a_collapsing_policy_is_flagged_each_round(tmp_path, tiny_model_dir, monkeypatch):
+    import psychocounsel.training.online_dpo as od
+
+    # greedy dev replies all alike: what a policy that found one template the reward model loves writes
+    monkeypatch.setattr(od, "dev_reward", lambda cfg, bf, scorer, policy, dev: (0.5, ["It sounds like a lot."] * 2))
+    lines: list[str] = []
+    state = train_online_dpo(base_cfg(tmp_path, tiny_model_dir, rounds=1), scorer=LengthScorer(), echo=lines.append)
+    row = state["rounds"][0]
+    assert row["dev_distinct_share"] == 0.5 and row["dev_top_opening_share"] == 1.0 and row["dev_chars"] == 21
+    assert any(line.startswith("warning: round 1's greedy dev replies: 100% open") for line in lines), lines
+
+
 def make_tiny_reward_model(path: Path, policy: Path) -> Path:
     """A random LlamaForSequenceClassification (one output) sharing the tiny policy's config and tokenizer."""
     import torch

@@ -265,7 +265,7 @@ def train_online_dpo(cfg: OnlineDPOConfig, scorer: Any = None,
         _reload_server(cfg, policy)  # a resumed run's server must serve the latest round, not the initial model
     if state["initial_dev_reward"] is None and dev and not state["rounds"]:
         t0 = time.time()
-        state["initial_dev_reward"] = dev_reward(cfg, backend_factory, scorer, cfg.model, dev)
+        state["initial_dev_reward"] = dev_reward(cfg, backend_factory, scorer, cfg.model, dev)[0]
         echo(f"initial policy: dev reward {state['initial_dev_reward']:.4f} ({time.time() - t0:.1f} s)")
     _write_json(state_path, state)
     for r in range(len(state["rounds"]) + 1, cfg.rounds + 1):
@@ -291,7 +291,10 @@ def train_online_dpo(cfg: OnlineDPOConfig, scorer: Any = None,
             train_stats, new_policy = {"steps": 0, "train_loss": None, "train_seconds": 0.0}, policy
         _reload_server(cfg, new_policy)
         t1 = time.time()
-        dev_r = dev_reward(cfg, backend_factory, scorer, new_policy, dev)
+        dev_r, dev_replies = dev_reward(cfg, backend_factory, scorer, new_policy, dev)
+        dev_div = diversity(dev_replies)
+        stats.update({"dev_chars": dev_div["chars"], "dev_top_opening_share": dev_div["top_opening_share"],
+                      "dev_distinct_share": len(set(dev_replies)) / len(dev_replies) if dev_replies else None})
         row = {"round": r, **stats, **train_stats, "dev_reward": dev_r, "checkpoint": new_policy,
                "generate_seconds": round(t_gen, 3), "score_seconds": round(t_score, 3),
                "dev_seconds": round(time.time() - t1, 3), "seconds": round(time.time() - t0, 3)}
@@ -309,10 +312,11 @@ def train_online_dpo(cfg: OnlineDPOConfig, scorer: Any = None,
              f"{stats['mean_reward']:.4f}, gap {stats['mean_gap']:.4f}, {train_stats['steps']} steps, dev reward "
              f"{'-' if dev_r is None else f'{dev_r:.4f}'}, samples {div['chars']:.0f} chars, distinct-2 "
              f"{div['distinct_2'] or 0:.2f} ({row['seconds']:.1f} s)")
-        if (div["top_opening_share"] or 0) >= COLLAPSE_SHARE:
-            echo(f"warning: {div['top_opening_share']:.0%} of round {r}'s samples open with the same five words: the "
-                 "policy is collapsing onto a template the reward model over-rewards; compare the rounds' replies, "
-                 "keep an earlier round, or lower the learning rate / use reference: initial")
+        if dev_replies and ((dev_div["top_opening_share"] or 0) >= COLLAPSE_SHARE
+                            or stats["dev_distinct_share"] < COLLAPSE_SHARE):
+            echo(f"warning: round {r}'s greedy dev replies: {dev_div['top_opening_share']:.0%} open with the same five "
+                 f"words, {stats['dev_distinct_share']:.0%} distinct. The policy is collapsing onto a template the "
+                 "reward model over-rewards: read the replies (pairs.jsonl) and keep an earlier round")
         policy = new_policy
         if not cfg.keep_all_rounds:
             keep = {Path(state["best_checkpoint"]).name, Path(policy).name}

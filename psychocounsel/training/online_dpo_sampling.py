@@ -47,9 +47,10 @@ def select_pairs(questions: Sequence[str], responses: Sequence[Sequence[str]], r
                    "mean_best_reward": mean(best), "mean_worst_reward": mean(worst), "mean_gap": mean(gaps)}
 
 
-# A round whose samples mostly open with the same five words is collapsing onto one template: the policy is
-# optimising the reward model's quirks (reward over-optimisation, Gao et al. 2023), not the principles.
-COLLAPSE_SHARE = 0.5
+# Greedy dev replies that mostly open with the same five words, or repeat each other, mean the policy is
+# collapsing onto one template: it optimises the reward model's quirks (reward over-optimisation, Gao et al.
+# 2023), not the principles. SmolLM2's own greedy replies open alike 45% of the time and never repeat.
+COLLAPSE_SHARE = 0.75
 
 
 def diversity(texts: Sequence[str]) -> dict[str, float | None]:
@@ -203,11 +204,11 @@ def score(scorer: Any, questions: Sequence[str], responses: Sequence[Sequence[st
 
 
 def dev_reward(cfg: OnlineDPOConfig, backend_factory: Callable[[], Any], scorer: Any, policy: str,
-               dev: Sequence[str]) -> float | None:
-    """Mean reward of the policy's greedy replies to the dev speeches."""
+               dev: Sequence[str]) -> tuple[float | None, list[str]]:
+    """Mean reward of the policy's greedy replies to the dev speeches, and the replies."""
     if not dev:
-        return None
+        return None, []
     model = cfg.served_model if cfg.backend == "openai" else policy
     replies = generate(backend_factory(), model, dev, 1, temperature=0.0, top_p=1.0,
                        max_tokens=cfg.dev_max_tokens or cfg.max_tokens, seed=cfg.seed)
-    return float(np.mean(np.concatenate(score(scorer, dev, replies))))
+    return float(np.mean(np.concatenate(score(scorer, dev, replies)))), [r[0] for r in replies]
