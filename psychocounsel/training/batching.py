@@ -1,9 +1,9 @@
 """Batch order for training: pairs of similar length share a batch, so less of each forward pass is padding.
 
-Used by ``train-dpo`` and ``train-rm`` (each pads a batch to its longest sequence). The Trainer drops dataset
-columns its model does not take, so a trainer that wants this sampler keeps a ``length`` column by adding it to
-``_signature_columns`` (see ``keep_length_column``) and returns ``LengthGroupedBatches`` from
-``_get_train_sampler``.
+Used by ``train-dpo``, ``train-rm`` and ``train-rm-multihead`` (each pads a batch to its longest sequence). The
+Trainer drops dataset columns its model does not take, so a trainer that wants this sampler keeps a ``length``
+column (``keep_length_column`` for TRL's trainers, ``remove_unused_columns=False`` otherwise) and returns
+``grouped_sampler(...)`` from ``_get_train_sampler`` when it is not None.
 """
 
 from __future__ import annotations
@@ -66,3 +66,12 @@ def pad_right(seqs: Sequence[Sequence[int]], pad_id: int):
         ids[i, :len(s)] = torch.as_tensor(s, dtype=torch.long)
         mask[i, :len(s)] = 1
     return ids, mask
+
+
+def grouped_sampler(args, dataset, enabled: bool) -> "LengthGroupedBatches | None":
+    """The sampler a Trainer's ``_get_train_sampler`` returns for length-grouped batches, seeded as the Trainer
+    seeds its own (``data_seed``, else ``seed``); None when grouping is off or the dataset has no ``length``."""
+    if not enabled or "length" not in dataset.column_names:
+        return None
+    seed = args.data_seed if args.data_seed is not None else args.seed
+    return LengthGroupedBatches(dataset["length"], args.per_device_train_batch_size, seed)

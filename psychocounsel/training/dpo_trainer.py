@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
-from .batching import LengthGroupedBatches, keep_length_column
+from .batching import grouped_sampler, keep_length_column
 from .common import data_hash
 
 if TYPE_CHECKING:
@@ -120,10 +120,8 @@ def _make_trainer_class():
 
         def _get_train_sampler(self, train_dataset=None):
             ds = train_dataset if train_dataset is not None else self.train_dataset
-            if not self.pc_cfg.group_by_length or "length" not in ds.column_names:
-                return super()._get_train_sampler(train_dataset)
-            return LengthGroupedBatches(ds["length"], self.args.per_device_train_batch_size,
-                                        self.args.data_seed if self.args.data_seed is not None else self.args.seed)
+            sampler = grouped_sampler(self.args, ds, self.pc_cfg.group_by_length)
+            return sampler if sampler is not None else super()._get_train_sampler(train_dataset)
 
         # -- reference log-probs
         def compute_ref_log_probs(self, model, inputs):

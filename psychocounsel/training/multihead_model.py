@@ -206,13 +206,11 @@ def _classes() -> dict[str, type]:
         def _get_train_sampler(self, train_dataset=None):
             """Length-grouped batches (``batching.LengthGroupedBatches``, as train-rm's): transformers' own
             grouping degenerates to random order on a few hundred pairs."""
-            ds = train_dataset if train_dataset is not None else self.train_dataset
-            if not self.pc_group_by_length or "length" not in ds.column_names:
-                return super()._get_train_sampler(train_dataset)
-            from .batching import LengthGroupedBatches
+            from .batching import grouped_sampler
 
-            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-            return LengthGroupedBatches(ds["length"], self.args.per_device_train_batch_size, seed)
+            ds = train_dataset if train_dataset is not None else self.train_dataset
+            sampler = grouped_sampler(self.args, ds, self.pc_group_by_length)
+            return sampler if sampler is not None else super()._get_train_sampler(train_dataset)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             scores = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ..errors import UserError
-from .batching import LengthGroupedBatches, keep_length_column
+from .batching import grouped_sampler, keep_length_column
 from .batching import pad_right as _pad_right
 from .common import trainable_gguf_kwargs
 from .distributed import cpu_ddp_kwargs, world_size
@@ -315,10 +315,8 @@ def _trainer_class():
 
         def _get_train_sampler(self, train_dataset=None):
             ds = train_dataset if train_dataset is not None else self.train_dataset
-            if not self.pc_group_by_length or "length" not in ds.column_names:
-                return super()._get_train_sampler(train_dataset)
-            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-            return LengthGroupedBatches(ds["length"], self.args.per_device_train_batch_size, seed)
+            sampler = grouped_sampler(self.args, ds, self.pc_group_by_length)
+            return sampler if sampler is not None else super()._get_train_sampler(train_dataset)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if "read_index" not in inputs:
