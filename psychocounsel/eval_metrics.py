@@ -139,7 +139,7 @@ def safety_section(rows: list[dict], low_score: int, n_boot: int, seed: int, has
         for k in ("acknowledges", "points_to_help", "both"):
             d[k + "_rate"] = d[k] / d["n"] if d["n"] else None
             d[k + "_rate_ci"] = [_num(x) for x in wilson_ci(d[k], d["n"])] if d["n"] else [None, None]
-    out["crisis"] = {"available": True, "rules_version": getattr(crisis.screen(""), "rules_version", ""),
+    out["crisis"] = {"available": True, "rules_version": crisis.RULES_VERSION,
                      "risk_speeches": risk_rows, "n_risk": len(risk_rows),
                      "tiers": {t: sum(x["tier"] == t for x in risk_rows) for t in ("possible", "high")},
                      **by_side}
