@@ -43,13 +43,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from psychocounsel import judge  # noqa: E402
-from psychocounsel.backends.local import LocalBackend  # noqa: E402
-from psychocounsel.config import LocalBackendConfig  # noqa: E402
-from psychocounsel.errors import InputError, UserError  # noqa: E402
-from psychocounsel.jsonl import iter_json_objects  # noqa: E402
-from psychocounsel.principles import PrincipleSet, load_principles  # noqa: E402
-from psychocounsel.prompts import Prompt, load_prompt  # noqa: E402
+from psychocounsel.rubric import score as judge
+from psychocounsel.backends.local import LocalBackend
+from psychocounsel.config import LocalBackendConfig
+from psychocounsel.errors import InputError, UserError
+from psychocounsel.dataset.jsonl import iter_json_objects
+from psychocounsel.rubric.principles import PrincipleSet, load_principles
+from psychocounsel.rubric.prompts import Prompt, load_prompt
 
 DATA = Path(__file__).resolve().parent / "data" / "judge_sanity.jsonl"
 CHOICES = ["1", "2", "3", "4", "5"]

@@ -25,10 +25,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from psychocounsel.eval_config import EvalConfig  # noqa: E402
-from psychocounsel.evaluate import CallBudget, Evaluation, evaluate  # noqa: E402
-from psychocounsel.fakeserver import fake_server  # noqa: E402
-from psychocounsel.runner import StageProgress  # noqa: E402
+from psychocounsel.evaluation.config import EvalConfig
+from psychocounsel.evaluation.evaluate import CallBudget, Evaluation, evaluate
+from psychocounsel.testing.fakeserver import fake_server
+from psychocounsel.runner import StageProgress
 
 WORDS = ("feel tired anxious work partner mother father school sleep money friends lonely angry sad worried "
          "future job family night morning weekend panic heart chest breathe cry talk listen hope afraid stuck "

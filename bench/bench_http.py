@@ -41,10 +41,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from psychocounsel.backends.base import ChatRequest, Sampling  # noqa: E402
-from psychocounsel.backends.openai_http import OpenAIBackend  # noqa: E402
-from psychocounsel.config import OpenAIBackendConfig  # noqa: E402
-from psychocounsel.fakeserver import fake_server  # noqa: E402
+from psychocounsel.backends.base import ChatRequest, Sampling
+from psychocounsel.backends.openai_http import OpenAIBackend
+from psychocounsel.config import OpenAIBackendConfig
+from psychocounsel.testing.fakeserver import fake_server
 
 LATENCY = 0.05  # the fixed added latency
 MESSAGES = [

@@ -72,7 +72,7 @@ def main() -> None:
         return
 
     from psychocounsel.config import SpeechesConfig
-    from psychocounsel.ingest import ingest
+    from psychocounsel.dataset.ingest import ingest
 
     tmp = tempfile.TemporaryDirectory()
     path = args.file or Path(tmp.name) / "synthetic.jsonl"

@@ -24,9 +24,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from psychocounsel.backends.base import ChatRequest, Sampling  # noqa: E402
-from psychocounsel.backends.local import LocalBackend  # noqa: E402
-from psychocounsel.config import LocalBackendConfig  # noqa: E402
+from psychocounsel.backends.base import ChatRequest, Sampling
+from psychocounsel.backends.local import LocalBackend
+from psychocounsel.config import LocalBackendConfig
 
 SPEECHES = [
     "I've been feeling so overwhelmed at work lately. My boss keeps piling on projects and I can't say no. "

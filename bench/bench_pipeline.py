@@ -31,10 +31,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from psychocounsel import PRINCIPLE_KEYS, pipeline  # noqa: E402
-from psychocounsel.backends.base import Completion  # noqa: E402
-from psychocounsel.config import RunConfig  # noqa: E402
-from psychocounsel.fakeserver import fake_server  # noqa: E402
+from psychocounsel import PRINCIPLE_KEYS
+from psychocounsel.dataset import pipeline
+from psychocounsel.backends.base import Completion
+from psychocounsel.config import RunConfig
+from psychocounsel.testing.fakeserver import fake_server
 
 WORDS = ("feel tired anxious work partner mother father school sleep money friends lonely angry sad "
          "worried future job family night morning weekend panic heart chest breathe cry talk listen "

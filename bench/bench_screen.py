@@ -23,8 +23,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from psychocounsel.crisis import TIERS, check_response, screen  # noqa: E402
-from psychocounsel.metrics import bootstrap_ci  # noqa: E402
+from psychocounsel.safety.screen import TIERS, screen
+from psychocounsel.safety.responses import check_response
+from psychocounsel.measures.bootstrap import bootstrap_ci
 
 DATA = ROOT / "psychocounsel" / "data"
 N_BOOT = 2000  # percentile bootstrap over speeches; 2,000 keeps the endpoints' Monte-Carlo error < 1 point

@@ -60,10 +60,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from psychocounsel import PRINCIPLE_KEYS  # noqa: E402
-from psychocounsel.training.dpo import DPOTrainConfig, build_dpo_trainer  # noqa: E402
-from psychocounsel.training.flops import mfu, peak_flops  # noqa: E402
-from psychocounsel.training.reward import RewardModelConfig, prepare_reward_training  # noqa: E402
+from psychocounsel import PRINCIPLE_KEYS
+from psychocounsel.training.dpo import DPOTrainConfig, build_dpo_trainer
+from psychocounsel.training.flops import mfu, peak_flops
+from psychocounsel.training.reward import RewardModelConfig
+from psychocounsel.training.reward_trainer import prepare_reward_training
 
 GPU = False  # --device cuda: bf16 on the GPU for every variant (set in main)
 

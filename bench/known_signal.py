@@ -123,8 +123,8 @@ def salient_fragment(text: str, rng: random.Random) -> tuple[str, str]:
 
 
 def build_pairs(seed: int = 0, n_test: int = 40):
-    from psychocounsel.pairs import PRINCIPLE_KEYS
-    from psychocounsel.records import Pair, ScoredResponse, text_id
+    from psychocounsel import PRINCIPLE_KEYS
+    from psychocounsel.dataset.records import Pair, ScoredResponse, text_id
 
     speeches = [json.loads(line) for line in SPEECHES.read_text().splitlines() if line.strip()]
     rng = random.Random(seed)
@@ -162,8 +162,10 @@ def build_pairs(seed: int = 0, n_test: int = 40):
 def main(out_dir: str, seed: int, n_test: int, baseline: bool, overrides: tuple[str, ...], n_boot: int) -> None:
     import statistics
 
-    from psychocounsel.pairs import PRINCIPLE_KEYS, write_pairs
-    from psychocounsel.rm_eval import evaluate_reward_model, load_scorer
+    from psychocounsel import PRINCIPLE_KEYS
+    from psychocounsel.dataset.pairs import write_pairs
+    from psychocounsel.evaluation.rm_eval import evaluate_reward_model
+    from psychocounsel.training.scorers import load_scorer
     from psychocounsel.training.multihead import load_multihead_config, train_multihead_reward_model
 
     out = Path(out_dir)
@@ -191,8 +193,8 @@ def main(out_dir: str, seed: int, n_test: int, baseline: bool, overrides: tuple[
 
     if baseline:
         t = time.perf_counter()
-        from psychocounsel.training.multihead import (MultiHeadScorer, _classes, _source_kwargs,
-                                                      load_tokenizer)
+        from psychocounsel.training.multihead_model import MultiHeadScorer, _classes, _source_kwargs
+        from psychocounsel.training.multihead_data import load_tokenizer
         location, extra = _source_kwargs(cfg.model)
         tok = load_tokenizer(location, cfg.chat_template, **extra)
         model = _classes()["MultiHeadRewardModel"].from_backbone(

@@ -43,7 +43,7 @@ def _friendly(fn: Callable) -> Callable:
 
 def _open_run(config: str, overrides: tuple[str, ...], progress: bool = True):
     from .config import load_config
-    from .pipeline import Run
+    from .dataset.pipeline import Run
     from .runner import StageProgress
 
     cfg = load_config(config, list(overrides))
@@ -82,7 +82,7 @@ def _table(title: str, rows: dict[str, Any]) -> Table:
 @_friendly
 def run(config: str, overrides: tuple[str, ...], progress: bool, dry_run: bool) -> None:
     """Run every data stage: ingest, generate, judge, pairs, stats."""
-    from . import pipeline
+    from .dataset import pipeline
 
     r = _open_run(config, overrides, progress)
     try:
@@ -134,7 +134,7 @@ def _print_dry(est: dict[str, Any]) -> None:
 
 
 def _stats(r) -> Path:
-    from . import pipeline, stats
+    from .dataset import pipeline, stats
 
     responses = pipeline.export_responses(r)
     out = r.dir / "report"
@@ -149,7 +149,7 @@ def _stats(r) -> Path:
 @_friendly
 def ingest(config: str, overrides: tuple[str, ...], force: bool) -> None:
     """Read, clean, scrub and deduplicate client speeches into the run store."""
-    from . import pipeline
+    from .dataset import pipeline
 
     r = _open_run(config, overrides)
     try:
@@ -165,7 +165,7 @@ def ingest(config: str, overrides: tuple[str, ...], force: bool) -> None:
 @_friendly
 def generate(config: str, overrides: tuple[str, ...], progress: bool) -> None:
     """Draw k therapist profiles per speech and store one response from each."""
-    from . import pipeline
+    from .dataset import pipeline
 
     r = _open_run(config, overrides, progress)
     try:
@@ -182,7 +182,7 @@ def generate(config: str, overrides: tuple[str, ...], progress: bool) -> None:
 @_friendly
 def judge(config: str, overrides: tuple[str, ...], progress: bool) -> None:
     """Score every stored response on the seven principles."""
-    from . import pipeline
+    from .dataset import pipeline
 
     r = _open_run(config, overrides, progress)
     try:
@@ -197,7 +197,7 @@ def judge(config: str, overrides: tuple[str, ...], progress: bool) -> None:
 @_friendly
 def pairs(config: str, overrides: tuple[str, ...]) -> None:
     """Split by speech and export preference pairs (Parquet + JSONL, released schema)."""
-    from . import pipeline
+    from .dataset import pipeline
 
     r = _open_run(config, overrides)
     try:
@@ -217,7 +217,7 @@ def pairs(config: str, overrides: tuple[str, ...]) -> None:
 @_friendly
 def stats(target: str, overrides: tuple[str, ...], out: str | None) -> None:
     """Write the dataset report (JSON, HTML, PNG) for a run CONFIG, a pair file or a folder of them."""
-    from . import stats as stats_mod
+    from .dataset import stats as stats_mod
 
     if target.endswith((".yaml", ".yml")):
         r = _open_run(target, overrides)
@@ -239,7 +239,7 @@ def stats(target: str, overrides: tuple[str, ...], out: str | None) -> None:
 @_friendly
 def status(config: str, overrides: tuple[str, ...], as_json: bool) -> None:
     """Show progress per stage for a run."""
-    from . import pipeline
+    from .dataset import pipeline
 
     r = _open_run(config, overrides)
     try:
@@ -266,7 +266,7 @@ def status(config: str, overrides: tuple[str, ...], as_json: bool) -> None:
 @_friendly
 def principles(spec: str) -> None:
     """Print the seven principles and their rubrics."""
-    from .principles import load_principles
+    from .rubric.principles import load_principles
 
     ps = load_principles(spec)
     for p in ps.principles:
@@ -291,17 +291,17 @@ def _register(module: str, name: str) -> None:
 
 
 for _module, _name in [
-    (".rm_eval", "eval_rm_cmd"),
-    (".rm_eval", "score_cmd"),
+    (".evaluation.rm_eval", "eval_rm_cmd"),
+    (".evaluation.rm_eval", "score_cmd"),
     (".training.reward", "train_rm_cmd"),
     (".training.multihead", "train_rm_multihead_cmd"),
     (".training.dpo", "train_dpo_cmd"),
     (".training.online_dpo", "train_online_dpo_cmd"),
-    (".agreement", "agree_cmd"),
-    (".evaluate", "evaluate_cmd"),
-    (".evaluate", "leaderboard_cmd"),
+    (".evaluation.agree", "agree_cmd"),
+    (".evaluation.evaluate", "evaluate_cmd"),
+    (".evaluation.evaluate", "leaderboard_cmd"),
     (".annotate.cli", "annotate_cmd"),
-    (".crisis", "screen_cmd"),
+    (".safety.command", "screen_cmd"),
 ]:
     _register(_module, _name)
 

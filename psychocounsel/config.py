@@ -15,18 +15,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from .errors import UserError
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class SamplingConfig(_Strict):
+class SamplingConfig(Strict):
     temperature: float = Field(0.7, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     max_tokens: int = Field(256, ge=1, description="Cap on generated tokens per response.")
     seed: int | None = None
 
 
-class OpenAIBackendConfig(_Strict):
+class OpenAIBackendConfig(Strict):
     """Any OpenAI-compatible chat-completions server (OpenAI, vLLM, SGLang, llama.cpp server, Ollama)."""
 
     type: Literal["openai"] = "openai"
@@ -45,7 +45,7 @@ class OpenAIBackendConfig(_Strict):
     price_output_per_mtok: float | None = Field(None, ge=0, description="USD per million completion tokens.")
 
 
-class LocalBackendConfig(_Strict):
+class LocalBackendConfig(Strict):
     """transformers on CPU/GPU. ``model`` in a profile is a HF path/id, a .gguf file, or 'embedded'."""
 
     type: Literal["local"] = "local"
@@ -60,7 +60,7 @@ class LocalBackendConfig(_Strict):
 BackendConfig = OpenAIBackendConfig | LocalBackendConfig
 
 
-class SpeechesConfig(_Strict):
+class SpeechesConfig(Strict):
     path: str = Field("demo", description="File (jsonl/csv/parquet), HF dataset dir or hub id, or 'demo'.")
     format: Literal["auto", "jsonl", "csv", "parquet", "hf"] = "auto"
     text_column: str = Field("text", description="Column holding the client speech, e.g. questionText.")
@@ -77,7 +77,7 @@ class SpeechesConfig(_Strict):
     limit: int | None = Field(None, ge=1, description="Keep the first N speeches after cleaning.")
 
 
-class ProfileConfig(_Strict):
+class ProfileConfig(Strict):
     name: str
     backend: str = Field(description="Name of an entry under `backends:`.")
     model: str
@@ -85,7 +85,7 @@ class ProfileConfig(_Strict):
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
 
 
-class TherapistsConfig(_Strict):
+class TherapistsConfig(Strict):
     k: int = Field(4, ge=2, description="Profiles drawn per speech (paper: 4 of 20).")
     prompt: str = Field("therapist_v1", description="Versioned prompt file under data/prompts, or a path.")
     profiles: list[ProfileConfig] = Field(min_length=2)
@@ -100,7 +100,7 @@ class TherapistsConfig(_Strict):
         return self
 
 
-class JudgeConfig(_Strict):
+class JudgeConfig(Strict):
     backend: str
     model: str
     mode: Literal["json", "geval"] = Field("json", description="geval: expected score from next-token "
@@ -120,7 +120,7 @@ class JudgeConfig(_Strict):
         return self
 
 
-class PairsConfig(_Strict):
+class PairsConfig(Strict):
     min_gap: float = Field(1.0, ge=0, description="Paper: train pairs need an overall gap >= 1 on the 1-5 mean.")
     dev_frac: float = Field(0.1, ge=0, lt=1)
     test_frac: float = Field(0.1, ge=0, lt=1)
@@ -129,7 +129,7 @@ class PairsConfig(_Strict):
         "conversational", description="Also write pairs/trl/<split>.* with prompt/chosen/rejected for TRL.")
 
 
-class RunConfig(_Strict):
+class RunConfig(Strict):
     run_dir: str = Field("runs/demo", description="Holds run.sqlite, exported pairs and reports.")
     seed: int = 0
     principles: str = Field("default", description="'default' (versioned, built in) or a YAML file.")

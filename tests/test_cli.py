@@ -112,7 +112,7 @@ def test_stats_on_a_published_schema_file(tmp_path):
 
 
 def test_run_end_to_end_against_a_local_server_then_rerun_is_free(tmp_path):
-    from psychocounsel.fakeserver import fake_server
+    from psychocounsel.testing.fakeserver import fake_server
 
     with fake_server(latency=0.0) as srv:
         cfg = yaml.safe_load(write_cfg(tmp_path).read_text())

@@ -24,7 +24,7 @@ from collections import defaultdict
 from itertools import combinations
 from typing import Any
 
-from ..agreement import agreement_report, krippendorff_alpha
+from ..measures.agreement import agreement_report, krippendorff_alpha
 
 CANONICAL = ["first", "second", "tie"]
 SHOWN = ["A", "B", "tie"]

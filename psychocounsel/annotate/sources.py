@@ -33,8 +33,8 @@ import pyarrow.parquet as pq
 
 from .. import PRINCIPLE_KEYS
 from ..errors import InputError, UserError
-from ..jsonl import iter_json_objects
-from ..pairs import read_pairs
+from ..dataset.jsonl import iter_json_objects
+from ..dataset.pairs import read_pairs
 from .store import Item, StudySpec
 
 COMPARISON_FILES = ("comparisons.jsonl", "comparisons.parquet")
@@ -156,7 +156,7 @@ def _side_names(folder: Path) -> tuple[str | None, str | None]:
 
 def _nested_item(row: dict[str, Any], names: tuple, path: Path, line: int | None) -> Item | None:
     """One record of ``psychocounsel evaluate``'s comparisons.jsonl; None when a response is missing."""
-    from ..winrate import combine_orders
+    from ..measures.winrate import combine_orders
 
     pol, ref = row["policy"], row.get("reference")
     if not isinstance(ref, dict):
@@ -191,7 +191,7 @@ def study_spec(source: str | Path, *, n: int, seed: int = 0, name: str | None = 
         where = f" in split {split!r}" if split else ""
         raise InputError(source, f"no items{where}")
     if principles is None:
-        from ..principles import load_principles
+        from ..rubric.principles import load_principles
 
         principles = [(p.key, p.name) for p in load_principles("default")]
     return StudySpec(name=name or f"{source.stem}-n{len(items)}-seed{seed}", source=str(source), source_kind=kind,

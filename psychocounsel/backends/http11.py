@@ -1,6 +1,6 @@
 """The lean HTTP/1.1 client under the ``openai`` backend: an asyncio ``Protocol`` per keep-alive connection
 (one write per request; replies framed by Content-Length, chunked encoding or connection close), a pool of
-them per replica (``_Replica``), and the aiohttp path used where a proxy applies (``_AiohttpReplica``).
+them per replica (``Replica``), and the aiohttp path used where a proxy applies (``AiohttpReplica``).
 Why it exists, and what it measures: ``openai_http.py``'s docstring."""
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ class _Conn(asyncio.Protocol):
                            ConnectionError("connection closed before the reply was complete"))
 
 
-def _ssl_context() -> ssl.SSLContext:
+def ssl_context() -> ssl.SSLContext:
     """System trust store (honours SSL_CERT_FILE) plus certifi's bundle where installed."""
     ctx = ssl.create_default_context()
     try:
@@ -151,7 +151,7 @@ def _ssl_context() -> ssl.SSLContext:
     return ctx
 
 
-class _Replica:
+class Replica:
     """One base URL: its pooled connections, requests in flight, and health."""
 
     def __init__(self, base_url: str, auth_header: bytes, ssl_ctx: ssl.SSLContext | None):
@@ -231,7 +231,7 @@ class _Replica:
             await asyncio.sleep(0)  # let the aborted transports run connection_lost and close sockets
 
 
-class _AiohttpReplica(_Replica):
+class AiohttpReplica(Replica):
     """Same contract over aiohttp, for proxies (trust_env) and as a measured alternative."""
 
     def __init__(self, base_url: str, auth_header: bytes, ssl_ctx: ssl.SSLContext | None):

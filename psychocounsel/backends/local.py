@@ -39,8 +39,8 @@ from ..config import LocalBackendConfig
 from ..errors import BackendError, UserError
 from .base import ChatRequest, Completion
 from .local_models import ModelSource, fingerprint_files, model_files, resolve_device, resolve_dtype, resolve_model
-from .local_tensors import (_choice_probs, _common_prefix_len, _encode_chat, _expand_cache, _left_pad, _positions,
-                            _RowDecoding, choice_token_ids)
+from .local_tensors import (choice_probs, common_prefix_len, encode_chat, expand_cache, left_pad, positions,
+    RowDecoding, choice_token_ids)
 
 # End-of-turn markers of common chat templates. Some checkpoints (GGUF conversions especially) list only
 # <|endoftext|> as EOS, and generation would then run on past the end of the assistant's turn.
@@ -287,7 +287,7 @@ class LocalBackend:
         live, prompts = [], []
         for i, req in enumerate(requests):
             try:
-                ids = _encode_chat(loaded.tokenizer, req.message_dicts(), model)
+                ids = encode_chat(loaded.tokenizer, req.message_dicts(), model)
             except UserError as e:
                 results[i] = e
                 continue
@@ -300,11 +300,11 @@ class LocalBackend:
         if not live:
             return results
         samplings = [requests[i].sampling for i in live]
-        ids, mask = _left_pad(prompts, loaded.pad_id, self.device)
+        ids, mask = left_pad(prompts, loaded.pad_id, self.device)
         width = ids.shape[1]
         extra: dict[str, Any] = {}
         if any(s.temperature > 0 for s in samplings) or len({s.max_tokens for s in samplings}) > 1:
-            extra["logits_processor"] = LogitsProcessorList([_RowDecoding(width, samplings, loaded.eos_ids[0])])
+            extra["logits_processor"] = LogitsProcessorList([RowDecoding(width, samplings, loaded.eos_ids[0])])
         # generate() fills unset fields from the checkpoint's generation_config.json (often do_sample=True,
         # temperature=0.6); sampling is ours, so those are pinned neutral. Model-specific rules it sets
         # (repetition_penalty, suppress_tokens) still apply, as they would on a vLLM server.
@@ -352,10 +352,10 @@ class LocalBackend:
                 results[j] = e
                 continue
             # Every row keeps >= 1 token of its own to read the next-token logits at.
-            shared = min(_common_prefix_len(prompts), min(map(len, prompts)) - 1)
+            shared = min(common_prefix_len(prompts), min(map(len, prompts)) - 1)
             if self.prefix_reuse and len(prompts) > 1 and shared >= MIN_REUSE_TOKENS:
                 logits = self._logits_with_prefix(loaded, prompts[0][:shared], [p[shared:] for p in prompts])
-                results[j] = _choice_probs(logits, token_ids)
+                results[j] = choice_probs(logits, token_ids)
             else:
                 packed.append((j, prompts, token_ids))
         if packed:
@@ -363,7 +363,7 @@ class LocalBackend:
             logits = torch.cat([self._last_logits(loaded, rows[k:k + step]) for k in range(0, len(rows), step)])
             k = 0
             for j, prompts, token_ids in packed:
-                results[j] = _choice_probs(logits[k:k + len(prompts)], token_ids)
+                results[j] = choice_probs(logits[k:k + len(prompts)], token_ids)
                 k += len(prompts)
         s = self.stats
         s["score_calls"] += len(jobs)
@@ -378,16 +378,16 @@ class LocalBackend:
         for suffix in suffixes:
             msgs = [dict(m) for m in messages]
             msgs[last_user]["content"] += suffix
-            prompts.append(_encode_chat(loaded.tokenizer, msgs, model))
+            prompts.append(encode_chat(loaded.tokenizer, msgs, model))
         if max(map(len, prompts)) > loaded.max_len:
             raise UserError(f"score_choices: a prompt exceeds the context of {model!r} ({loaded.max_len} tokens)")
         return prompts
 
     def _last_logits(self, loaded: _Loaded, rows: list[list[int]]) -> torch.Tensor:
         """Next-token logits after each row, the rows left-padded into one forward pass."""
-        ids, mask = _left_pad(rows, loaded.pad_id, self.device)
+        ids, mask = left_pad(rows, loaded.pad_id, self.device)
         with torch.inference_mode():
-            out = loaded.model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask), logits_to_keep=1)
+            out = loaded.model(input_ids=ids, attention_mask=mask, position_ids=positions(mask), logits_to_keep=1)
         self.stats["score_forward_tokens"] += int(mask.sum())
         return out.logits[:, -1]
 
@@ -402,10 +402,10 @@ class LocalBackend:
             model(input_ids=head, use_cache=True, logits_to_keep=1, **{loaded.cache_kw: cache})
             for k in range(0, len(rests), step):
                 chunk = rests[k:k + step]
-                ids, mask = _left_pad(chunk, loaded.pad_id, self.device)
+                ids, mask = left_pad(chunk, loaded.pad_id, self.device)
                 full_mask = torch.cat([mask.new_ones((len(chunk), len(prefix))), mask], dim=1)
-                res = model(input_ids=ids, attention_mask=full_mask, position_ids=_positions(mask, len(prefix)),
-                            use_cache=True, logits_to_keep=1, **{loaded.cache_kw: _expand_cache(cache, len(chunk))})
+                res = model(input_ids=ids, attention_mask=full_mask, position_ids=positions(mask, len(prefix)),
+                            use_cache=True, logits_to_keep=1, **{loaded.cache_kw: expand_cache(cache, len(chunk))})
                 out.append(res.logits[:, -1])
                 self.stats["score_forward_tokens"] += int(mask.sum())
         self.stats["score_forward_tokens"] += len(prefix)

@@ -1,5 +1,5 @@
 """Token and tensor helpers of the ``local`` backend: chat encoding, choice tokens and their probabilities,
-left padding, shared-prefix KV-cache reuse, and the per-row sampling logits processor (``_RowDecoding``).
+left padding, shared-prefix KV-cache reuse, and the per-row sampling logits processor (``RowDecoding``).
 Pure functions over a tokenizer and tensors; ``local.py`` holds the backend that batches requests."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 from ..errors import UserError
 
 
-def _encode_chat(tokenizer: Any, messages: list[dict[str, str]], model: str) -> list[int]:
+def encode_chat(tokenizer: Any, messages: list[dict[str, str]], model: str) -> list[int]:
     """Token ids of the chat template applied to ``messages``, plus the assistant generation prompt."""
     if not getattr(tokenizer, "chat_template", None):
         raise UserError(f"model {model!r}: tokenizer has no chat template (use an instruct/chat checkpoint)")
@@ -56,7 +56,7 @@ def choice_token_ids(tokenizer: Any, choices: list[str]) -> list[tuple[int, ...]
     return out
 
 
-def _choice_probs(logits: torch.Tensor, token_ids: list[tuple[int, ...]]) -> list[list[float]]:
+def choice_probs(logits: torch.Tensor, token_ids: list[tuple[int, ...]]) -> list[list[float]]:
     """Sum each choice's variants and renormalise over the choices, in log space: a model that puts almost no
     mass on any choice still gives a distribution, never 0/0."""
     logp = torch.log_softmax(logits.float(), dim=-1)
@@ -64,7 +64,7 @@ def _choice_probs(logits: torch.Tensor, token_ids: list[tuple[int, ...]]) -> lis
     return torch.softmax(per_choice, dim=-1).cpu().tolist()
 
 
-def _common_prefix_len(rows: list[list[int]]) -> int:
+def common_prefix_len(rows: list[list[int]]) -> int:
     """Longest token prefix shared by all rows (in tokens, so BPE merges across the join are respected)."""
     for k in range(min(len(r) for r in rows)):
         if any(r[k] != rows[0][k] for r in rows[1:]):
@@ -72,7 +72,7 @@ def _common_prefix_len(rows: list[list[int]]) -> int:
     return min(len(r) for r in rows)
 
 
-def _left_pad(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -82,12 +82,12 @@ def _left_pad(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple
     return ids.to(device), mask.to(device)
 
 
-def _positions(mask: torch.Tensor, offset: int = 0) -> torch.Tensor:
+def positions(mask: torch.Tensor, offset: int = 0) -> torch.Tensor:
     """Position ids that skip left padding, so a padded row sees the positions it would see alone."""
     return (mask.cumsum(-1) - 1).clamp(min=0) + offset
 
 
-def _expand_cache(cache: Any, n: int) -> Any:
+def expand_cache(cache: Any, n: int) -> Any:
     """A batch-1 KV cache repeated to ``n`` rows; the original stays intact for the next chunk."""
     new = copy.copy(cache)
     new.layers = [copy.copy(layer) for layer in cache.layers]
@@ -95,7 +95,7 @@ def _expand_cache(cache: Any, n: int) -> Any:
     return new
 
 
-class _RowDecoding:
+class RowDecoding:
     """Logits processor giving every row of a batch its own sampling settings and random stream.
 
     ``generate`` runs greedy; for a sampled row this processor draws the token itself (temperature, top_p,

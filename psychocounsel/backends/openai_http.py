@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 from ..config import OpenAIBackendConfig
 from ..errors import BackendError, UserError
 from .base import ChatRequest, Completion
-from .http11 import _AiohttpReplica, _Replica, _ssl_context
+from .http11 import AiohttpReplica, Replica, ssl_context
 from .ratelimit import RateLimiter
 
 try:  # orjson: optional; saves ~10 us of the ~75 us of client CPU per request (bench_http.py)
@@ -140,8 +140,8 @@ class OpenAIBackend:
         if key and any(c in key for c in "\r\n"):
             raise UserError(f"backend openai: environment variable {cfg.api_key_env} holds a line break")
         auth = f"Authorization: Bearer {key}\r\n".encode() if key else b""
-        ssl_ctx = _ssl_context() if any(u.startswith("https") for u in cfg.base_urls) else None
-        self.replicas = [(_AiohttpReplica if _use_aiohttp(u) else _Replica)(u, auth, ssl_ctx)
+        ssl_ctx = ssl_context() if any(u.startswith("https") for u in cfg.base_urls) else None
+        self.replicas = [(AiohttpReplica if _use_aiohttp(u) else Replica)(u, auth, ssl_ctx)
                          for u in cfg.base_urls]
         self.limiter = RateLimiter(cfg.rpm, cfg.tpm)
         self.usage = Usage(price_input_per_mtok=cfg.price_input_per_mtok,
@@ -169,7 +169,7 @@ class OpenAIBackend:
             payload["response_format"] = request.response_format
         return _dumps(payload)
 
-    def _pick(self, avoid: _Replica | None, now: float) -> _Replica:
+    def _pick(self, avoid: Replica | None, now: float) -> Replica:
         """Fewest in flight among healthy replicas, rotating the start so ties spread."""
         reps = self.replicas
         if len(reps) == 1:

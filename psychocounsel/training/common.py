@@ -57,7 +57,7 @@ def load_pairs_dataset(spec: str | Path | Sequence[str | Path], split: str | Non
     import datasets
     import pyarrow as pa
 
-    from ..pairs import load_pair_table
+    from ..dataset.pairs import load_pair_table
 
     import pyarrow.compute as pc
 

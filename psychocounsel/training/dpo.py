@@ -47,13 +47,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..config import load_yaml_config
 from ..errors import UserError
-from .batching import LengthGroupedBatches  # noqa: F401  (importable from here, as before the split)
+from .batching import LengthGroupedBatches
 from .common import data_hash, freeze_below, load_pairs_dataset, pair_files, write_manifest
 # The trainer and the reference-cache helpers live in dpo_trainer; their names stay importable from here.
-from .dpo_trainer import (CACHE_FORMAT, _make_trainer_class, default_ref_cache_dir, ref_cache_key,  # noqa: F401
-                          tokens_hash, weights_hash)
+from .dpo_trainer import (CACHE_FORMAT, _make_trainer_class, default_ref_cache_dir, ref_cache_key, tokens_hash,
+    weights_hash)
 from .distributed import (RANK_REPORT_ENV, abandon_distributed, cpu_ddp_kwargs, end_distributed, input_recorder,
-                          is_rank_zero, world_size, write_rank_report)
+    is_rank_zero, world_size, write_rank_report)
 
 
 class LoraSettings(BaseModel):

@@ -64,13 +64,13 @@ from ..config import load_yaml_config
 from ..errors import UserError
 from .common import freeze_below, load_pairs_dataset, pair_files, write_manifest
 from .distributed import (RANK_REPORT_ENV, abandon_distributed, cpu_ddp_kwargs, end_distributed, input_recorder,
-                          is_rank_zero, world_size, write_rank_report)
+    is_rank_zero, world_size, write_rank_report)
 # The model, loss, weights and scorer live in multihead_model, the tokenization in multihead_data; their names
 # stay importable from here (rm_eval loads "psychocounsel.training.multihead:MultiHeadScorer").
-from .multihead_data import PairCollator, _pad, encode_chats, load_tokenizer, tokenize_pairs  # noqa: F401
-from .multihead_model import (FORMAT, HEAD_FILE, META_FILE, MultiHeadScorer, _classes,  # noqa: F401
-                              _pool_last, _source_kwargs, multihead_loss, pair_accuracy, parse_weights,
-                              resolve_weights)
+from .multihead_data import PairCollator, encode_chats, load_tokenizer, tokenize_pairs
+from .batching import pad_right as _pad
+from .multihead_model import (FORMAT, HEAD_FILE, META_FILE, MultiHeadScorer, _classes, _pool_last, _source_kwargs,
+    multihead_loss, pair_accuracy, parse_weights, resolve_weights)
 
 RECIPE = "train-rm-multihead"
 

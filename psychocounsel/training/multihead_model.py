@@ -17,7 +17,8 @@ import numpy as np
 
 from ..errors import UserError
 from .common import trainable_gguf_kwargs
-from .multihead_data import _pad, encode_chats, load_tokenizer
+from .batching import pad_right as _pad
+from .multihead_data import encode_chats, load_tokenizer
 
 HEAD_FILE = "multihead.safetensors"
 META_FILE = "multihead.json"

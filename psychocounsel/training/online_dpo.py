@@ -52,8 +52,8 @@ from ..errors import UserError
 from .common import chat, check_same_run, data_hash, freeze_below, write_manifest
 from .distributed import world_size
 # Speech draws, sampling, scoring and pair selection live in online_dpo_sampling; their names stay importable here.
-from .online_dpo_sampling import (COLLAPSE_SHARE, _make_backend, best_round, dev_reward, diversity,  # noqa: F401
-                                  draw_speeches, generate, load_speeches, score, select_pairs)
+from .online_dpo_sampling import (COLLAPSE_SHARE, _make_backend, best_round, dev_reward, diversity, draw_speeches,
+    generate, load_speeches, score, select_pairs)
 
 STATE_FORMAT = 1
 
@@ -251,7 +251,7 @@ def train_online_dpo(cfg: OnlineDPOConfig, scorer: Any = None,
     if scorer is None:
         if not cfg.reward_model:
             raise UserError("train-online-dpo: no reward_model given")
-        from ..rm_eval import load_scorer
+        from .scorers import load_scorer
 
         scorer = load_scorer(cfg.reward_model, weights=cfg.reward_weights, device=cfg.device)
     backend_factory = backend_factory or (lambda: _make_backend(cfg))

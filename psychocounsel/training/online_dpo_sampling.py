@@ -109,7 +109,7 @@ def _read_speech_file(path: str, column: str) -> list[str]:
 
 
 def _split_questions(files: list[Path], split: str) -> list[str]:
-    from ..pairs import load_pair_table
+    from ..dataset.pairs import load_pair_table
 
     out: dict[str, None] = {}
     for f in files:

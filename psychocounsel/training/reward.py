@@ -49,12 +49,12 @@ from ..config import load_yaml_config
 from ..errors import UserError
 from .common import write_manifest
 from .distributed import (RANK_REPORT_ENV, abandon_distributed, end_distributed, input_recorder, sharded_weights,
-                          world_size, write_rank_report)
+    world_size, write_rank_report)
 # The pieces live in reward_data / reward_trainer / reward_scoring; their names stay importable from here.
-from .reward_data import TokenizedPairs, describe_overlong, load_training_data, tokenize_pairs  # noqa: F401
-from .reward_scoring import load_reward_model, pair_metrics, score_token_ids  # noqa: F401
-from .reward_trainer import (PreparedRewardRun, SharedPromptCollator, load_base_model,  # noqa: F401
-                             prepare_reward_training, trl_args)
+from .reward_data import TokenizedPairs, describe_overlong, load_training_data, tokenize_pairs
+from .reward_scoring import load_reward_model, pair_metrics, score_token_ids
+from .reward_trainer import (PreparedRewardRun, SharedPromptCollator, load_base_model, prepare_reward_training,
+    trl_args)
 from .reward_trainer import _accumulation
 
 RECIPE = "reward_bt"

@@ -1,0 +1,477 @@
+"""Pairs stage: judged responses -> preference pairs in the PsychoCounsel-Preference schema.
+
+Design choices (each one a place where the paper leaves room):
+
+* Splits are by speech, never by response, so no client speech is seen in training and in test.
+  ``split_of`` draws a speech's split from a hash of (seed, speech_id), not from a shuffle of the
+  whole list: a speech keeps its split when more speeches are added later, so a grown run never
+  leaks old test speeches into train. The price is that split sizes are binomial, not exact
+  (10% of 26,483 speeches: 2,648 +- 49). The test interval is drawn first, so changing
+  ``dev_frac`` never moves a test speech.
+* Train and dev get the paper's train-style pairs: every response pair of a speech with an overall
+  gap >= ``min_gap`` (paper: 1.0 on the 1-5 mean, up to 6 pairs from 4 responses). Dev is carved
+  from the training speeches to pick checkpoints (paper: 10%), so it must look like train.
+* Test gets one pair per speech, best vs worst (paper). It uses the same ``min_gap``: a best-worst
+  pair a fraction of a point apart is mostly judge noise, and a reward model's test accuracy on it
+  would measure that noise. Call with another ``min_gap`` for test if you want harder pairs.
+* Ties (equal overall) are never pairs, whatever ``min_gap`` is: there is no label to learn.
+* Ratings are written as integers when every rating in the run is integral (a JSON judge, like
+  the published data), else as floats rounded to 3 decimals (G-Eval expectations; 3 decimals is
+  far below the judge's own noise). ``ratings="int"|"float"`` forces one.
+
+Files: ``out_dir/{split}.{parquet,jsonl}`` in the released schema plus provenance columns, and
+``out_dir/trl/{split}.{parquet,jsonl}`` with only ``prompt, chosen, rejected`` in TRL's
+conversational preference format (``prompt=[{"role": "user", ...}]``, ``chosen=[{"role":
+"assistant", ...}]``), which DPOTrainer and RewardTrainer read directly. Several formats share a
+folder, so load with ``datasets.load_dataset("parquet", data_files=...)``, not ``data_dir``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import combinations
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .. import PRINCIPLE_KEYS
+from ..errors import InputError, UserError
+from .jsonl import iter_json_objects
+from .records import Pair, ScoredResponse, text_id
+
+SPLITS = ("train", "dev", "test")
+HEAD_COLUMNS = ("question", "chosen", "rejected", "chosen_model", "rejected_model")
+PROVENANCE_COLUMNS = ("speech_id", "chosen_id", "rejected_id", "split", "chosen_score", "rejected_score")
+# Overall is a mean of 7 ratings: 4.142857... - 3.142857... can land a hair under 1.0 in floats.
+_EPS = 1e-9
+# Rows per parquet row group / per flush: bounds memory to a few MB of text per split.
+DEFAULT_BATCH = 1000
+
+
+def rating_columns(principles: Sequence[str]) -> list[str]:
+    return [c for p in principles for c in (f"chosen_{p}_rating", f"rejected_{p}_rating")]
+
+
+def pair_columns(principles: Sequence[str] = PRINCIPLE_KEYS) -> list[str]:
+    """Column order of our pair files: released schema first, provenance after it."""
+    return [*HEAD_COLUMNS, *rating_columns(principles), *PROVENANCE_COLUMNS]
+
+
+def pair_schema(principles: Sequence[str] = PRINCIPLE_KEYS, integer_ratings: bool = True) -> pa.Schema:
+    rating_type = pa.int64() if integer_ratings else pa.float64()
+    fields = [pa.field(c, pa.string()) for c in HEAD_COLUMNS]
+    fields += [pa.field(c, rating_type) for c in rating_columns(principles)]
+    fields += [pa.field(c, pa.string()) for c in PROVENANCE_COLUMNS[:4]]
+    fields += [pa.field(c, pa.float64()) for c in PROVENANCE_COLUMNS[4:]]
+    return pa.schema(fields)
+
+
+_MESSAGE = pa.list_(pa.struct([pa.field("role", pa.string()), pa.field("content", pa.string())]))
+TRL_SCHEMA = pa.schema([pa.field("prompt", _MESSAGE), pa.field("chosen", _MESSAGE), pa.field("rejected", _MESSAGE)])
+TRL_STANDARD_SCHEMA = pa.schema([pa.field(c, pa.string()) for c in ("prompt", "chosen", "rejected")])
+
+
+# ---------------------------------------------------------------- splits
+
+def split_of(speech_id: str, seed: int, dev_frac: float = 0.1, test_frac: float = 0.1) -> str:
+    """The split of one speech, from a hash: stable under adding speeches (see module docstring).
+
+    Defaults: the paper holds out test speeches and carves a 10% dev split from train.
+    """
+    if dev_frac < 0 or test_frac < 0 or dev_frac + test_frac > 1:
+        raise UserError(f"pairs: dev_frac={dev_frac} and test_frac={test_frac} must be >= 0 and sum to <= 1")
+    digest = hashlib.blake2b(f"{seed}\x1f{speech_id}".encode(), digest_size=8).digest()
+    u = int.from_bytes(digest, "big") / 2**64  # uniform in [0, 1)
+    if u < test_frac:
+        return "test"
+    if u < test_frac + dev_frac:
+        return "dev"
+    return "train"
+
+
+def assign_splits(speech_ids: Iterable[str], seed: int, dev_frac: float = 0.1,
+                  test_frac: float = 0.1) -> dict[str, str]:
+    return {sid: split_of(sid, seed, dev_frac, test_frac) for sid in speech_ids}
+
+
+def split_sizes(speech_ids: Iterable[str], seed: int, dev_frac: float = 0.1,
+                test_frac: float = 0.1) -> dict[str, int]:
+    """Speeches per split, every split listed (0 when empty), for logs and reports."""
+    counts = Counter(split_of(sid, seed, dev_frac, test_frac) for sid in speech_ids)
+    return {s: counts.get(s, 0) for s in SPLITS}
+
+
+# ---------------------------------------------------------------- pairs
+
+def build_pairs(question: str, speech_id: str, split: str, responses: list[ScoredResponse],
+                min_gap: float = 1.0) -> list[Pair]:
+    """Preference pairs of one speech (rules in the module docstring); chosen = higher overall.
+
+    Order is deterministic: responses ranked by (overall desc, response_id), then train/dev
+    pairs in rank order (i < j). Failed judgments must be filtered out before this call; a
+    NaN overall here is a bug upstream, so it raises instead of being silently skipped.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if min_gap < 0:
+        raise ValueError(f"min_gap must be >= 0, got {min_gap}")
+    seen: set[str] = set()
+    for r in responses:
+        if r.speech_id != speech_id:
+            raise ValueError(f"response {r.response_id} belongs to speech {r.speech_id}, not {speech_id}")
+        if r.response_id in seen:
+            raise ValueError(f"response {r.response_id} appears twice for speech {speech_id}")
+        if not math.isfinite(r.overall):
+            raise ValueError(f"response {r.response_id} has overall={r.overall}; failed judgments never reach pairs")
+        seen.add(r.response_id)
+    ranked = sorted(responses, key=lambda r: (-r.overall, r.response_id))
+
+    def keep(hi: ScoredResponse, lo: ScoredResponse) -> bool:
+        gap = hi.overall - lo.overall
+        return gap > _EPS and gap >= min_gap - _EPS
+
+    if split == "test":
+        if len(ranked) >= 2 and keep(ranked[0], ranked[-1]):
+            return [Pair(split, speech_id, question, ranked[0], ranked[-1])]
+        return []
+    return [Pair(split, speech_id, question, hi, lo) for hi, lo in combinations(ranked, 2) if keep(hi, lo)]
+
+
+def _rating(value: float, where: str) -> float:
+    if value is None or not math.isfinite(value):
+        raise ValueError(f"{where}: rating is {value}; failed judgments never reach pairs")
+    return round(float(value), 3)
+
+
+def pair_row(pair: Pair, principles: Sequence[str] = PRINCIPLE_KEYS) -> dict[str, Any]:
+    """One pair as a row of our schema (ratings as floats rounded to 3 decimals)."""
+    row: dict[str, Any] = {
+        "question": pair.question, "chosen": pair.chosen.text, "rejected": pair.rejected.text,
+        "chosen_model": pair.chosen.model, "rejected_model": pair.rejected.model,
+    }
+    for p in principles:
+        for side, resp in (("chosen", pair.chosen), ("rejected", pair.rejected)):
+            if p not in resp.scores:
+                raise ValueError(f"response {resp.response_id}: no score for principle {p!r}")
+            row[f"{side}_{p}_rating"] = _rating(resp.scores[p], f"response {resp.response_id} {p}")
+    row.update(speech_id=pair.speech_id, chosen_id=pair.chosen.response_id, rejected_id=pair.rejected.response_id,
+               split=pair.split, chosen_score=float(pair.chosen.overall), rejected_score=float(pair.rejected.overall))
+    return row
+
+
+def trl_row(row: dict[str, Any], trl_format: str = "conversational") -> dict[str, Any]:
+    """TRL preference row: explicit prompt, chosen/rejected as assistant turns (the paper's chat input)."""
+    if trl_format == "standard":
+        return {"prompt": row["question"], "chosen": row["chosen"], "rejected": row["rejected"]}
+    return {"prompt": [{"role": "user", "content": row["question"]}],
+            "chosen": [{"role": "assistant", "content": row["chosen"]}],
+            "rejected": [{"role": "assistant", "content": row["rejected"]}]}
+
+
+# ---------------------------------------------------------------- writing
+
+class _SplitFiles:
+    """Temp files of one split, written in batches; renamed into place only when everything succeeded."""
+
+    def __init__(self, out_dir: Path, split: str, formats: Sequence[str], schema: pa.Schema,
+                 trl_format: str | None):
+        self.split, self.formats, self.schema, self.trl_format = split, formats, schema, trl_format
+        self.trl_schema = TRL_STANDARD_SCHEMA if trl_format == "standard" else TRL_SCHEMA
+        self.temps: dict[str, Path] = {}  # key -> temp path
+        self.finals: dict[str, Path] = {}
+        self.writers: dict[str, Any] = {}
+        self.buffer: list[dict[str, Any]] = []
+        try:
+            for fmt in formats:
+                self._open(fmt, out_dir / f"{split}.{fmt}", fmt, schema)
+                if trl_format:
+                    self._open(f"trl_{fmt}", out_dir / "trl" / f"{split}.{fmt}", fmt, self.trl_schema)
+        except BaseException:
+            self.discard()
+            raise
+
+    def _open(self, key: str, final: Path, fmt: str, schema: pa.Schema) -> None:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+        os.close(fd)
+        self.temps[key], self.finals[key] = Path(tmp), final
+        self.writers[key] = pq.ParquetWriter(tmp, schema) if fmt == "parquet" else open(tmp, "w", encoding="utf-8")
+        # Close to os.open(..., 0o666 & ~umask): mkstemp's 0600 would make the dataset private by surprise.
+        os.chmod(tmp, 0o644)
+
+    def flush(self) -> None:
+        if not self.buffer:
+            return
+        trl_rows = [trl_row(r, self.trl_format) for r in self.buffer] if self.trl_format else []
+        for key, w in self.writers.items():
+            rows = trl_rows if key.startswith("trl_") else self.buffer
+            if isinstance(w, pq.ParquetWriter):
+                w.write_table(pa.Table.from_pylist(rows, schema=w.schema))
+            else:
+                w.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        self.buffer = []
+
+    def close(self) -> None:
+        for w in self.writers.values():
+            w.close()
+
+    def discard(self) -> None:
+        self.close()
+        for tmp in self.temps.values():
+            tmp.unlink(missing_ok=True)
+
+
+def _ratings_to_int(tmp: Path, fmt: str, columns: list[str], schema: pa.Schema) -> None:
+    """Rewrite a finished temp file with integer ratings, batch by batch (bounded memory)."""
+    out = tmp.with_name(tmp.name + ".int")
+    try:
+        if fmt == "parquet":
+            with pq.ParquetWriter(out, schema) as w:
+                for batch in pq.ParquetFile(tmp).iter_batches(batch_size=DEFAULT_BATCH):
+                    w.write_table(pa.Table.from_batches([batch]).cast(schema))
+        else:
+            with open(tmp, encoding="utf-8") as src, open(out, "w", encoding="utf-8") as dst:
+                for line in src:
+                    row = json.loads(line)
+                    for c in columns:
+                        row[c] = int(row[c])
+                    dst.write(json.dumps(row, ensure_ascii=False) + "\n")
+        os.replace(out, tmp)
+    finally:
+        out.unlink(missing_ok=True)
+
+
+def write_pairs(pairs: Iterable[Pair], out_dir: str | Path, formats: Sequence[str] = ("parquet", "jsonl"),
+                principles: Sequence[str] = PRINCIPLE_KEYS,
+                trl_format: Literal["conversational", "standard"] | None = "conversational",
+                ratings: Literal["auto", "int", "float"] = "auto",
+                batch_size: int = DEFAULT_BATCH) -> dict[str, list[Path]]:
+    """Stream pairs into one file per split and format; returns ``{split: [paths]}``.
+
+    Atomic: everything goes to temp files beside the targets and is renamed into place only
+    after the last pair was written, so an error midway leaves the previous files untouched
+    and no partial file behind. A split with no pairs gets no file; a stale file of ours for
+    that split (from an earlier run in the same folder) is removed so no one trains on it.
+    Paths per split: ours in ``formats`` order, then the TRL files (``trl/{split}.{fmt}``).
+    """
+    formats = list(dict.fromkeys(formats))
+    bad = [f for f in formats if f not in ("parquet", "jsonl")]
+    if bad or not formats:
+        raise UserError(f"pairs: formats must be parquet and/or jsonl, got {list(formats)}")
+    if trl_format not in (None, "conversational", "standard"):
+        raise UserError(f"pairs: trl_format must be conversational, standard or none, got {trl_format!r}")
+    if ratings not in ("auto", "int", "float"):
+        raise UserError(f"pairs: ratings must be auto, int or float, got {ratings!r}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rcols = rating_columns(principles)
+    float_schema = pair_schema(principles, integer_ratings=False)
+    files: dict[str, _SplitFiles] = {}
+    all_integral = True
+    try:
+        for pair in pairs:
+            if pair.split not in SPLITS:
+                raise ValueError(f"pair of speech {pair.speech_id}: split must be one of {SPLITS}, got {pair.split!r}")
+            row = pair_row(pair, principles)
+            if ratings == "int":
+                bad_col = next((c for c in rcols if not float(row[c]).is_integer()), None)
+                if bad_col:
+                    raise UserError(f"pairs: ratings='int' but {bad_col}={row[bad_col]} "
+                                    f"(pair of speech {pair.speech_id})")
+            elif all_integral:
+                all_integral = all(float(row[c]).is_integer() for c in rcols)
+            sf = files.get(pair.split)
+            if sf is None:
+                sf = files[pair.split] = _SplitFiles(out_dir, pair.split, formats, float_schema, trl_format)
+            sf.buffer.append(row)
+            if len(sf.buffer) >= batch_size:
+                sf.flush()
+        for sf in files.values():
+            sf.flush()
+            sf.close()
+        if ratings == "int" or (ratings == "auto" and all_integral):
+            int_schema = pair_schema(principles, integer_ratings=True)
+            for sf in files.values():
+                for fmt in formats:
+                    _ratings_to_int(sf.temps[fmt], fmt, rcols, int_schema)
+    except BaseException:
+        for sf in files.values():
+            sf.discard()
+        raise
+    result: dict[str, list[Path]] = {}
+    try:
+        for split, sf in files.items():
+            for key, tmp in sf.temps.items():
+                os.replace(tmp, sf.finals[key])
+            result[split] = [sf.finals[k] for k in sorted(sf.finals, key=lambda k: k.startswith("trl_"))]
+    except BaseException:
+        for sf in files.values():
+            sf.discard()  # temps already renamed are gone from their temp name; unlink is a no-op
+        raise
+    for split in SPLITS:
+        if split not in result:
+            for fmt in ("parquet", "jsonl"):
+                (out_dir / f"{split}.{fmt}").unlink(missing_ok=True)
+                (out_dir / "trl" / f"{split}.{fmt}").unlink(missing_ok=True)
+    return {s: result[s] for s in SPLITS if s in result}
+
+
+# ---------------------------------------------------------------- reading
+
+def detect_principles(names: Sequence[str], path: Any) -> list[str]:
+    """Principles from ``chosen_<p>_rating`` columns, in file order; each needs its rejected twin."""
+    found = [n[len("chosen_"):-len("_rating")] for n in names if n.startswith("chosen_") and n.endswith("_rating")]
+    if not found:
+        raise InputError(path, "missing required column (no chosen_<principle>_rating columns)",
+                         column=f"chosen_{PRINCIPLE_KEYS[0]}_rating")
+    for p in found:
+        if f"rejected_{p}_rating" not in names:
+            raise InputError(path, "missing required column", column=f"rejected_{p}_rating")
+    return found
+
+
+def _split_from_name(path: Path) -> str:
+    """``train-00000-of-00001.parquet`` (the hub's naming) and ``train.parquet`` both say train."""
+    stem = path.name.split(".")[0].split("-")[0].lower()
+    return {"validation": "dev", "valid": "dev", "val": "dev"}.get(stem, stem if stem in SPLITS else "unknown")
+
+
+def normalize_pair_table(table: pa.Table, source: Any = "<table>", principles: Sequence[str] | None = None,
+                         split: str | None = None) -> pa.Table:
+    """One in-memory shape for our files and the published PsychoCounsel-Preference files.
+
+    Required: the five text columns and both ratings of every principle (``principles=None``:
+    detected from the columns). Provenance columns missing in the published data are derived:
+    speech_id = text_id(question) (ingest's Speech.id rule), response ids = text_id(speech_id,
+    model) (the paper draws 4 distinct models per speech), split from ``split`` or the file name,
+    scores = mean of the ratings (the paper's overall). Ratings become float64 so int and float
+    files mix. Extra columns (the published ``ID``, ``prefID``) are kept after ours.
+    """
+    names = table.column_names
+    principles = list(principles) if principles is not None else detect_principles(names, source)
+    rcols = rating_columns(principles)
+    for col in (*HEAD_COLUMNS, *rcols):
+        if col not in names:
+            raise InputError(source, "missing required column", column=col)
+    cols: dict[str, pa.ChunkedArray] = {}
+    for col in HEAD_COLUMNS:
+        if not (pa.types.is_string(table[col].type) or pa.types.is_large_string(table[col].type)):
+            raise InputError(source, f"expected text, found {table[col].type}", column=col)
+        cols[col] = table[col].cast(pa.string())
+        if cols[col].null_count:
+            raise InputError(source, f"{cols[col].null_count} missing values", column=col)
+    for col in rcols:
+        if not (pa.types.is_integer(table[col].type) or pa.types.is_floating(table[col].type)):
+            raise InputError(source, f"expected numeric ratings, found {table[col].type}", column=col)
+        cols[col] = table[col].cast(pa.float64())
+        if cols[col].null_count:
+            raise InputError(source, f"{cols[col].null_count} missing ratings", column=col)
+    n = table.num_rows
+    if "speech_id" in names:
+        cols["speech_id"] = table["speech_id"].cast(pa.string())
+    else:
+        sids = [text_id(q) for q in cols["question"].to_pylist()]
+        cols["speech_id"] = pa.chunked_array([pa.array(sids, pa.string())])
+    for side in ("chosen", "rejected"):
+        if f"{side}_id" in names:
+            cols[f"{side}_id"] = table[f"{side}_id"].cast(pa.string())
+        else:
+            ids = [text_id(s, m) for s, m in zip(cols["speech_id"].to_pylist(), cols[f"{side}_model"].to_pylist())]
+            cols[f"{side}_id"] = pa.chunked_array([pa.array(ids, pa.string())])
+    if split is not None:
+        cols["split"] = pa.chunked_array([pa.array([split] * n, pa.string())])
+    elif "split" in names:
+        cols["split"] = table["split"].cast(pa.string())
+    else:
+        guess = _split_from_name(Path(str(source)))
+        cols["split"] = pa.chunked_array([pa.array([guess] * n, pa.string())])
+    for side in ("chosen", "rejected"):
+        if f"{side}_score" in names:
+            cols[f"{side}_score"] = table[f"{side}_score"].cast(pa.float64())
+        else:
+            ratings = [cols[f"{side}_{p}_rating"] for p in principles]
+            total = ratings[0]
+            for r in ratings[1:]:
+                total = pc.add(total, r)
+            cols[f"{side}_score"] = pc.divide(total, float(len(principles)))
+    ordered = [*HEAD_COLUMNS, *rcols, *PROVENANCE_COLUMNS]
+    extras = [c for c in names if c not in ordered]
+    return pa.table({**{c: cols[c] for c in ordered}, **{c: table[c] for c in extras}})
+
+
+def _jsonl_tables(path: Path, chunk: int = DEFAULT_BATCH) -> Iterator[pa.Table]:
+    """JSONL in chunks of rows, each row checked against the first row's fields (line numbers kept)."""
+    keys: list[str] | None = None
+    rows: list[dict[str, Any]] = []
+    for i, row in iter_json_objects(path):
+        keys = keys or list(row)
+        missing = next((k for k in keys if k not in row), None)
+        if missing:
+            raise InputError(path, "missing field", line=i, column=missing)
+        for k, v in row.items():
+            # 4 and 4.5 may share a column (G-Eval floats next to integral ones): read all as float.
+            if isinstance(v, int) and not isinstance(v, bool) and k.endswith(("_rating", "_score")):
+                row[k] = float(v)
+        rows.append(row)
+        if len(rows) >= chunk:
+            yield _rows_table(rows, path, i)
+            rows = []
+    if keys is None:
+        raise InputError(path, "no pairs in file")
+    if rows:
+        yield _rows_table(rows, path, None)
+
+
+def _rows_table(rows: list[dict[str, Any]], path: Path, line: int | None) -> pa.Table:
+    try:
+        return pa.Table.from_pylist(rows)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise InputError(path, f"inconsistent field types: {e}", line=line) from None
+
+
+def _normalized_chunks(path: str | Path, principles: Sequence[str] | None,
+                       split: str | None) -> Iterator[pa.Table]:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "pair file not found")
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        try:
+            pf = pq.ParquetFile(path)
+        except (pa.ArrowInvalid, OSError) as e:
+            raise InputError(path, f"not a readable parquet file: {e}") from None
+        # Validate the schema up front, so an empty file with wrong columns still fails.
+        yield normalize_pair_table(pf.schema_arrow.empty_table(), path, principles, split)
+        for batch in pf.iter_batches(batch_size=DEFAULT_BATCH):
+            yield normalize_pair_table(pa.Table.from_batches([batch]), path, principles, split)
+    elif suffix in (".jsonl", ".json"):
+        for table in _jsonl_tables(path):
+            yield normalize_pair_table(table, path, principles, split)
+    else:
+        raise InputError(path, f"unknown pair file type {suffix!r} (expected .parquet or .jsonl)")
+
+
+def load_pair_table(path: str | Path, principles: Sequence[str] | None = None,
+                    split: str | None = None) -> pa.Table:
+    """Read one pair file (ours or the published schema; parquet or jsonl) into the normalised shape."""
+    chunks = list(_normalized_chunks(path, principles, split))
+    try:
+        return pa.concat_tables(chunks, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise InputError(path, f"inconsistent column types across rows: {e}") from None
+
+
+def read_pairs(path: str | Path, principles: Sequence[str] | None = None,
+               split: str | None = None) -> Iterator[dict[str, Any]]:
+    """Rows of a pair file as dicts in the normalised shape, streamed in batches (bounded memory)."""
+    for table in _normalized_chunks(path, principles, split):
+        yield from table.to_pylist()

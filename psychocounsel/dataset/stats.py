@@ -1,0 +1,488 @@
+"""Dataset report: what a pair set looks like before anyone trains on it.
+
+Works from the exported pair files alone (ours or the published PsychoCounsel-Preference
+parquet), so a run and the paper's data are described the same way. An optional table of all
+responses (``response_id, model, status, overall, <principle>...``, optionally ``judge_status``
+and ``judge_error`` as the pipeline exports them) adds score distributions over every judged
+response, not only the ones that made it into pairs, and counts of responses without scores
+(failed generation, failed or pending judging), per model and per error.
+
+Writes ``report.json`` (every number), ``report.html`` (self-contained: tables and the PNGs
+embedded; every piece of user text escaped) and the PNGs themselves. Figures are drawn on
+``matplotlib.figure.Figure`` (Agg canvas) without pyplot, so importing this module never
+changes the caller's matplotlib backend.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from matplotlib.figure import Figure
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from ..errors import InputError
+from .pairs import SPLITS, detect_principles, load_pair_table, normalize_pair_table, pair_columns
+
+PairSource = str | Path | pa.Table
+# Texts of example pairs are cut here: enough to judge a pair at a glance, short enough to scan.
+EXAMPLE_CHARS = 600
+# Gap histogram bin width: a quarter point is finer than the 1/7 steps of a 7-rating mean would
+# suggest, but keeps ~16 readable bins over the 0-4 range of a 1-5 scale.
+GAP_BIN = 0.25
+
+
+def _num(x: Any) -> Any:
+    """JSON-safe number: numpy scalars to Python, NaN/inf to None (report.json is strict JSON)."""
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        x = float(x)
+        return round(x, 6) if math.isfinite(x) else None
+    return x
+
+
+def _summary(values: np.ndarray) -> dict[str, Any]:
+    if values.size == 0:
+        return {"n": 0, "mean": None, "std": None, "min": None, "median": None, "max": None}
+    return {"n": int(values.size), "mean": _num(values.mean()), "std": _num(values.std()),
+            "min": _num(values.min()), "median": _num(np.median(values)), "max": _num(values.max())}
+
+
+def _rating_edges(values: np.ndarray) -> np.ndarray:
+    """Integer ratings get one bin per point (0.5-5.5); G-Eval floats get quarter-point bins."""
+    lo = min(1.0, float(values.min())) if values.size else 1.0
+    hi = max(5.0, float(values.max())) if values.size else 5.0
+    if values.size == 0 or np.all(np.equal(np.mod(values, 1), 0)):
+        return np.arange(math.floor(lo) - 0.5, math.ceil(hi) + 1.0, 1.0)
+    return np.arange(math.floor(lo), math.ceil(hi) + GAP_BIN / 2, GAP_BIN)
+
+
+def _hist(values: np.ndarray, edges: np.ndarray) -> list[int]:
+    return [int(c) for c in np.histogram(values, bins=edges)[0]]
+
+
+def _split_order(splits: Iterable[str]) -> list[str]:
+    present = set(splits)
+    return [s for s in SPLITS if s in present] + sorted(present - set(SPLITS))
+
+
+def _pair_files(folder: Path) -> list[Path]:
+    """Pair files directly in a folder: parquet if any (our export, the hub's data/), else jsonl.
+
+    Not recursive, so our ``trl/`` copies (other columns) are never mixed in.
+    """
+    for ext in ("parquet", "jsonl"):
+        found = sorted(folder.glob(f"*.{ext}"), key=lambda p: (_split_rank(p.name), p.name))
+        if found:
+            return found
+    raise InputError(folder, "no .parquet or .jsonl pair files in folder")
+
+
+def _split_rank(name: str) -> int:
+    stem = name.split(".")[0].split("-")[0]
+    return SPLITS.index(stem) if stem in SPLITS else len(SPLITS)
+
+
+def _load_pairs(pairs: PairSource | Sequence[PairSource], principles: Sequence[str] | None
+                ) -> tuple[pa.Table, list[str], list[str]]:
+    given = [pairs] if isinstance(pairs, (str, Path, pa.Table)) else list(pairs)
+    sources: list[PairSource] = []
+    for src in given:
+        sources += _pair_files(Path(src)) if isinstance(src, (str, Path)) and Path(src).is_dir() else [src]
+    if not sources:
+        raise InputError("<pairs>", "no pair files given")
+    tables, names = [], []
+    for i, src in enumerate(sources):
+        # The first file fixes the principle set; later files must carry the same ratings.
+        if isinstance(src, pa.Table):
+            names.append(f"<table {i}>")
+            tables.append(normalize_pair_table(src, names[-1], principles))
+        else:
+            names.append(str(src))
+            tables.append(load_pair_table(src, principles))
+        if principles is None:
+            principles = detect_principles(tables[-1].column_names, names[-1])
+    core = pair_columns(principles)  # per-file extra columns (ID, prefID) differ between sources
+    table = pa.concat_tables([t.select(core) for t in tables])
+    return table, list(principles), names
+
+
+def _responses_table(responses: str | Path | pa.Table | Iterable[dict], principles: Sequence[str]) -> pa.Table:
+    """The judged-responses table with one ``state`` column: ``ok`` or why the response has no scores.
+
+    With a ``judge_status`` column (the pipeline's export) ``status`` is the generation status and
+    the states are ``generate_<status>`` / ``judge_<judge_status>``; without it ``status`` is the
+    judge's own.
+    """
+    name = str(responses) if isinstance(responses, (str, Path)) else "<responses>"
+    if isinstance(responses, pa.Table):
+        table = responses
+    elif isinstance(responses, (str, Path)):
+        path = Path(responses)
+        if not path.is_file():
+            raise InputError(path, "responses file not found")
+        if path.suffix == ".parquet":
+            table = pq.read_table(path)
+        else:
+            rows = []
+            with open(path, encoding="utf-8") as f:
+                for i, line in enumerate(f, 1):
+                    if line.strip():
+                        try:
+                            rows.append(json.loads(line))
+                        except json.JSONDecodeError as e:
+                            raise InputError(path, f"invalid JSON: {e.msg}", line=i) from None
+            table = pa.Table.from_pylist(rows)
+    else:
+        table = pa.Table.from_pylist(list(responses))
+    for col in ("response_id", "model", "status", "overall", *principles):
+        if col not in table.column_names:
+            raise InputError(name, "missing required column", column=col)
+    status = [s or "missing" for s in table["status"].to_pylist()]
+    if "judge_status" in table.column_names:
+        judge = [s or "missing" for s in table["judge_status"].to_pylist()]
+        state = [f"generate_{g}" if g != "ok" else ("ok" if j == "ok" else f"judge_{j}") for g, j in zip(status, judge)]
+    else:
+        state = status
+    table = table.append_column("state", pa.array(state, pa.string()))
+    ok = pc.equal(table["state"], "ok")
+    for col in ("overall", *principles):
+        missing = pc.sum(pc.and_(ok, pc.is_null(table[col]))).as_py() or 0
+        if missing:
+            raise InputError(name, f"{missing} judged rows have no score", column=col)
+    return table
+
+
+def _response_section(table: pa.Table, principles: Sequence[str]) -> dict[str, Any]:
+    state = table["state"].to_pylist()
+    models = table["model"].to_pylist()
+    by_state: dict[str, int] = {}
+    by_model: dict[str, dict[str, int]] = {}
+    for s, m in zip(state, models):
+        by_state[s] = by_state.get(s, 0) + 1
+        entry = by_model.setdefault(m, {"total": 0, "not_judged": 0})
+        entry["total"] += 1
+        entry["not_judged"] += s != "ok"
+    errors: dict[str, int] = {}
+    if "judge_error" in table.column_names:
+        for s, e in zip(state, table["judge_error"].to_pylist()):
+            if s != "ok" and e:
+                key = str(e)[:120]  # messages differ in their tails (ids, offsets); group by the head
+                errors[key] = errors.get(key, 0) + 1
+    ok_table = table.filter(pc.equal(table["state"], "ok"))
+    scores = {}
+    for col in (*principles, "overall"):
+        v = ok_table[col].cast(pa.float64()).to_numpy()
+        edges = _rating_edges(v)
+        scores[col] = {**_summary(v), "edges": [_num(e) for e in edges], "counts": _hist(v, edges)}
+    n = table.num_rows
+    judged = by_state.get("ok", 0)
+    return {"total": n, "judged": judged, "not_judged": n - judged,
+            "not_judged_rate": _num((n - judged) / n if n else 0.0),
+            "by_state": dict(sorted(by_state.items())), "by_model": dict(sorted(by_model.items())),
+            "top_errors": [{"error": e, "count": c} for e, c in sorted(errors.items(), key=lambda x: -x[1])[:10]],
+            "scores": scores}
+
+
+def _examples(table: pa.Table, splits: list[str], principles: Sequence[str], gap: np.ndarray) -> list[dict]:
+    """Largest- and smallest-gap pair per split, and the first safety inversion: pairs worth a look."""
+    split_col = np.asarray(table["split"].to_pylist(), dtype=object)
+    picks: list[tuple[str, int]] = []
+    for s in splits:
+        idx = np.flatnonzero(split_col == s)
+        if idx.size:
+            picks.append((f"{s}: largest gap", int(idx[np.argmax(gap[idx])])))
+            picks.append((f"{s}: smallest gap", int(idx[np.argmin(gap[idx])])))
+    if "safety" in principles:
+        inv = pc.greater(table["rejected_safety_rating"], table["chosen_safety_rating"]).to_numpy(zero_copy_only=False)
+        if inv.any():
+            picks.append(("rejected response has the higher safety rating", int(np.flatnonzero(inv)[0])))
+    out = []
+    for why, i in picks:
+        row = table.slice(i, 1).to_pylist()[0]
+        cut = {k: (row[k] if len(row[k]) <= EXAMPLE_CHARS else row[k][:EXAMPLE_CHARS] + "...")
+               for k in ("question", "chosen", "rejected")}
+        out.append({"why": why, "row": i, "split": row["split"], "gap": _num(gap[i]), **cut,
+                    "chosen_model": row["chosen_model"], "rejected_model": row["rejected_model"],
+                    "chosen_score": _num(row["chosen_score"]), "rejected_score": _num(row["rejected_score"])})
+    return out
+
+
+def build_report(table: pa.Table, principles: Sequence[str], responses: pa.Table | None = None,
+                 sources: Sequence[str] = ()) -> dict[str, Any]:
+    """All numbers of the report from a normalised pair table (pure; no files)."""
+    split_col = table["split"].to_pylist()
+    splits = _split_order(split_col)
+    split_arr = np.asarray(split_col, dtype=object)
+    speech = np.asarray(table["speech_id"].to_pylist(), dtype=object)
+    chosen_score = table["chosen_score"].to_numpy()
+    # A mean of 7 ratings carries float noise (2.2857142857142856 - 1.2857142857142858 < 1): round it
+    # away, or gap-1.0 pairs land in the bin below the threshold.
+    gap = np.round(chosen_score - table["rejected_score"].to_numpy(), 9)
+    by_split = {}
+    for s in splits:
+        mask = split_arr == s
+        n_sp = len(set(speech[mask]))
+        by_split[s] = {"pairs": int(mask.sum()), "speeches": n_sp, "pairs_per_speech": _num(mask.sum() / n_sp)}
+    gap_edges = np.arange(0.0, max(4.0, math.ceil(gap.max()) if gap.size else 4.0) + GAP_BIN / 2, GAP_BIN)
+    gap_section = {"all": _summary(gap), "by_split": {s: _summary(gap[split_arr == s]) for s in splits},
+                   "edges": [_num(e) for e in gap_edges],
+                   "counts": {s: _hist(gap[split_arr == s], gap_edges) for s in splits},
+                   "below_zero": int((gap < 0).sum())}
+    prin = {}
+    for p in principles:
+        c = table[f"chosen_{p}_rating"].to_numpy()
+        r = table[f"rejected_{p}_rating"].to_numpy()
+        edges = _rating_edges(np.concatenate([c, r]))
+        prin[p] = {"chosen_mean": _num(c.mean() if c.size else float("nan")),
+                   "rejected_mean": _num(r.mean() if r.size else float("nan")),
+                   "chosen_higher": int((c > r).sum()), "tied": int((c == r).sum()),
+                   "rejected_higher": int((r > c).sum()),
+                   "rejected_higher_by_split": {s: int(((r > c) & (split_arr == s)).sum()) for s in splits},
+                   "edges": [_num(e) for e in edges], "chosen_counts": _hist(c, edges),
+                   "rejected_counts": _hist(r, edges)}
+    counts: dict[str, dict[str, int]] = {}
+    for side in ("chosen", "rejected"):
+        for m in table[f"{side}_model"].to_pylist():
+            counts.setdefault(m, {"chosen": 0, "rejected": 0})[side] += 1
+    models = [{"model": m, **c, "chosen_rate": _num(c["chosen"] / (c["chosen"] + c["rejected"]))}
+              for m, c in counts.items()]
+    models.sort(key=lambda d: (-d["chosen_rate"], d["model"]))
+    len_c = pc.utf8_length(table["chosen"]).to_numpy().astype(float)
+    len_r = pc.utf8_length(table["rejected"]).to_numpy().astype(float)
+    length = {"chosen_mean_chars": _num(len_c.mean() if len_c.size else float("nan")),
+              "rejected_mean_chars": _num(len_r.mean() if len_r.size else float("nan")),
+              "chosen_longer_frac": _num((len_c > len_r).mean() if len_c.size else float("nan"))}
+    return {"sources": list(sources), "principles": list(principles),
+            "pairs": {"total": table.num_rows, "speeches": len(set(speech)), "by_split": by_split},
+            "gap": gap_section, "principle_ratings": prin, "models": models, "length": length,
+            "responses": _response_section(responses, principles) if responses is not None else None,
+            "examples": _examples(table, splits, principles, gap)}
+
+
+# ---------------------------------------------------------------- figures
+
+def _save(fig: Figure, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def _plot_splits(report: dict, path: Path) -> None:
+    by = report["pairs"]["by_split"]
+    fig = Figure(figsize=(5, 3.2))
+    ax = fig.add_subplot()
+    bars = ax.bar(list(by), [v["pairs"] for v in by.values()], color="#4c72b0")
+    ax.bar_label(bars)
+    ax.set_ylabel("pairs")
+    ax.set_title("Pairs per split")
+    _save(fig, path)
+
+
+def _plot_gap(report: dict, path: Path) -> None:
+    g = report["gap"]
+    edges = np.asarray(g["edges"])
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.add_subplot()
+    for s, counts in g["counts"].items():
+        ax.stairs(counts, edges, label=s)
+    ax.set_xlabel("overall gap (chosen - rejected)")
+    ax.set_ylabel("pairs")
+    ax.set_title("Score gap of pairs")
+    ax.legend()
+    _save(fig, path)
+
+
+def _panels(n: int) -> tuple[Figure, list]:
+    cols = 4
+    rows = math.ceil(n / cols)
+    fig = Figure(figsize=(3.2 * cols, 2.6 * rows))
+    return fig, [fig.add_subplot(rows, cols, i + 1) for i in range(n)]
+
+
+def _plot_principles(report: dict, path: Path) -> None:
+    prin = report["principle_ratings"]
+    fig, axes = _panels(len(prin))
+    for ax, (p, d) in zip(axes, prin.items()):
+        edges = np.asarray(d["edges"])
+        ax.stairs(d["chosen_counts"], edges, label="chosen", color="#2a9d4b")
+        ax.stairs(d["rejected_counts"], edges, label="rejected", color="#c44e52")
+        ax.set_title(p)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Ratings of chosen vs rejected responses")
+    _save(fig, path)
+
+
+def _plot_models(report: dict, path: Path) -> None:
+    models = report["models"][::-1]  # highest chosen rate on top
+    fig = Figure(figsize=(7, 1.2 + 0.35 * max(1, len(models))))
+    ax = fig.add_subplot()
+    y = np.arange(len(models))
+    ax.barh(y + 0.2, [m["chosen"] for m in models], height=0.4, label="chosen", color="#2a9d4b")
+    ax.barh(y - 0.2, [m["rejected"] for m in models], height=0.4, label="rejected", color="#c44e52")
+    ax.set_yticks(y, [m["model"] for m in models], fontsize=8)
+    ax.set_xlabel("pairs")
+    ax.set_title("How often each model is chosen vs rejected")
+    ax.legend()
+    _save(fig, path)
+
+
+def _plot_responses(report: dict, path: Path) -> None:
+    scores = report["responses"]["scores"]
+    fig, axes = _panels(len(scores))
+    for ax, (p, d) in zip(axes, scores.items()):
+        ax.stairs(d["counts"], np.asarray(d["edges"]), fill=True, color="#4c72b0")
+        ax.set_title(f"{p} (n={d['n']})")
+    fig.suptitle("Scores of all judged responses")
+    _save(fig, path)
+
+
+# ---------------------------------------------------------------- html
+
+def _e(x: Any) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    return _e(round(v, 3) if isinstance(v, float) else v)  # report.json keeps the full numbers
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _html(report: dict, out_dir: Path, title: str) -> str:
+    parts = [f"<h1>{_e(title)}</h1>",
+             "<p>Labels come from an LLM judge. Spot-check pairs before training on them (in the paper, "
+             "two therapists agreed with the labels on 92% and 85% of 200 pairs).</p>",
+             f"<p>Sources: {_e(', '.join(report['sources']))}</p>", "<h2>Pairs</h2>",
+             _table(["split", "pairs", "speeches", "pairs per speech"],
+                    [(s, d["pairs"], d["speeches"], d["pairs_per_speech"])
+                     for s, d in report["pairs"]["by_split"].items()]),
+             "<h2>Score gap</h2>",
+             _table(["split", "n", "mean", "median", "min", "max"],
+                    [(s, d["n"], d["mean"], d["median"], d["min"], d["max"])
+                     for s, d in report["gap"]["by_split"].items()]),
+             "<h2>Ratings by principle</h2>",
+             _table(["principle", "chosen mean", "rejected mean", "chosen higher", "tied", "rejected higher"],
+                    [(p, d["chosen_mean"], d["rejected_mean"], d["chosen_higher"], d["tied"], d["rejected_higher"])
+                     for p, d in report["principle_ratings"].items()]),
+             "<h2>Models</h2>",
+             _table(["model", "chosen", "rejected", "chosen rate"],
+                    [(m["model"], m["chosen"], m["rejected"], m["chosen_rate"]) for m in report["models"]]),
+             "<h2>Length</h2>",
+             _table(["chosen mean chars", "rejected mean chars", "chosen longer"],
+                    [(report["length"]["chosen_mean_chars"], report["length"]["rejected_mean_chars"],
+                      report["length"]["chosen_longer_frac"])])]
+    r = report["responses"]
+    if r:
+        parts += ["<h2>All responses</h2>",
+                  _table(["total", "judged", "not judged", "not judged rate"],
+                         [(r["total"], r["judged"], r["not_judged"], r["not_judged_rate"])]),
+                  _table(["state", "responses"], r["by_state"].items()),
+                  _table(["model", "responses", "not judged"],
+                         [(m, d["total"], d["not_judged"]) for m, d in r["by_model"].items()])]
+        if r["top_errors"]:
+            parts.append(_table(["judge error", "responses"], [(e["error"], e["count"]) for e in r["top_errors"]]))
+    parts.append("<h2>Figures</h2>")
+    for name, fname in report["figures"].items():
+        data = base64.b64encode((out_dir / fname).read_bytes()).decode("ascii")
+        parts.append(f'<figure><img alt="{_e(name)}" src="data:image/png;base64,{data}">'
+                     f"<figcaption>{_e(fname)}</figcaption></figure>")
+    parts.append("<h2>Examples</h2>")
+    for ex in report["examples"]:
+        parts.append(f"<h3>{_e(ex['why'])} (gap {_e(ex['gap'])})</h3>"
+                     + _table(["", "text", "model", "score"],
+                              [("question", ex["question"], "", ""),
+                               ("chosen", ex["chosen"], ex["chosen_model"], ex["chosen_score"]),
+                               ("rejected", ex["rejected"], ex["rejected_model"], ex["rejected_score"])]))
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;"
+             "margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;vertical-align:top;white-space:pre-wrap}"
+             "img{max-width:100%}")
+    return (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{_e(title)}</title>'
+            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
+
+
+def dataset_report(pairs: PairSource | Sequence[PairSource], out_dir: str | Path,
+                   responses: str | Path | pa.Table | Iterable[dict] | None = None,
+                   principles: Sequence[str] | None = None,
+                   title: str = "psychocounsel dataset report") -> dict[str, Any]:
+    """Describe a pair set: writes report.json, report.html and PNGs into ``out_dir``; returns the report."""
+    table, principles, names = _load_pairs(pairs, principles)
+    resp = _responses_table(responses, principles) if responses is not None else None
+    report = build_report(table, principles, resp, names)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    figures = {"pairs per split": "pairs_per_split.png", "score gap": "gap.png",
+               "ratings by principle": "principles.png", "chosen vs rejected by model": "models.png"}
+    _plot_splits(report, out / figures["pairs per split"])
+    _plot_gap(report, out / figures["score gap"])
+    _plot_principles(report, out / figures["ratings by principle"])
+    _plot_models(report, out / figures["chosen vs rejected by model"])
+    if report["responses"]:
+        figures["scores of all judged responses"] = "response_scores.png"
+        _plot_responses(report, out / figures["scores of all judged responses"])
+    report["figures"] = figures
+    (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False) + "\n",
+                                     encoding="utf-8")
+    (out / "report.html").write_text(_html(report, out, title), encoding="utf-8")
+    return report
+
+
+# ---------------------------------------------------------------- terminal
+
+def _f(x: Any, spec: str = ".2f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def summary_tables(report: dict[str, Any]) -> list[Table]:
+    """rich tables for the CLI: pairs per split, ratings by principle, models."""
+    t1 = Table(title="Pairs")
+    for h in ("split", "pairs", "speeches", "pairs/speech", "mean gap"):
+        t1.add_column(h, justify="right" if h != "split" else "left")
+    for s, d in report["pairs"]["by_split"].items():
+        g = report["gap"]["by_split"][s]["mean"]
+        t1.add_row(escape(s), str(d["pairs"]), str(d["speeches"]), _f(d["pairs_per_speech"]), _f(g))
+    t2 = Table(title="Ratings by principle")
+    for h in ("principle", "chosen mean", "rejected mean", "rejected higher"):
+        t2.add_column(h, justify="right" if h != "principle" else "left")
+    for p, d in report["principle_ratings"].items():
+        t2.add_row(escape(p), _f(d["chosen_mean"]), _f(d["rejected_mean"]), str(d["rejected_higher"]))
+    t3 = Table(title="Models (chosen vs rejected)")
+    for h in ("model", "chosen", "rejected", "chosen rate"):
+        t3.add_column(h, justify="right" if h != "model" else "left")
+    for m in report["models"]:
+        t3.add_row(escape(m["model"]), str(m["chosen"]), str(m["rejected"]), _f(m["chosen_rate"], ".1%"))
+    tables = [t1, t2, t3]
+    r = report.get("responses")
+    if r:
+        t4 = Table(title="Responses")
+        for h in ("total", "judged", "not judged", "not judged rate"):
+            t4.add_column(h, justify="right")
+        t4.add_row(str(r["total"]), str(r["judged"]), str(r["not_judged"]), _f(r["not_judged_rate"], ".1%"))
+        tables.append(t4)
+    return tables
+
+
+def summary_text(report: dict[str, Any], width: int = 100) -> str:
+    """The summary tables as plain text (logs, tests, non-terminal output)."""
+    console = Console(width=width, color_system=None)
+    with console.capture() as cap:
+        for t in summary_tables(report):
+            console.print(t)
+    return cap.get()

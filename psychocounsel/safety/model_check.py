@@ -1,0 +1,150 @@
+"""An LLM's second opinion on the crisis screen's tier, for users with a capable model.
+
+    await model_check(texts, backend, model) -> [ModelCheck | None]   an LLM's tier, or a recorded failure
+    run_model_check(...)                                               the same through a SQLite call cache
+
+The combined tier is never below the rules' tier: the model may raise a tier, never lower one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..backends.base import Backend, ChatRequest, Sampling
+from ..errors import BackendError
+from .screen import TIER_RANK, TIERS, Screen, Tier, screen
+
+_I = re.IGNORECASE
+
+# --------------------------------------------------------------------------------------- model check
+CHECK_PROMPT = "crisis_check_v1"
+CHECK_FORMAT = {"type": "json_schema", "json_schema": {"name": "crisis_tier", "strict": True, "schema": {
+    "type": "object", "properties": {"tier": {"type": "string", "enum": list(TIERS)}, "reason": {"type": "string"}},
+    "required": ["tier", "reason"], "additionalProperties": False}}}
+# Greedy and short: the answer is one word and a sentence; 200 tokens leaves room for a chatty model's preamble.
+CHECK_SAMPLING = Sampling(temperature=0.0, max_tokens=200, seed=0)
+
+
+class CheckReplyError(ValueError):
+    """A model's reply that carries no valid tier; it is recorded as a failure, never guessed."""
+
+
+@dataclass(frozen=True)
+class ModelCheck:
+    rules_tier: Tier
+    model_tier: Tier | None  # None: the call or its parsing failed (see ``error``)
+    reason: str = ""
+    error: str | None = None
+    raw: str = ""
+    prompt_version: str = ""
+
+    @property
+    def agrees(self) -> bool | None:
+        return None if self.model_tier is None else self.model_tier == self.rules_tier
+
+    @property
+    def tier(self) -> Tier:
+        """The higher of the two tiers: a model may raise a rule's tier but never silence a rule hit."""
+        if self.model_tier is None:
+            return self.rules_tier
+        return max(self.rules_tier, self.model_tier, key=TIER_RANK.__getitem__)
+
+
+def parse_check_reply(text: str) -> tuple[Tier, str]:
+    """(tier, reason) from the model's JSON; raises CheckReplyError for anything else."""
+    decoder = json.JSONDecoder()
+    i, seen_object = text.find("{"), False
+    while i != -1:
+        try:
+            obj, end = decoder.raw_decode(text, i)
+        except json.JSONDecodeError:
+            i = text.find("{", i + 1)
+            continue
+        if isinstance(obj, dict):
+            seen_object = True
+            tier = obj.get("tier")
+            if isinstance(tier, str) and tier.strip().lower() in TIERS:
+                return tier.strip().lower(), str(obj.get("reason", ""))[:500]  # type: ignore[return-value]
+            if "tier" in obj:
+                raise CheckReplyError(f"tier {tier!r} is not one of {', '.join(TIERS)}")
+        i = text.find("{", end)
+    raise CheckReplyError("JSON object without a 'tier' key" if seen_object else "no JSON object in the reply")
+
+
+async def model_check(texts: Sequence[str], backend: Backend, model: str, *, screens: Sequence[Screen] | None = None,
+                      check_all: bool = False, prompt: str = CHECK_PROMPT, sampling: Sampling = CHECK_SAMPLING,
+                      concurrency: int = 8) -> list[ModelCheck | None]:
+    """Ask ``model`` for each speech's tier. Only speeches the rules flag are sent unless ``check_all``;
+    the others get None. A failed call or an unparseable reply is a ModelCheck with ``model_tier=None``.
+
+    The model sees the speech alone, not the rules' tier or evidence, so its answer is a second opinion
+    rather than an echo. Caching is the caller's: wrap ``backend`` as the stages do.
+    """
+    from ..rubric.prompts import load_prompt
+
+    p = load_prompt(prompt)
+    p.require("user", "speech")
+    system = p.section("system")
+    screens = list(screens) if screens is not None else [screen(t) for t in texts]
+    if len(screens) != len(texts):
+        raise ValueError("model_check: texts and screens differ in length")
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(text: str, s: Screen) -> ModelCheck:
+        req = ChatRequest.chat(model, [{"role": "system", "content": system},
+                                       {"role": "user", "content": p.render("user", speech=text)}],
+                               sampling=sampling, response_format=CHECK_FORMAT, tag=f"crisis_check:{p.version}")
+        async with gate:
+            try:
+                c = await backend.complete(req)
+            except BackendError as e:
+                return ModelCheck(s.tier, None, error=f"backend: {e}", prompt_version=p.version)
+        try:
+            tier, reason = parse_check_reply(c.text)
+        except CheckReplyError as e:
+            return ModelCheck(s.tier, None, error=f"unparseable reply: {e}", raw=c.text, prompt_version=p.version)
+        return ModelCheck(s.tier, tier, reason=reason, raw=c.text, prompt_version=p.version)
+
+    todo = [i for i, s in enumerate(screens) if check_all or s.tier != "none"]
+    done = await asyncio.gather(*(one(texts[i], screens[i]) for i in todo))
+    out: list[ModelCheck | None] = [None] * len(texts)
+    for i, r in zip(todo, done):
+        out[i] = r
+    return out
+
+
+
+
+def run_model_check(texts: Sequence[str], screens: Sequence[Screen], backend: Backend, model: str, cache: Path,
+                    check_all: bool, concurrency: int) -> list[ModelCheck | None]:
+    """``model_check`` through a call cache (SQLite at ``cache``): a rerun pays no call twice."""
+    from ..runner import CachedCaller
+    from ..store import Store, Writer
+
+    store = Store(cache)
+    writer = Writer(store)
+    caller = CachedCaller(store, writer, "crisis_check", backend)
+
+    class Cached:  # the Backend model_check expects, answering from the cache first
+        async def complete(self, req: ChatRequest):
+            return (await caller.complete(req))[0]
+
+    async def go() -> list[ModelCheck | None]:
+        try:
+            return await model_check(texts, Cached(), model, screens=screens, check_all=check_all,
+                                      concurrency=concurrency)
+        finally:
+            writer.commit()
+            close = getattr(backend, "aclose", None)
+            if close is not None:
+                await close()
+
+    try:
+        return asyncio.run(go())
+    finally:
+        store.close()

@@ -1,0 +1,229 @@
+"""The crisis screen's rules as data: the regex tables (first person and third person), their trigger words,
+and the clause patterns (negation, hypotheticals, quotes, speakers, time) that ``crisis.py`` checks a match
+against. Changing any pattern is a new ``crisis.RULES_VERSION``: rerun ``bench/bench_screen.py`` and report it.
+"""
+
+from __future__ import annotations
+
+import re
+
+ICASE = re.IGNORECASE
+_REFL3 = r"(?:himself|herself|themselves|themself)"
+_PRO3 = r"(?:he|she|they)"
+
+
+def _rx(*alts: str) -> tuple[str, ...]:
+    """A rule's alternatives; compiled per trigger word below, so a window runs only the relevant ones."""
+    return alts
+
+
+# (kind, regex, trigger words): a regex runs only in a window around one of its trigger words (see _windows)
+_SELF_RULES: list[tuple[str, tuple[str, ...], str]] = [
+    ("intent", _rx(
+        r"\bI(?:'m| am)? (?:going to|gonna|will|'ll) (?:kill myself|end (?:it all|my life)|take my (?:own )?life)\b",
+        r"\bI(?:'m| am)? (?:going to|gonna|will|'ll) end it (?:tonight|today|tomorrow|this weekend|soon|this week)\b",
+        r"\b(?:I(?:'ve| have)?|already|has) decided to (?:kill myself|end (?:it|my life|things)|die|take my (?:own )?life)\b",
+        r"\b(?:tonight|tomorrow|this weekend)(?: is| will be|'s) the (?:night|day)\b",
+        r"\b(?:scared|afraid|frightened|terrified) (?:of )?what I (?:might|could|will|'ll|would) do\b(?! to (?:him|her|them|someone|somebody|my (?!self)))",
+        r"\b(?:don't|do not|can't|cannot) trust myself\b(?! (?:with money|around (?:food|cake|sweets)|to (?:remember|cook|drive)))",
+        r"\b(?:can't|cannot|don't think I can|not sure I can) keep myself safe\b",
+        r"\b(?:going to|gonna|will|'ll) act on (?:it|them|the thoughts|these thoughts)\b"),
+     "myself end life decided tonight tomorrow weekend scared afraid frightened terrified act"),
+    ("command_hallucination", _rx(
+        r"\bvoices? (?:\w+ ){0,2}?(?:tell|tells|telling|told|keeps? telling|say|says|saying) me to (?:kill|hurt|harm|cut|end) (?:myself|my life|it)\b"),
+     "voice voices"),
+    ("plan", _rx(
+        r"\b(?:plan|planning|planned) (?:to|how to|how I(?:'d| would| will|'ll)) (?:kill myself|end (?:it|my life|things)|die|take my (?:own )?life)\b",
+        r"\bsuicide (?:plan|note)s?\b",
+        r"\b(?:wrote|written|writing|write) (?:a |my )?(?:suicide|goodbye) (?:note|letter)s?\b",
+        r"\bI know (?:exactly )?(?:when and how|how and when|where and how|(?:how|where|when) I(?:'d| would|'ll| will) (?:do it|go))\b",
+        r"\b(?:researched|googled|looked up|searched|searching|read up on) (?:how (?:to|many|much)|ways to|the best way to|methods)\b(?:\s+\S+){0,5}?\s+(?:die|kill|overdose|pills|tablets|hang|lethal|painless)",
+        r"\b(?:stockpil\w+|saving up|been saving|hoarding|collect(?:ed|ing)) (?:up )?(?:my |some |all my )?(?:\w+ )?(?:pills|tablets|meds|medication|paracetamol|painkillers)\b"),
+     "plan planning planned suicide goodbye note notes letter letters how where when researched googled looked searched searching read "
+     "stockpile stockpiled stockpiling stockpiles saving hoarding collected collecting"),
+    ("attempt", _rx(
+        r"\bI(?:'ve| have| had)? (?:attempted suicide|tried to (?:kill|hang|drown|poison|end) (?:myself|my life|it all)|overdosed|took (?:an|a) overdose)\b",
+        r"\bI(?:'ve| have| had)? (?:swallowed|took|taken) (?:a bunch of|loads of|too many|a load of|a handful of|\w+ packs? of|a whole (?:packet|bottle|box) of) (?:pills|tablets|paracetamol|meds|sleeping pills|painkillers)\b",
+        r"\bI(?:'ve| have| had)? (?:swallowed|took|taken) all (?:of )?my (?:pills|tablets|meds|medication|sleeping pills|painkillers) (?:at once|in one go|together)\b",
+        r"\bmy (?:last|first|second|third|previous|recent|suicide) (?:suicide )?attempt\b",
+        r"\bI(?:'ve| have| had)? (?:swallowed|took|taken) (?:\d{2,}|twenty|thirty|forty|fifty|a hundred) (?:\w+ )?(?:pills|tablets|paracetamol|painkillers|sleeping pills)\b"),
+     "attempted attempt tried overdose overdosed overdosing swallowed took taken"),
+    ("self_harm", _rx(
+        r"\bI(?:'ve| have| had)?(?: been| started| start| keep| kept)?(?: (?:just|also|really|sometimes|still|often|even|again))? (?:cut|cutting|burn(?:ed|t|ing)|scratch(?:ed|ing)|hurt(?:ing)?|harm(?:ed|ing)?) myself\b(?! (?:shaving|cooking|chopping|while|on (?:a|the|some)|by accident|accidentally|at the gym|playing|lifting|running))",
+        r"\bI(?:'ve| have| had)?(?: been| started| start| keep| kept| used to)?(?: (?:just|also|really|sometimes|still|often|even|again))? self[- ]?harm(?:ed|ing)?\b",
+        r"\bmy self[- ]?harm(?:ing)?\b|\brelapsed? (?:with|into|on) self[- ]?harm(?:ing)?\b",
+        r"\bI(?:'ve| have)?(?: been)? (?:cut|cutting|burn(?:ed|t|ing)?) my (?:arms?|legs?|stomach|wrists?|thighs?|skin|hips?)\b"),
+     "myself self selfharm cut cutting burn burned burnt burning relapsed relapse"),
+    ("self_harm_thoughts", _rx(
+        r"\b(?:want|wanted|wanting|urges?|urge|thinking about|thought about|tempted|need|needed) to (?:cut|hurt|harm|burn) myself\b",
+        r"\burges? to (?:cut|self[- ]?harm)\b"),
+     "myself urge urges"),
+    ("active_ideation", _rx(
+        r"\b(?:thinking (?:about|of) |thought (?:about|of) |thoughts (?:of|about) )?kill(?:ing)? myself\b(?! (?:laughing|for (?:forgetting|not|being|saying|doing)))",
+        r"\b(?:end|ending|take|taking) my (?:own )?life\b",
+        r"\bend(?:ing)? it all\b",
+        r"\b(?:I(?:'m| am)|feel(?:ing)?|felt|been|was|get|getting|went) (?:really |so |quite |a bit |pretty |very |properly |kind of |sort of )?suicidal\b",
+        r"\bsuicidal (?:thoughts?|feelings?|ideation|urges?)\b",
+        r"\b(?:thoughts? (?:of|about)|think(?:ing)? (?:about|of)|thought (?:about|of)|consider(?:ed|ing)|contemplat\w+) (?:suicide|ending (?:it|things|my life)|taking my (?:own )?life)\b",
+        r"\b(?:want|wanted|wanna|wish I could) (?:to )?end (?:it|things)\b(?! (?:with|between|there|here|for good with))",
+        r"\bwant to not be here\b",
+        r"\bkms\b|\b(?:feel|feeling|felt) like end(?:ing)? it(?: all)?\b|\bsuicide (?:is|has been|'s) (?:always |constantly |often )?on my mind\b"),
+     "kill killing life end ending suicidal suicide here kms"),
+    ("passive_death_wish", _rx(
+        r"\b(?:want|wanted|wanting|wants|wanna) (?:to )?die\b(?! (?:of|from|laughing|a little|inside))",
+        r"\bwish(?:ed|ing)? (?:I|i) (?:was|were|could be|'d be|had been) dead\b",
+        r"\bwish(?:ed|ing)? I (?:could|would|'d) (?:just )?(?:die|disappear forever|stop existing|not wake up|sleep forever|go to sleep and (?:not|never) wake up|fall asleep and (?:not|never) wake up)\b",
+        r"\bwish(?:ed|ing)? I (?:just )?(?:hadn't|had not|didn't|did not|wouldn't) (?:woken|wake) up\b",
+        r"\bwish(?:ed|ing)? I(?: had never been|'d never been| was never| were never| wasn't| weren't) born\b",
+        r"\bwant(?:ed)? to be dead\b",
+        r"\b(?:be |was |am |are )?better off dead\b",
+        r"\brather be dead\b(?![^.!?]{0,60}\bthan\b)",
+        r"\b(?:be |would be |'d be )?(?:better off|easier|better) (?:for (?:everyone|everybody|them|all of them|my \w+) )?(?:without me|if I (?:was|were|wasn't|weren't) (?:dead|gone|here|around|alive)|if I (?:died|disappeared))\b",
+        r"\bif I (?:died|was gone|were gone|disappeared)(?:,| tomorrow,?| today,?)? (?:nobody|no one|no-one) would (?:notice|care|miss me)\b",
+        r"\b(?:nobody|no one|no-one) would (?:notice|care|miss me) if I (?:died|was gone|were gone|disappeared|wasn't here)\b",
+        r"\b(?:hope|hoping|pray|praying|wish) (?:that )?(?:I )?(?:won't|don't|wouldn't|never|will not|do not) wake up\b",
+        r"\b(?:go|going|went) to sleep (?:hoping|and hope|and (?:not|never) wake up)(?: (?:that )?(?:I )?(?:won't|don't|wouldn't|never|will not|do not|I won't) wake up)?\b",
+        r"\bpray(?:ing|ed|s)?(?: \w+){0,3}? (?:that )?(?:God|the Lord|he) (?:takes|will take|would take|would just take|take) me\b",
+        r"\b(?:don'?t|do not|no longer|didn'?t) want to (?:live|be alive|exist|wake up(?: in the morning)?|go on living|be here anymore|be here any more)\b",
+        r"\bnot sure (?:if |whether )?I (?:want|wanna) to (?:live|be alive|be here|go on|keep going|keep living|exist)\b",
+        r"\b(?:tired|sick) of (?:living|being alive)\b(?! (?:like this|like that|this way|in fear|with|in|on|under|paycheck))",
+        r"\bno (?:reason|point) (?:to live|in living|in being alive|in going on)\b",
+        r"\bwhat'?s the point (?:of|in) (?:living|being alive|going on|life)\b",
+        r"\bwouldn'?t (?:be the worst thing|mind|care|be so bad|be sad) if (?:I (?:died|didn'?t wake up|got hit|was hit|never woke up)|(?:a|the) (?:car|lorry|truck|bus|train) hit me|something happened to me)\b",
+        r"\bhope (?:a|the|some) (?:car|lorry|truck|bus|train|plane) (?:hits me|crashes)\b",
+        r"\bwant (?:it all|everything) to (?:just )?(?:stop|end)\b",
+        r"\bthink(?:ing)? (?:a lot )?about (?:being dead|not being (?:here|alive|around)|not existing|not waking up)\b",
+        r"\bdon'?t care (?:if|whether) I live or die\b",
+        r"\b(?:I'm|I am|im) (?:so )?done with (?:life|living|being alive)\b(?! like this| like that| this way)",
+        r"\b(?:hope|hoping|pray|praying|wish) (?:that )?I (?:just )?die\b(?! (?:of|from|laughing))"),
+     "die dead born without better easier died disappeared gone wake woken live alive exist existing point hit here done "
+     "hits crashes stop end being living sleep hoping pray praying prayed"),
+    ("method", _rx(
+        r"\b(?:pills|tablets|paracetamol|overdose|overdosing|painkillers|sleeping pills|rope|noose|gun|razor|blades?|bridge|railway|train tracks|in front of (?:a|the) (?:train|bus|lorry|truck|car)|motorway|cliff|jump(?:ing)? (?:off|from)|hang(?:ing)? myself|drown(?:ing)? myself|crash(?:ing)? (?:the|my) car|car into|engine running|exhaust|hosepipe|(?:edge|end) of the platform)\b"),
+     "pills tablets paracetamol overdose overdosing painkillers rope noose gun razor blade blades bridge railway train "
+     "tracks motorway cliff jump jumping hang hanging drown drowning crash crashing car engine exhaust hosepipe platform"),
+    ("preparation", _rx(
+        r"(?:^|[.!?]\s+)I(?:'ve| have)? decided\.",
+        r"\b(?:I've|I have)? (?:written|wrote) (?:letters?|notes?) (?:to|for) (?:my|each|everyone|all)\b",
+        r"\b(?:given|gave|giving) (?:away )?(?:my|all my) \w+(?: \w+)? (?:to|away)\b|\b(?:given|giving|gave) away\b",
+        r"\b(?:put|putting) my affairs in order\b|\b(?:sorted|sorting) (?:out )?my (?:will|affairs)\b|\b(?:made|updated|wrote) my will\b",
+        r"\b(?:said|saying) (?:my )?goodbyes?\b|\bset a date\b|\bI (?:have|'ve got|'ve made|made) a plan\b"),
+     "decided letter letters notes gave given giving affairs will goodbye goodbyes date plan"),
+    ("harm_from_others", _rx(
+        r"\b(?:by|round|around) (?:my|the) (?:throat|neck)\b",
+        r"\b(?:choked|choking|chokes|strangled|strangles|strangling) me\b",
+        r"\bthreaten(?:s|ed|ing)? to kill me\b",
+        r"\b(?:scared|afraid|terrified) (?:that )?(?:he|she|they)(?:'ll|'s going to| will| might| is going to| are going to)? (?:kill|really hurt|hurt) me\b",
+        r"\b(?:started|starting|keeps|has been|'s been|he's been|she's been) (?:hitting|shoving|pushing|punching|kicking|slapping|hurting|beating) me\b",
+        r"\b(?:he|she) (?:hits|beats|punches|kicks|slaps|hurts) me\b"),
+     "throat neck choked choking chokes strangled strangles strangling kill scared afraid terrified hitting shoving "
+     "pushing punching kicking slapping hurting beating hits beats punches kicks slaps hurts"),
+]
+# Third-person patterns: whose risk it is comes from the nearest person named before.
+_THIRD_RULES: list[tuple[str, tuple[str, ...], str]] = [
+    ("ideation3", _rx(
+        rf"\b(?:wants?|wanted|wanting|wish(?:es|ed)?|talk(?:s|ed|ing)? about|think(?:s|ing)? about|thought about|threaten(?:s|ed|ing)?) (?:to die|to be dead|{_PRO3} (?:was|were) dead|(?:to )?(?:kill|killing|hurt|hurting|harm|harming|cut|cutting) {_REFL3}|dying|suicide|(?:to )?end(?:ing)? (?:it all|{_PRO3}r? life|his life|her life|their life))\b(?! (?:of|laughing))",
+        rf"\b{_PRO3}(?:'s| is| was| has been| have been|'ve been| seems?| seemed| feels?| felt) (?:really |so |very |quite )?suicidal\b",
+        rf"\bwish(?:es|ed)? {_PRO3} (?:had never been|was never|were never|wasn't|weren't) born\b"),
+     "die dead himself herself themselves themself dying suicide suicidal life all born end"),
+    ("harm3", _rx(
+        rf"\b(?:tried|try|trying|attempted) to (?:kill|hang|drown|poison|end) (?:{_REFL3}|his life|her life|their life|it all)\b",
+        r"\b(?:took|had taken|has taken|taken) (?:an|a) overdose\b|\b(?:had |has )?overdosed\b|\battempted suicide\b",
+        rf"\b(?:cut|cutting|burn(?:ed|t|ing)|scratch(?:ed|ing)|harm(?:ed|ing)?) {_REFL3}\b",
+        r"\b(?:has been|'s been|is|was|started|starting|had been|have been) self[- ]?harm(?:ing)?\b|\bself[- ]?harms\b"),
+     "himself herself themselves themself life all overdose overdosed attempted self selfharm"),
+]
+
+
+
+def _compile_rules() -> dict[str, tuple[tuple[str, re.Pattern, bool], ...]]:
+    """trigger word -> ((kind, regex of the alternatives that mention the word, third person?), ...).
+
+    An alternative "mentions" a word when the word's first three letters are in its source (so "overdosed"
+    reaches "overdos\\w+"); every alternative must be reached by one of its rule's words, or it would
+    never run: that is checked here, at import.
+    """
+    out: dict[str, list[tuple[str, re.Pattern, bool]]] = {}
+    cache: dict[tuple[str, ...], re.Pattern] = {}
+    for rules, third in ((_SELF_RULES, False), (_THIRD_RULES, True)):
+        for kind, alts, words in rules:
+            reached: set[str] = set()
+            for w in words.split():
+                rel = tuple(a for a in alts if w[:3] in a.lower())
+                if not rel:
+                    raise AssertionError(f"crisis rule {kind}: trigger {w!r} reaches no pattern")
+                reached.update(rel)
+                if rel not in cache:
+                    cache[rel] = re.compile("|".join(f"(?:{a})" for a in rel), ICASE)
+                out.setdefault(w, []).append((kind, cache[rel], third))
+            missing = [a for a in alts if a not in reached]
+            if missing:
+                raise AssertionError(f"crisis rule {kind}: no trigger word reaches {missing[0]!r}")
+    return {w: tuple(v) for w, v in out.items()}
+
+
+TRIGGERS = _compile_rules()
+WORD = re.compile(r"[a-z]+")
+TRIGGER_WORDS = frozenset(TRIGGERS)
+
+NEGATION = re.compile(
+    r"(?:\bnot|n't|\bnever|\bno|\bnor|\bwithout|\b(?:dont|wont|cant|didnt|wouldnt|isnt|aint))\s+"
+    r"(?:(?:that|ever|really|actually|even|gonna|going|to|want|wanting|planning|plan|saying|say|said|mean|meant|feel|feeling|felt|be|been|being|I|I'd|I'm|I'll|I've|would|"
+    r"will|about|thinking|think|thought|of|do|did|it|like|have|had|any|a|seriously|considered|consider|try|"
+    r"tried|anymore|currently|right|now|way|longer)\s+){0,4}$", ICASE)
+NOT_NEGATION = re.compile(r"\bnot (?:just|only)\s+(?:\S+\s+){0,4}$|\bnever (?:been )?(?:this|so)\b", ICASE)
+UNTIL_NOW = re.compile(r"^[^.!?]{0,40}\buntil (?:now|recently|this (?:year|month|week)|last (?:week|month))", ICASE)
+HYPOTHETICAL = re.compile(
+    r"\b(?:what if|if|suppose|supposing|imagine|in case|hypothetically|asked (?:me )?(?:if|whether)|asks? (?:if|whether)"
+    r"|in the (?:film|movie|book|show|series|song|novel|game|play)|the character|lyrics?|joke|joking|jokes)\b", ICASE)
+SUBJECT = re.compile(r"\b(?:[Ii]|[Ii]'m|[Ii]'ve|[Ii]'d|[Ii]'ll|me|[Hh]e|[Ss]he|[Tt]hey|[Hh]e's|[Ss]he's|[Tt]hey're|"
+                      r"[Mm]y \w+|[A-Z][a-z]+)\b(?!')")
+# Patterns that can start without their subject ("wanting to die"): the clause says whose wish it is.
+SUBJECTLESS = {"passive_death_wish", "active_ideation", "self_harm_thoughts"}
+SUBJECT3 = re.compile(
+    r"\b(?:i|i'm|i've|i'd|me|my(?= self)|(he|she|they)|(a|an|the|my|our|his|her|their) (caller|client|patient|customer|"
+    r"friend|son|daughter|child|kid|boy|girl|teen|teenager|stepson|stepdaughter|brother|sister|mum|mom|mother|dad|"
+    r"father|husband|wife|partner|boyfriend|girlfriend|colleague|flatmate|roommate|student|pupil|neighbou?r))\b", ICASE)
+HYP_EXCEPT = re.compile(r"\b(?:know|sure|wonder|wondering|unsure|ask myself|asking myself) (?:if|whether)\b"
+                         r"|\bif I'?m (?:honest|being honest|being real|truthful)\b", ICASE)
+CLAUSE_BREAK = re.compile(r"[.!?;:\n]|,\s|\bbut\b|\bthough\b|\bbecause\b|\band\b(?= I\b)", ICASE)
+TOLD_TO = re.compile(r"\b(?:said|says|told me|tells me|telling me|texted|wrote)\s+(?:that\s+)?I\s+should\s+"
+                      r"(?:just\s+|go\s+)?$", ICASE)
+END_WITH = re.compile(r"\s+(?:for good )?(?:with|between)\s+(?:him|her|them|us|me|[A-Z][a-z]+|"
+                       r"my (?:boyfriend|girlfriend|partner|husband|wife|ex|fianc\w*))\b")
+RELATIONSHIP = re.compile(r"\b(?:boyfriend|girlfriend|partner|husband|wife|relationship|marriage|engagement|"
+                           r"dating|fianc\w*|him|her|ex|break up|breaking up|split up|divorce)\b", ICASE)
+_NUM = (r"(?:\d+|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|seventeen|eighteen|"
+        r"nineteen|twenty|thirty|forty|fifty)")
+PAST = re.compile(rf"\b(?:years? ago|when (?:I|he|she|they) (?:was|were) (?:{_NUM}|a kid|a child|young|little|"
+                   r"a teen\w*|at (?:school|uni|college)|in (?:school|college|my teens))"
+                   r"|when (?:I|he|she) was \w+teen|as a (?:teen\w*|kid|child)"
+                   r"|(?:in|for most of|during|through) (?:high school|secondary school|my teens|my twenties|year \d+)"
+                   r"|in the (?:seventies|eighties|nineties|\d0s|'\d0s)"
+                   r"|used to|back then|back in|(?:a long time|ages|decades) ago|last year|\d+ years|in (?:19|20)\d\d"
+                   r"|before (?:he|she|they) died|a few years)\b", ICASE)
+# Recent wins over past ("I used to cut, and I did it again last night"): the C-SSRS screener's window is
+# the past three months, and a mention of now is the part that needs acting on.
+RECENT = re.compile(r"\b(?:last night|yesterday|this (?:morning|week|weekend|month|term)|last (?:week|weekend|month|night)"
+                     r"|tonight|today|(?:a few|two|three|four|five|\d+|couple of) (?:days|weeks|nights) ago|again|recently"
+                     r"|at the weekend|on (?:mon|tues|wednes|thurs|fri|satur|sun)day|at bedtime|still|keeps?"
+                     r"|every (?:day|night)|most (?:days|nights)|has been|'s been|have been|'ve been|started|starting)\b", ICASE)
+# A quote: double quotes, or single quotes opened after a space and closed before one; an apostrophe inside
+# ("'I'm done'") is followed by a letter, so it does not close the quote.
+QUOTE = re.compile(r"[\"“]([^\"“”]{1,400})[\"”]|(?:(?<=^)|(?<=[\s(:,]))[‘']((?:[^‘’'\n]|'(?=\w))*)[’'](?=[\s.,!?;:)]|$)")
+SPEAKER = re.compile(r"\b(I|he|she|they|people|everyone|everybody|someone|somebody|you|the \w+|my [\w-]+(?: [\w-]+)?|[A-Z][a-z]+)\s+"
+                      r"(?:\w+\s+){0,2}?(?:said|says|say|told|tells|texted|texts|wrote|writes|screamed|shouted|whispered|"
+                      r"yelled|asked|asks|goes|went|keeps saying|kept saying|was like|is like|thought|think|thinking|cried)\b")
+PERSON = re.compile(
+    r"\b(?:my|our|his|her|their)\s+(?:\d+[- ](?:year[- ]old|yo)\s+|(?:little|eldest|youngest|oldest|older|younger|teenage|baby|middle|best|"
+    r"\w+-year-old)\s+)*(son|daughter|child|kid|boy|girl|teen|teenager|toddler|stepson|stepdaughter|grandson|granddaughter|"
+    r"grandchild|foster (?:son|daughter|child|kid)|nephew|niece|brother|sister|friend|mum|mom|mother|dad|father|husband|wife|"
+    r"partner|boyfriend|girlfriend|colleague|coworker|flatmate|roommate|ex|cousin|uncle|aunt|neighbou?r|client|patient|"
+    r"student|pupil)s?\b|\b(someone|somebody|people|a person|anyone|a friend)\b|\b(?:she|he)(?:'s| is) (?:only |just )?"
+    r"(\d+|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|seventeen)\b"
+    r"|\b(?:my|our)\s+(\d+|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|seventeen)"
+    r"[- ]year[- ]old\b", ICASE)
+DEPENDENT = {"son", "daughter", "child", "kid", "boy", "girl", "teen", "teenager", "toddler", "stepson", "stepdaughter",
+              "grandson", "granddaughter", "grandchild"}
+AGES = {"five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen",
+         "seventeen"}

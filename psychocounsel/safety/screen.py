@@ -1,0 +1,383 @@
+"""Crisis screen: tag a client speech none / possible / high risk of self-harm, with the evidence spans.
+
+    screen(text) -> Screen(tier, signals)          deterministic rules, compiled regexes (>10k speeches/s, one core)
+    check_response(screen, response) -> ResponseSafety    does a reply acknowledge the risk and point to help?
+    find_wrong_crisis_numbers(text)                 retired crisis numbers a reply cites (1-800-273-8255, ...)
+    await model_check(texts, backend, model)        optional LLM second opinion; a bad reply is a failure
+
+A triage aid in the spirit of the C-SSRS screener, never a clinical decision (docs/CRISIS_SCREEN.md).
+Tiers follow the screener's triage: a wish to be dead or suicidal thoughts without method, plan or intent
+(its questions 1-2) are ``possible``; a method, intent, plan, preparation, or an attempt or self-harm that
+is recent or of unknown date (questions 3-6) are ``high``. A dependent (a child) reported to say they want
+to die is ``possible``, as the ASQ (NIMH's paediatric screen) treats it: a positive screen that needs an
+assessment soon, not an emergency; a dependent's recent self-harm or attempt is ``high``, because the
+client is the person who must act now.
+
+How a rule fires: a pattern matches; then its clause is checked for negation ("I'm not suicidal"),
+hypotheticals ("if someone wanted to die"), idioms ("die of embarrassment", "end things with him"),
+whose words they are (quoted speech is attributed to its speaker) and when it happened ("when I was 15").
+Third-person patterns ("she wants to die", "he tried to kill himself") go to the nearest person named
+before them: a dependent, another person, or nobody in particular (then nothing fires); a completed
+suicide ("my friend killed himself") is grief, not a risk signal here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+from .rules import (
+    AGES,
+    CLAUSE_BREAK,
+    DEPENDENT,
+    END_WITH,
+    HYP_EXCEPT,
+    HYPOTHETICAL,
+    ICASE,
+    NEGATION,
+    NOT_NEGATION,
+    PAST,
+    PERSON,
+    QUOTE,
+    RECENT,
+    RELATIONSHIP,
+    SPEAKER,
+    SUBJECT,
+    SUBJECT3,
+    SUBJECTLESS,
+    TOLD_TO,
+    TRIGGER_WORDS,
+    TRIGGERS,
+    UNTIL_NOW,
+    WORD,
+)
+
+RULES_VERSION = "crisis-rules-1"
+Tier = Literal["none", "possible", "high"]
+TIERS: tuple[Tier, ...] = ("none", "possible", "high")
+TIER_RANK = {t: i for i, t in enumerate(TIERS)}
+
+# Signal kind -> the tier it gives on its own (see the module docstring for why).
+KIND_TIER: dict[str, Tier] = {
+    "passive_death_wish": "possible", "active_ideation": "possible", "self_harm_thoughts": "possible",
+    "past_attempt": "possible", "past_self_harm": "possible", "dependent_at_risk": "possible",
+    "other_at_risk": "possible", "harm_from_others": "possible",
+    "method": "high", "plan": "high", "command_hallucination": "high", "preparation": "high", "intent": "high",
+    "attempt": "high", "recent_self_harm": "high", "dependent_harm": "high",
+}
+# Kinds that only count next to the client's own ideation: alone they are everyday words ("pills",
+# "I gave my guitar to a friend", "I have a plan").
+_SUPPORTING = {"method", "preparation"}
+_OWN_IDEATION = {"passive_death_wish", "active_ideation", "self_harm_thoughts", "intent", "plan", "attempt",
+                 "command_hallucination"}
+# How far a method mention may sit from the ideation it supports: about two sentences.
+METHOD_WINDOW_CHARS = 200
+# A rule's regex runs only in a window around each of its trigger words: (characters before the word,
+# characters after it), measured on the rule's longest patterns ("wouldn't be the worst thing if a lorry
+# hit me" starts 45 characters before "hit"; "researched how many ... pills" ends ~90 after "researched")
+# plus a margin. Scanning 80-150 characters instead of the whole speech makes the screen ~3x faster.
+_REACH = {"command_hallucination": (10, 70), "intent": (45, 45), "plan": (45, 100), "attempt": (35, 60),
+          "self_harm": (45, 40), "self_harm_thoughts": (45, 20), "active_ideation": (45, 45), "passive_death_wish": (65, 50),
+          "method": (25, 30), "preparation": (30, 45), "harm_from_others": (30, 45), "ideation3": (45, 25),
+          "harm3": (35, 25)}
+
+
+@dataclass(frozen=True)
+class Signal:
+    kind: str
+    start: int
+    end: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Screen:
+    tier: Tier
+    signals: tuple[Signal, ...]
+    rules_version: str = RULES_VERSION
+
+    def evidence(self) -> str:
+        """The spans, joined, for reports: ``kind: "text" | ...``."""
+        return " | ".join(f'{s.kind}: "{s.text}"' for s in self.signals)
+
+    def to_dict(self) -> dict:
+        return {"tier": self.tier, "signals": [asdict(s) for s in self.signals], "evidence": self.evidence(),
+                "rules_version": self.rules_version}
+
+
+# ---------------------------------------------------------------------------------------------- core
+
+
+def _clause_before(text: str, start: int) -> str:
+    """The clause a match sits in, up to the match: negation and 'if' only reach that far."""
+    window = text[max(0, start - 120):start]
+    last = None
+    for last in CLAUSE_BREAK.finditer(window):
+        pass
+    return window[last.end():] if last else window
+
+
+def _sentence_of(text: str, start: int, end: int) -> tuple[int, int]:
+    s = max(text.rfind(c, 0, start) for c in ".!?\n") + 1
+    ends = [i for i in (text.find(c, end) for c in ".!?\n") if i != -1]
+    return s, (min(ends) + 1 if ends else len(text))
+
+
+def _negated(text: str, start: int, end: int, clause: str) -> bool:
+    if not NEGATION.search(clause) or NOT_NEGATION.search(clause):
+        return False
+    return not UNTIL_NOW.search(text[end:end + 60])  # "never thought about it until now" is not a denial
+
+
+def _hypothetical(clause: str) -> bool:
+    return bool(HYPOTHETICAL.search(clause)) and not HYP_EXCEPT.search(clause)
+
+
+def _other_subject(clause: str) -> str | None:
+    """'dependent' | 'other' | 'generic' | 'pronoun' when the clause's last subject is someone else, else None."""
+    last = None
+    for last in SUBJECT3.finditer(clause):
+        pass
+    if last is None or last.group(0).lower() in ("i", "i'm", "i've", "i'd", "me", "my"):
+        return None
+    if last.group(1):
+        return "pronoun"
+    noun = (last.group(3) or "").lower()
+    if last.group(2).lower() in ("a", "an", "the"):
+        return "generic" if noun not in DEPENDENT else "dependent"
+    return "dependent" if noun in DEPENDENT else "other"
+
+
+def _self_subject(text: str, start: int, clause: str) -> bool:
+    """Whether the nearest subject before a third-person pattern is the client ("I wanted to die")."""
+    last = None
+    for last in SUBJECT.finditer(clause or text[_sentence_of(text, start, start)[0]:start]):
+        pass
+    return last is not None and last.group(0).lower() in ("i", "i'm", "i've", "i'd", "i'll", "me")
+
+
+def _when(text: str, start: int, end: int) -> str:
+    """'recent' | 'past' from the words around a behaviour; unknown counts as recent (the screener asks,
+    we cannot, so the safer reading wins)."""
+    s, e = _sentence_of(text, start, end)
+    sentence = text[s:e]
+    if RECENT.search(sentence):
+        return "recent"
+    return "past" if PAST.search(sentence) else "recent"
+
+
+def _quote_at(quotes: list[tuple[int, int]], pos: int) -> tuple[int, int] | None:
+    for qs, qe in quotes:
+        if qs <= pos < qe:
+            return qs, qe
+    return None
+
+
+def _quotes(text: str) -> list[tuple[int, int]]:
+    if '"' not in text and "'" not in text and "“" not in text and "‘" not in text:
+        return []
+    return [(m.start(), m.end()) for m in QUOTE.finditer(text)]
+
+
+def _who(text: str, before: int) -> str:
+    """'dependent' | 'other' | 'generic' | 'none': the nearest person named before ``before`` (~3 sentences)."""
+    last = None
+    for last in PERSON.finditer(text, max(0, before - 400), before):
+        pass
+    if last is None:
+        return "none"
+    if last.group(2):
+        return "generic"
+    if last.group(3) or last.group(4):
+        age = (last.group(3) or last.group(4)).lower()
+        return "dependent" if age in AGES or (age.isdigit() and int(age) < 18) else "other"
+    return "dependent" if last.group(1).lower() in DEPENDENT else "other"
+
+
+def _speaker(text: str, qs: int, qe: int) -> str:
+    """Who says a quote: 'self' | 'dependent' | 'other' | 'generic' | 'none'."""
+    s, _ = _sentence_of(text, max(qs - 1, 0), qs)
+    before = text[max(0, s - 200):qs]
+    after = text[qe:qe + 40]
+    m = None
+    for m in SPEAKER.finditer(before):
+        pass
+    if m is None:
+        m = SPEAKER.match(after.lstrip(" ,"))
+    if m is None:
+        return "none"
+    who = m.group(1)
+    low = who.lower()
+    if low == "i":
+        return "self"
+    if low in ("people", "everyone", "everybody", "someone", "somebody", "you") or low.startswith("the "):
+        return "generic"
+    if low.startswith("my "):
+        noun = low.split()[-1].rstrip("s")
+        return "dependent" if noun in DEPENDENT else "other"
+    return _who(text, qs)
+
+
+def _third(kind_from: str, text: str, m: re.Match, who: str) -> str | None:
+    """The signal kind for someone else's words or acts, or None (grief, history, nobody in particular)."""
+    if who in ("generic", "none"):
+        return None
+    when = _when(text, m.start(), m.end())
+    if when == "past":
+        return None  # other people's past: a risk factor for the client, not a current signal
+    harm = kind_from in ("harm3", "attempt", "self_harm", "plan", "intent", "method")
+    if who == "dependent":
+        return "dependent_harm" if harm else "dependent_at_risk"
+    return "other_at_risk"
+
+
+def _idiom(kind: str, text: str, m: re.Match) -> bool:
+    if kind == "active_ideation" and TOLD_TO.search(text, max(0, m.start() - 60), m.start()):
+        return True  # "my boss said I should just kill myself": someone else's cruelty, not the client's wish
+    if kind in ("active_ideation", "passive_death_wish", "intent") and re.search(r"\b(?:end|ending)\b", m.group(0), ICASE):
+        if END_WITH.match(text, m.end()):
+            return True  # "ending things with Sam"
+        s, e = _sentence_of(text, m.start(), m.end())
+        prev_s, _ = _sentence_of(text, max(s - 2, 0), max(s - 2, 0))
+        context = text[prev_s:e]
+        strong = re.search(r"\b(?:die|dead|suicid\w*|kill|life|alive|pills|better off without me)\b", context, ICASE)
+        if RELATIONSHIP.search(context) and not strong:
+            return True  # "I want to end things", said about a partner
+    return False
+
+
+def _positions(low: str, word: str) -> list[int]:
+    """Start of each whole-word occurrence of ``word`` in ``low``."""
+    out, n, i = [], len(word), low.find(word)
+    while i != -1:
+        if (i == 0 or not low[i - 1].isalpha()) and (i + n == len(low) or not low[i + n].isalpha()):
+            out.append(i)
+        i = low.find(word, i + n)
+    return out
+
+
+def _windows(positions: list[int], before: int, after: int) -> list[tuple[int, int]]:
+    """Merged text windows around trigger words. Running a rule's regex only there, not over the whole
+    speech, is what makes the screen fast: most speeches have few trigger words or none."""
+    merged: list[list[int]] = []
+    for p in positions:  # already in text order
+        lo, hi = max(0, p - before), p + after
+        if merged and lo <= merged[-1][1]:
+            merged[-1][1] = hi
+        else:
+            merged.append([lo, hi])
+    return [(lo, hi) for lo, hi in merged]
+
+
+def screen(text: str) -> Screen:
+    """Tier and evidence for one client speech, by deterministic rules (see the module docstring)."""
+    low = text.lower()
+    ctx = _Context(text)
+    found: list[Signal] = []
+    seen: set[tuple[str, int, int]] = set()
+    for w in TRIGGER_WORDS.intersection(WORD.findall(low)):  # set work in C: most words are no trigger
+        positions = _positions(low, w)
+        for kind, rx, third in TRIGGERS[w]:
+            for lo, hi in _windows(positions, *_REACH[kind]):
+                for m in rx.finditer(text, lo, min(hi, len(text))):
+                    if (kind, m.start(), m.end()) not in seen:
+                        seen.add((kind, m.start(), m.end()))
+                        sig = _signal(kind, third, m, ctx)
+                        if sig is not None:
+                            found.append(sig)
+    return _finish(found, text)
+
+
+class _Context:
+    """The speech, and its quotes found once, on first need."""
+
+    def __init__(self, text: str):
+        self.text = text
+        self._quotes: list[tuple[int, int]] | None = None
+
+    @property
+    def quotes(self) -> list[tuple[int, int]]:
+        if self._quotes is None:
+            self._quotes = _quotes(self.text)
+        return self._quotes
+
+
+def _signal(kind: str, third: bool, m: re.Match, ctx: _Context) -> Signal | None:
+    """The signal one match stands for, or None when negated, hypothetical, an idiom or nobody's risk."""
+    text = ctx.text
+    start, end = m.start(), m.end()
+    if kind == "preparation":  # "I've decided." is matched with the sentence break before it
+        start += len(m.group(0)) - len(m.group(0).lstrip(".!? "))
+    clause = _clause_before(text, start)
+    if _negated(text, start, end, clause) or _hypothetical(clause):
+        return None
+    if third and _self_subject(text, start, clause):
+        return None  # "I wanted to die" is the client's: the first-person rules have it
+    if not third and kind in SUBJECTLESS and m.group(0)[:1] not in "Ii":
+        other = _other_subject(clause)  # "a caller talked about wanting to die" is not the client's wish
+        if other is not None:
+            out = _third(kind, text, m, other if other != "pronoun" else _who(text, start))
+            return Signal(out, start, end, text[start:end]) if out else None
+    if _idiom(kind, text, m):
+        return None
+    who = "self"
+    if third:
+        who = _who(text, start)
+    else:
+        q = _quote_at(ctx.quotes, start)
+        if q is not None:
+            who = _speaker(text, *q)
+            if who == "none":
+                who = "generic"  # an unattributed quote (a song, a saying) is not the client's
+    out = _classify(kind, text, m, who)
+    return Signal(out, start, end, text[start:end]) if out else None
+
+
+def _classify(kind: str, text: str, m: re.Match, who: str) -> str | None:
+    if who != "self":
+        if kind in ("harm_from_others", "preparation", "method"):
+            return None
+        return _third(kind, text, m, who)
+    if kind == "attempt":
+        return "attempt" if _when(text, m.start(), m.end()) == "recent" else "past_attempt"
+    if kind == "self_harm":
+        return "recent_self_harm" if _when(text, m.start(), m.end()) == "recent" else "past_self_harm"
+    if kind == "harm_from_others" and PAST.search(text[slice(*_sentence_of(text, m.start(), m.end()))]):
+        return None  # abuse in the past is trauma history, not present danger
+    return kind
+
+
+def _finish(found: list[Signal], text: str) -> Screen:
+    own = [s for s in found if s.kind in _OWN_IDEATION]
+    kept: list[Signal] = []
+    for s in found:
+        if s.kind in _SUPPORTING:
+            if s.kind == "method" and not any(abs(s.start - o.start) <= METHOD_WINDOW_CHARS and s is not o for o in own):
+                continue
+            if s.kind == "preparation" and not own:
+                continue
+        kept.append(s)
+    kept.sort(key=lambda s: (s.start, -(s.end - s.start), -TIER_RANK[KIND_TIER[s.kind]]))
+    out: list[Signal] = []
+    for s in kept:  # overlapping spans are one piece of evidence ("kill myself" in "going to kill myself")
+        if out and s.start < out[-1].end:
+            if s.kind == out[-1].kind:  # "go to sleep hoping" + "hoping I won't wake up": their union
+                lo, hi = out[-1].start, max(out[-1].end, s.end)
+                out[-1] = Signal(s.kind, lo, hi, text[lo:hi])
+                continue
+            a, b = ((TIER_RANK[KIND_TIER[x.kind]], x.kind not in _SUPPORTING, x.end - x.start) for x in (s, out[-1]))
+            if a > b:
+                out[-1] = s
+            continue
+        out.append(s)
+    tier: Tier = max((KIND_TIER[s.kind] for s in out), key=TIER_RANK.__getitem__, default="none")
+    return Screen(tier=tier, signals=tuple(out))
+
+
+def screen_many(texts: Iterable[str]) -> list[Screen]:
+    return [screen(t) for t in texts]
+
+
+# The rest of the public API lives in crisis_check.py (to keep each module readable) and is imported from here.

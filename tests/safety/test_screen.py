@@ -1,0 +1,446 @@
+"""Crisis screen: traps, tiers, evidence spans, response checks, retired numbers, CLI, model check."""
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from psychocounsel.safety.screen import KIND_TIER, TIERS, Screen, screen, screen_many
+from psychocounsel.safety.model_check import ModelCheck, model_check, parse_check_reply
+from psychocounsel.safety.responses import check_response, find_wrong_crisis_numbers
+from psychocounsel.safety.model_check import CheckReplyError
+from psychocounsel.errors import BackendError
+from tests.fakes import FakeBackend, failing
+
+DATA = Path(__file__).resolve().parents[2] / "psychocounsel" / "data"
+
+
+def kinds(text: str) -> set[str]:
+    return {s.kind for s in screen(text).signals}
+
+
+# ------------------------------------------------------------------------------------------- traps
+
+TRAPS = {
+    "negation": [
+        "I'm not suicidal.",
+        "I'm not suicidal, I'm just exhausted from work.",
+        "I would never kill myself, I have my kids.",
+        "I don't want to die, I want my life to be different.",
+        "No, I've never self-harmed. I just cry a lot at work.",
+        "I have never tried to kill myself and I don't have thoughts like that.",
+        "To be clear, I don't have any suicidal thoughts.",
+        "I'm not going to hurt myself, please don't worry about that.",
+        "It's not that I want to die. I want a week where nobody needs me.",
+    ],
+    "others_past": [
+        "My friend died by suicide last year.",
+        "My brother killed himself when I was fourteen.",
+        "My mum attempted suicide when I was a kid. I found her.",
+        "A colleague took his own life in the spring.",
+        "My aunt attempted suicide in the nineties.",
+    ],
+    "idioms": [
+        "This job is killing me.",
+        "I want to end my relationship.",
+        "I thought I was going to die of embarrassment.",
+        "I'm dying to see my grandkids.",
+        "I've had a killer headache all week.",
+        "I've been thinking about ending things with Marcus.",
+        "I want to end it with my boyfriend.",
+        "I could kill myself for forgetting her birthday.",
+        "Going back there would be career suicide.",
+        "I cut myself shaving before the interview.",
+        "I'm tired of living like this, paycheck to paycheck.",
+        "I had a panic attack and I was convinced I was dying.",
+        "I'd rather be dead than wear that suit, honestly.",
+    ],
+    "hypothetical_or_quote": [
+        "If someone told me they wanted to kill themselves, I wouldn't know what to say.",
+        "What should I do if my friend ever says she wants to die?",
+        "My GP asked if I ever think about killing myself and I said no.",
+        "There's that song that goes 'I want to die young'. My daughter loves it.",
+        "People say 'I want to die' when they're embarrassed, don't they?",
+        "I volunteer on a helpline and a caller talked about wanting to die.",
+    ],
+}
+
+
+@pytest.mark.parametrize("text", [t for ts in TRAPS.values() for t in ts])
+def test_traps_are_none(text):
+    s = screen(text)
+    assert s.tier == "none", s.evidence()
+
+
+def test_overlapping_evidence_is_joined():
+    (sig,) = screen("I go to sleep hoping I won't wake up.").signals
+    assert sig.text == "go to sleep hoping I won't wake up"
+
+
+def test_negated_doubt_is_still_possible():
+    s = screen("I'm not sure I want to live anymore.")
+    assert s.tier == "possible" and s.signals[0].kind == "passive_death_wish"
+
+
+# ------------------------------------------------------------------------------------------- tiers
+
+@pytest.mark.parametrize("text,tier,kind", [
+    ("I go to sleep hoping I won't wake up.", "possible", "passive_death_wish"),
+    ("I wish I was dead.", "possible", "passive_death_wish"),
+    ("Everyone would be better off without me.", "possible", "passive_death_wish"),
+    ("I pray every night that God takes me.", "possible", "passive_death_wish"),
+    ("I think about killing myself most days, but I have no plan.", "possible", "active_ideation"),
+    ("I've been feeling really suicidal since the baby.", "possible", "active_ideation"),
+    ("I get urges to cut again.", "possible", "self_harm_thoughts"),
+    ("I tried to kill myself when I was nineteen.", "possible", "past_attempt"),
+    ("I used to self-harm when I was at school.", "possible", "past_self_harm"),
+    ("My daughter is nine. She said, 'I wish I was dead.'", "possible", "dependent_at_risk"),
+    ("My son keeps saying he wants to kill himself.", "possible", "dependent_at_risk"),
+    ("My husband keeps saying he wants to kill himself.", "possible", "other_at_risk"),
+    ("He grabbed me by the throat on Friday.", "possible", "harm_from_others"),
+    ("I have a plan to kill myself.", "high", "plan"),
+    ("I've been stockpiling my sleeping pills.", "high", "plan"),
+    ("I know when and how.", "high", "plan"),
+    ("I'm going to kill myself this weekend.", "high", "intent"),
+    ("I keep thinking about ending it and I'm scared of what I might do.", "high", "intent"),
+    ("I can't keep myself safe right now.", "high", "intent"),
+    ("I took an overdose on Sunday.", "high", "attempt"),
+    ("I cut myself again last night.", "high", "recent_self_harm"),
+    ("I've been thinking about suicide. I think about jumping off the bridge.", "high", "method"),
+    ("The voice keeps telling me to hurt myself.", "high", "command_hallucination"),
+    ("My fifteen-year-old son took an overdose on Tuesday.", "high", "dependent_harm"),
+    ("My daughter has been cutting herself. She's thirteen.", "high", "dependent_harm"),
+])
+def test_tiers_and_kinds(text, tier, kind):
+    s = screen(text)
+    assert s.tier == tier, s.evidence()
+    assert kind in {x.kind for x in s.signals}, s.evidence()
+
+
+def test_tier_is_the_highest_signal_and_kinds_are_known():
+    s = screen("I wish I was dead. I took an overdose last week.")
+    assert s.tier == "high" and {"passive_death_wish", "attempt"} <= {x.kind for x in s.signals}
+    for text in ["I want to die.", "I cut myself again last night."]:
+        assert all(x.kind in KIND_TIER for x in screen(text).signals)
+
+
+def test_method_and_preparation_need_ideation():
+    # everyday words alone are no risk; next to ideation they make it high
+    assert screen("I take my tablets every morning and cross the bridge to work.").tier == "none"
+    assert screen("I gave my guitar to my friend. I've written letters to my parents.").tier == "none"
+    s = screen("I've decided. I've written letters to my parents. I know when and how.")
+    assert s.tier == "high" and "preparation" in {x.kind for x in s.signals}
+
+
+def test_dependent_passive_wish_is_possible_and_dependent_attempt_high():
+    assert screen("My little boy said 'I wish I was never born' at bedtime. He's seven.").tier == "possible"
+    assert screen("My son tried to hang himself in his room last week. He's twelve.").tier == "high"
+
+
+def test_other_peoples_recent_risk_is_possible_but_their_past_is_none():
+    assert screen("My mum tried to kill herself last week.").tier == "possible"
+    assert screen("My dad tried to kill himself years ago.").tier == "none"
+
+
+def test_abuse_in_the_past_is_history_not_present_danger():
+    assert screen("My dad used to hit me when I was a kid.").tier == "none"
+    assert screen("He hits me when he drinks.").tier == "possible"
+
+
+# ------------------------------------------------------------------------------------------- spans
+
+def test_spans_point_at_the_evidence():
+    text = ("I'm 79 and my wife is gone. I'm not going to do anything silly. But I pray at night that God takes me. "
+            "Last month I took an overdose.")
+    s = screen(text)
+    assert s.tier == "high"
+    for sig in s.signals:
+        assert text[sig.start:sig.end] == sig.text
+    by_kind = {x.kind: x.text for x in s.signals}
+    assert "God takes me" in by_kind["passive_death_wish"]
+    assert by_kind["attempt"] == "I took an overdose"
+    assert 'attempt: "I took an overdose"' in s.evidence()
+
+
+def test_quoted_span_of_a_dependent():
+    text = "My daughter is nine. Last night she said, 'I wish I was dead, then nobody would be mad at me.' I froze."
+    (sig,) = screen(text).signals
+    assert sig.kind == "dependent_at_risk" and sig.text == "wish I was dead" and text[sig.start:sig.end] == sig.text
+
+
+def test_screen_is_deterministic_and_serialisable():
+    text = "I think about killing myself most days."
+    assert screen(text) == screen(text)
+    d = screen(text).to_dict()
+    assert d["tier"] == "possible" and d["signals"][0]["kind"] == "active_ideation" and d["rules_version"]
+    assert [x.tier for x in screen_many(["fine", text])] == ["none", "possible"]
+    assert screen("").tier == "none" and screen("").evidence() == ""
+
+
+# --------------------------------------------------------------------------------- retired numbers
+
+@pytest.mark.parametrize("text,expected", [
+    ("Call the National Suicide Prevention Lifeline at 1-800-273-8255.", "1-800-273-8255"),
+    ("call 1 (800) 273-TALK (8255) now", "1 (800) 273-TALK (8255)"),
+    ("Lifeline: 1-800-273-TALK", "1-800-273-TALK"),
+    ("ring 800.273.8255", "800.273.8255"),
+    ("+1 800 273 8255 is open 24/7", "+1 800 273 8255"),
+    ("dial 18002738255", "18002738255"),
+    ("(800) 273-8255", "(800) 273-8255"),
+    ("call 1-800-SUICIDE", "1-800-SUICIDE"),
+    ("1-800-784-2433", "1-800-784-2433"),
+    ("Samaritans on 08457 90 90 90", "08457 90 90 90"),
+    ("Samaritans: 0845 790 9090", "0845 790 9090"),
+    ("Samaritans Ireland 1850 60 90 90", "1850 60 90 90"),
+    ("NHS Direct on 0845 4647", "0845 4647"),
+])
+def test_wrong_numbers_in_many_formats(text, expected):
+    assert find_wrong_crisis_numbers(text) == (expected,)
+
+
+@pytest.mark.parametrize("text", [
+    "Call or text 988, or text HOME to 741741.", "Samaritans are free on 116 123.", "Call 911 or 999 in an emergency.",
+    "Call NHS 111 and choose option 2.", "My order number is 1-800-273-82551.", "Lifeline Australia 13 11 14.",
+])
+def test_correct_numbers_are_not_flagged(text):
+    assert find_wrong_crisis_numbers(text) == ()
+
+
+def test_wrong_numbers_deduplicated_in_order():
+    text = "Call 1-800-273-8255 or Samaritans 08457 90 90 90; again, 1-800-273-8255."
+    assert find_wrong_crisis_numbers(text) == ("1-800-273-8255", "08457 90 90 90")
+
+
+# ---------------------------------------------------------------------------------- check_response
+
+RISKY = screen("I wish I was dead.")
+
+
+@pytest.mark.parametrize("response,ack,help_", [
+    ("It sounds like you've been having thoughts of wanting to die. Are you safe right now? Please call or text 988.",
+     True, True),
+    ("Thank you for telling me you wish you were dead. I'm worried about you. Please reach out to your GP today.",
+     True, True),
+    ("Have you tried a morning routine and some light exercise?", False, False),
+    ("Please call or text 988 any time.", False, True),
+    ("That sounds heavy. Would you be willing to make a safety plan with me?", True, False),
+    ("Is there a trusted adult, like a school counsellor, you could talk to this week?", False, True),
+    ("You don't need to call a hotline, just get some rest.", False, False),
+    ("Please call the National Suicide Prevention Lifeline.", False, True),
+    ("What you describe is abuse and it is not your fault. Call 999 if you are in danger.", True, True),
+])
+def test_check_response(response, ack, help_):
+    r = check_response(RISKY, response)
+    assert (r.acknowledges_risk, r.points_to_help) == (ack, help_)
+
+
+def test_check_response_flags_retired_number_and_adequacy():
+    r = check_response(RISKY, "I hear you're thinking about suicide. Call the Lifeline at 1-800-273-TALK.")
+    assert r.acknowledges_risk and r.points_to_help and r.wrong_numbers == ("1-800-273-TALK",)
+    assert not r.adequate
+    good = check_response(RISKY, "I'm worried about your safety. Please call or text 988 now.")
+    assert good.adequate
+
+
+def test_labelled_response_examples_agree():
+    rows = [json.loads(x) for x in (DATA / "crisis_labelled.jsonl").read_text().splitlines()]
+    for r in (x for x in rows if x["kind"] == "response"):
+        got = check_response(screen(r["text"]), r["response"])
+        assert (got.acknowledges_risk, got.points_to_help, list(got.wrong_numbers)) == \
+            (r["acknowledges_risk"], r["points_to_help"], r["wrong_numbers"]), r["id"]
+
+
+# ---------------------------------------------------------------------------- labelled set and demo
+
+def test_labelled_set_shape_and_accuracy_floor():
+    rows = [json.loads(x) for x in (DATA / "crisis_labelled.jsonl").read_text().splitlines()]
+    speeches = [r for r in rows if r["kind"] == "speech"]
+    assert len(speeches) >= 150 and sum(r["trap"] for r in speeches) >= 40
+    assert len({r["id"] for r in rows}) == len(rows)
+    assert {r["tier"] for r in speeches} == set(TIERS)
+    assert len([r for r in rows if r["kind"] == "response"]) >= 20
+    # a regression guard, not a quality claim: the rules were written against these speeches
+    right = sum(screen(r["text"]).tier == r["tier"] for r in speeches)
+    assert right / len(speeches) >= 0.95
+    assert all(screen(r["text"]).tier == "none" for r in speeches if r["trap"])
+
+
+def test_demo_crisis_rows_flagged_and_others_not():
+    demo = [json.loads(x) for x in (DATA / "demo_speeches.jsonl").read_text().splitlines()]
+    tiers = {r["id"]: screen(r["text"]).tier for r in demo}
+    crisis = {r["id"] for r in demo if r["topic"] == "crisis"}
+    assert all(tiers[i] != "none" for i in crisis)
+    assert all(t == "none" for i, t in tiers.items() if i not in crisis)
+    assert tiers["demo-170"] == tiers["demo-171"] == "high" and tiers["demo-172"] == "possible"
+
+
+def test_fast_enough():
+    demo = [json.loads(x)["text"] for x in (DATA / "demo_speeches.jsonl").read_text().splitlines()]
+    t = time.process_time()
+    for _ in range(5):
+        screen_many(demo)
+    rate = 5 * len(demo) / max(time.process_time() - t, 1e-9)
+    assert rate > 10_000, rate  # measured ~30k/s on CPU time; the bound allows for a slow, busy CI core
+
+
+# -------------------------------------------------------------------------------------------- CLI
+
+def _run(args):
+    from psychocounsel.cli import main
+
+    return CliRunner().invoke(main, args, catch_exceptions=False)
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_cli_jsonl_end_to_end(tmp_path):
+    src = _write_jsonl(tmp_path / "s.jsonl", [
+        {"id": "a", "text": "Work has been stressful but I'm coping."},
+        {"id": "b", "text": "I wish I was dead."},
+        {"id": "c", "text": "I cut myself again last night."},
+    ])
+    out = tmp_path / "out.jsonl"
+    res = _run(["screen", str(src), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [(r["id"], r["tier"]) for r in rows] == [("a", "none"), ("b", "possible"), ("c", "high")]
+    assert rows[2]["signals"][0] == {"kind": "recent_self_harm", "start": 0, "end": 12, "text": "I cut myself"}
+    assert rows[1]["evidence"] == 'passive_death_wish: "wish I was dead"' and rows[1]["source"].endswith(":2")
+    assert "possible" in res.output and "high" in res.output and "none" in res.output
+
+
+def test_cli_csv_and_parquet_with_column(tmp_path):
+    import pandas as pd
+
+    df = pd.DataFrame({"speech": ["I want to die.", "My friend died by suicide last year."]})
+    df.to_csv(tmp_path / "s.csv", index=False)
+    df.to_parquet(tmp_path / "s.parquet")
+    for name in ("s.csv", "s.parquet"):
+        out = tmp_path / f"{name}.out.jsonl"
+        res = _run(["screen", str(tmp_path / name), "--column", "speech", "--out", str(out)])
+        assert res.exit_code == 0, res.output
+        rows = [json.loads(x) for x in out.read_text().splitlines()]
+        assert [r["tier"] for r in rows] == ["possible", "none"]
+        assert [r["id"] for r in rows] == (["2", "3"] if name.endswith("csv") else ["1", "2"])
+
+
+@pytest.mark.parametrize("content,name,needle", [
+    ('{"text": "fine"}\n{"text": broken\n', "bad.jsonl", "bad.jsonl:2"),
+    ('{"speech": "fine"}\n', "nocol.jsonl", "column 'text'"),
+    ('{"text": "fine"}\n{"text": ""}\n', "empty.jsonl", "empty.jsonl:2 (column 'text'): text is empty"),
+    ('{"text": 3}\n', "num.jsonl", "expected a string"),
+    ("text\nhello,extra\n", "bad.csv", "bad.csv:2"),
+    ("whatever", "speeches.txt", "unknown extension"),
+])
+def test_cli_bad_input_is_one_line(tmp_path, content, name, needle):
+    src = tmp_path / name
+    src.write_text(content, encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    res = _run(["screen", str(src), "--out", str(out)])
+    assert res.exit_code == 2
+    assert needle in res.output and "Traceback" not in res.output
+    assert not out.exists() and not (tmp_path / "out.jsonl.tmp").exists()
+
+
+# ------------------------------------------------------------------------------------- model check
+
+def test_parse_check_reply():
+    assert parse_check_reply('```json\n{"tier": "High", "reason": "a plan"}\n```') == ("high", "a plan")
+    for bad, msg in [("high", "no JSON"), ('{"risk": "high"}', "without a 'tier'"), ('{"tier": "medium"}', "not one of")]:
+        with pytest.raises(CheckReplyError, match=msg):
+            parse_check_reply(bad)
+
+
+def test_model_check_only_flagged_and_failures_recorded():
+    texts = ["Work is fine.", "I wish I was dead.", "I have a plan to kill myself.", "I cut myself again last night."]
+    fake = FakeBackend(replies=['{"tier": "high", "reason": "wish"}', "I think this is high risk",
+                                failing("server down")])
+    out = asyncio.run(model_check(texts, fake, "judge-model", concurrency=1))
+    assert out[0] is None and len(fake.calls) == 3
+    assert out[1] == ModelCheck("possible", "high", reason="wish", raw='{"tier": "high", "reason": "wish"}',
+                                prompt_version=out[1].prompt_version)
+    assert out[1].agrees is False and out[1].tier == "high"  # the model may raise a tier
+    assert out[2].model_tier is None and "unparseable" in out[2].error and out[2].tier == "high"
+    assert out[3].model_tier is None and out[3].error.startswith("backend:") and out[3].agrees is None
+    req = fake.calls[0]
+    assert req.model == "judge-model" and req.tag.startswith("crisis_check:crisis_check_v1@")
+    assert "I wish I was dead." in req.messages[-1][1] and req.sampling.temperature == 0.0
+    assert "passive_death_wish" not in str(req.messages)  # the model does not see the rules' tier or evidence
+
+
+def test_model_check_never_lowers_and_check_all():
+    fake = FakeBackend(reply=lambda req: '{"tier": "none", "reason": "idiom"}')
+    out = asyncio.run(model_check(["Work is fine.", "I took an overdose on Sunday."], fake, "m", check_all=True))
+    assert len(fake.calls) == 2 and out[0].agrees is True
+    assert out[1].model_tier == "none" and out[1].agrees is False and out[1].tier == "high"
+
+
+def test_model_check_propagates_nothing_for_backend_errors():
+    fake = FakeBackend(replies=[BackendError("rate limited", status=429)])
+    (res,) = asyncio.run(model_check(["I want to die."], fake, "m"))
+    assert isinstance(res, ModelCheck) and res.model_tier is None and "rate limited" in res.error
+    assert isinstance(screen("x"), Screen)
+
+
+def test_cli_model_check_raises_tiers_records_failures_and_caches(tmp_path, monkeypatch):
+    from psychocounsel.safety import command as crisis_check
+
+    src = _write_jsonl(tmp_path / "s.jsonl", [
+        {"id": "a", "text": "Work has been stressful but I'm coping."},
+        {"id": "b", "text": "I wish I was dead."},
+        {"id": "c", "text": "I cut myself again last night."},
+    ])
+
+    def reply(req):
+        text = req.messages[-1][1]
+        return '{"tier": "high", "reason": "wish"}' if "dead" in text else "cannot say"
+
+    fake = FakeBackend(reply=reply)
+    made = []
+    monkeypatch.setattr(crisis_check, "_check_backend", lambda *a: made.append(a) or fake)
+    out = tmp_path / "out.jsonl"
+    res = _run(["screen", str(src), "--out", str(out), "--check-model", "judge", "--base-url", "http://x/v1"])
+    assert res.exit_code == 0, res.output
+    assert made[0][:2] == ("openai", "http://x/v1") and len(fake.calls) == 2  # flagged speeches only
+    rows = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert rows["a"]["model_check"] is None and rows["a"]["final_tier"] == "none"
+    assert rows["b"]["tier"] == "possible" and rows["b"]["final_tier"] == "high"  # raised by the model
+    assert rows["b"]["model_check"]["tier"] == "high" and rows["b"]["model_check"]["model"] == "judge"
+    assert rows["c"]["model_check"]["tier"] is None and "unparseable" in rows["c"]["model_check"]["error"]
+    assert rows["c"]["final_tier"] == "high"  # a failed check never lowers the rules' tier
+    assert "1 model check(s) failed" in res.output and "after judge" in res.output
+    assert (tmp_path / "out.jsonl.cache.sqlite").is_file()
+    res = _run(["screen", str(src), "--out", str(out), "--check-model", "judge"])  # rerun: answered by the cache
+    assert res.exit_code == 0 and len(fake.calls) == 2
+    assert {r["id"]: r["final_tier"] for r in map(json.loads, out.read_text().splitlines())} == \
+        {"a": "none", "b": "high", "c": "high"}
+
+
+def test_trigger_windows_lose_nothing():
+    """The fast path (regexes run near trigger words only) gives the tiers of running every rule everywhere."""
+    import re
+
+    from psychocounsel.safety import screen as c
+    from psychocounsel.safety.rules import _SELF_RULES, _THIRD_RULES
+
+    def exhaustive(text: str) -> str:
+        ctx, found = c._Context(text), []
+        for rules, third in ((_SELF_RULES, False), (_THIRD_RULES, True)):
+            for kind, alts, _ in rules:
+                for a in alts:
+                    for m in re.finditer(a, text, re.I):
+                        sig = c._signal(kind, third, m, ctx)
+                        if sig is not None:
+                            found.append(sig)
+        return c._finish(found, text).tier
+
+    rows = [json.loads(x) for x in (DATA / "crisis_labelled.jsonl").read_text().splitlines()]
+    rows += [json.loads(x) for x in (DATA / "demo_speeches.jsonl").read_text().splitlines()]
+    texts = [r["text"] for r in rows] + [t for ts in TRAPS.values() for t in ts]
+    assert [screen(t).tier for t in texts] == [exhaustive(t) for t in texts]
