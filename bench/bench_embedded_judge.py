@@ -52,7 +52,6 @@ from psychocounsel.rubric.principles import PrincipleSet, load_principles
 from psychocounsel.rubric.prompts import Prompt, load_prompt
 
 DATA = Path(__file__).resolve().parent / "data" / "judge_sanity.jsonl"
-CHOICES = ["1", "2", "3", "4", "5"]
 BAD_KINDS = ("dismissive", "directive", "generic", "harmful")
 TEXT_FIELDS = ("id", "speech", "good", "bad", "bad_kind")
 
@@ -149,9 +148,9 @@ def summarize(triples: list[dict[str, str]], scores: list[dict[str, dict[str, fl
 async def score_response(backend: LocalBackend, model: str, principles: PrincipleSet, prompt: Prompt,
                          speech: str, response: str) -> dict[str, float]:
     """Principle scores and their equal-weight overall for one response, as the geval judge computes them."""
-    prefix, suffixes = judge.geval_prefix_and_suffixes(principles, prompt, speech, response)
-    probs = await backend.score_choices(model, prefix, suffixes, CHOICES)
-    scores = {p.key: judge.expected_score(row) for p, row in zip(principles, probs)}
+    prefix, suffixes = judge.PrincipleScorer(principles, prompt, model, None, mode="geval").geval_prompt(speech, response)
+    probs = await backend.score_choices(model, prefix, suffixes, judge.SCORE_CHOICES)
+    scores = judge.geval_scores(principles, probs)
     scores["overall"] = judge.overall({k: scores[k] for k in principles.keys})
     return scores
 

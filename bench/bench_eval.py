@@ -26,7 +26,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from psychocounsel.evaluation.config import EvalConfig
-from psychocounsel.evaluation.evaluate import CallBudget, Evaluation, evaluate
+from psychocounsel.dataset.session import CallBudget
+from psychocounsel.evaluation.evaluate import evaluate
+from psychocounsel.evaluation.session import Evaluation
+from psychocounsel.evaluation.stages import stage_generate, stage_judge
 from psychocounsel.testing.fakeserver import fake_server
 from psychocounsel.runner import StageProgress
 
@@ -78,9 +81,9 @@ def main() -> None:
 
             async def stages():
                 try:
-                    gen = await ev.stage_generate()
+                    gen = await stage_generate(ev)
                     c0, t0 = time.process_time(), time.perf_counter()
-                    jud = await ev.stage_judge()
+                    jud = await stage_judge(ev)
                     return gen, jud, time.perf_counter() - t0, time.process_time() - c0
                 finally:
                     await ev.aclose()

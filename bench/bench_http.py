@@ -1,6 +1,6 @@
 """HTTP client speed: the official ``openai`` client vs psychocounsel's ``openai`` backend.
 
-Setup (the issue's): a local fake server (psychocounsel/fakeserver.py, its own process) answers
+Setup: a local fake server (psychocounsel/testing/fakeserver.py, its own process) answers
 every chat completion after a fixed 50 ms, so with F requests in flight the bound is F / 0.05
 req/s. Each row sends N requests through a semaphore of F after a warm-up of F requests, and
 reports req/s, % of that bound, and the client process's CPU time per request
@@ -46,7 +46,7 @@ from psychocounsel.backends.openai_http import OpenAIBackend
 from psychocounsel.config import OpenAIBackendConfig
 from psychocounsel.testing.fakeserver import fake_server
 
-LATENCY = 0.05  # the issue's fixed added latency
+LATENCY = 0.05  # a fixed added latency: a model "thinking" for 50 ms
 MESSAGES = [
     {"role": "system", "content": "You are a licensed therapist. Reply with empathy and one open question."},
     {"role": "user", "content": "I've been feeling anxious about work for weeks. I lie awake replaying "

@@ -3,14 +3,21 @@
     python bench/bench_pipeline.py throughput --speeches 3000 --inflight 64 256
     python bench/bench_pipeline.py memory --speeches 100000
     python bench/bench_pipeline.py resume --speeches 2000
+    python bench/bench_pipeline.py plots --speeches 1000
 
 throughput: generate + judge through the real stages (requests built, sent over HTTP to a local
   OpenAI-compatible server adding 50 ms per request, replies parsed and stored in SQLite), beside a
   bare loop over the official `openai` async client on the same server. The bound is
-  in_flight / 0.05 s; client CPU is this process's CPU time (the server runs in another process).
+  in_flight / 0.05 s; client CPU is this process's CPU time, all threads (the server runs in another
+  process). "steady" leaves out each stage's first round (opening connections) and last (in flight
+  falls to zero as the plan runs out): the rate between the 10th and 90th percentile of completion
+  times, per stage, so it does not depend on how many requests the bench sends.
 memory: a 100k-speech run through a zero-latency in-process fake backend; peak RSS.
 resume: a run in a subprocess is killed with SIGKILL about half way; the rerun's server-side
   request count shows how many calls were repeated.
+plots: the dataset report's figures for a judged synthetic run (zero-latency fake backend), timed
+  best of 5 (interleaved), beside saving them as the report did before (savefig laying the figure
+  out again after tight_layout); the PNGs must be byte-identical.
 """
 
 from __future__ import annotations
@@ -75,21 +82,50 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-async def official_client(base_url: str, n: int, inflight: int) -> float:
+async def official_client(base_url: str, n: int, inflight: int) -> tuple[float, list[float]]:
+    """Wall time and each request's completion time (time.time())."""
     from openai import AsyncOpenAI
 
     client = AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0)
     it = iter(range(n))
+    done: list[float] = []
 
     async def worker():
         for i in it:
             await client.chat.completions.create(model="m", max_tokens=64,
                                                  messages=[{"role": "user", "content": f"hello {i}"}])
+            done.append(time.time())
 
     t0 = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(inflight)))
     await client.close()
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, done
+
+
+def steady_rate(done: list[float]) -> float:
+    """Requests per second between the 10th and 90th percentile of completion times."""
+    done = sorted(done)
+    lo, hi = done[len(done) // 10], done[len(done) * 9 // 10]
+    return (len(done) * 9 // 10 - len(done) // 10) / (hi - lo)
+
+
+class Timed:
+    """A backend that notes when each call completes (about 1 us a call), for the steady-state rate."""
+
+    def __init__(self, backend):
+        self.backend = backend
+        self.done: list[tuple[str, float]] = []
+
+    def identity(self, model=None):
+        return self.backend.identity(model)
+
+    async def complete(self, req):
+        c = await self.backend.complete(req)
+        self.done.append((req.model, time.time()))
+        return c
+
+    async def aclose(self):
+        await self.backend.aclose()
 
 
 def throughput(args) -> None:
@@ -97,15 +133,18 @@ def throughput(args) -> None:
     with tempfile.TemporaryDirectory() as tmp, fake_server(latency=0.05) as srv:
         speeches = synthetic_speeches(Path(tmp) / "s.jsonl", args.speeches)
         for inflight in args.inflight:
-            # official client, bare loop: the issue's baseline
+            # official client, bare loop: the baseline the speed goal is measured against
             n = min(args.speeches * 4, 20 * inflight * 5)
             c0 = time.process_time()
-            wall = asyncio.run(official_client(srv.base_url, n, inflight))
-            rows.append(("openai client (bare loop)", inflight, n, n / wall, (time.process_time() - c0) / n * 1e3))
+            wall, done = asyncio.run(official_client(srv.base_url, n, inflight))
+            rows.append(("openai client (bare loop)", inflight, n, n / wall, steady_rate(done),
+                         (time.process_time() - c0) / n * 1e3))
             # our pipeline: generate + judge, stored and parsed
             run = pipeline.Run(config(Path(tmp) / f"run{inflight}", speeches, [srv.base_url], inflight),
                                progress=pipeline.StageProgress(enabled=False))
             pipeline.stage_ingest(run)
+            timed = Timed(run.backend("srv"))
+            run.set_backend("srv", timed)
             c0, t0 = time.process_time(), time.perf_counter()
 
             async def both():
@@ -120,12 +159,17 @@ def throughput(args) -> None:
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             calls = g["generated"] + g["failed"] + j["judged"] + j["failed"]
             assert j["judged"] == g["generated"], (g, j)
-            rows.append(("psychocounsel pipeline (gen+judge, stored)", inflight, calls, calls / wall, cpu / calls * 1e3))
+            stages = [[t for model, t in timed.done if (model == "judge") == judge] for judge in (False, True)]
+            steady = len(stages) / sum(1 / steady_rate(done) for done in stages)  # both stages, equal counts
+            rows.append(("psychocounsel pipeline (gen+judge, stored)", inflight, calls, calls / wall, steady,
+                         cpu / calls * 1e3))
             run.close()
-    print(f"\n{'what':44} {'in flight':>9} {'requests':>9} {'req/s':>8} {'% bound':>8} {'CPU ms/req':>10}")
-    for what, inflight, n, rps, cpu in rows:
+    print(f"\n{'what':44} {'in flight':>9} {'requests':>9} {'req/s':>8} {'% bound':>8} {'steady':>7} "
+          f"{'CPU ms/req':>10}")
+    for what, inflight, n, rps, steady, cpu in rows:
         bound = inflight / 0.05
-        print(f"{what:44} {inflight:>9} {n:>9} {rps:>8.0f} {100 * rps / bound:>7.0f}% {cpu:>10.3f}")
+        print(f"{what:44} {inflight:>9} {n:>9} {rps:>8.0f} {100 * rps / bound:>7.1f}% {100 * steady / bound:>6.1f}% "
+              f"{cpu:>10.3f}")
 
 
 class InstantBackend:
@@ -151,7 +195,7 @@ def memory(args) -> None:
         speeches = synthetic_speeches(Path(tmp) / "s.jsonl", args.speeches)
         run = pipeline.Run(config(Path(tmp) / "run", speeches, ["http://127.0.0.1:9/v1"], 256),
                            progress=pipeline.StageProgress(enabled=not args.quiet))
-        run._backends["srv"] = InstantBackend()
+        run.set_backend("srv", InstantBackend())
         t0 = time.perf_counter()
         pipeline.stage_ingest(run)
         t1 = time.perf_counter()
@@ -190,6 +234,51 @@ def resume(args) -> None:
               f"requests for {total - stored} missing answers: {repeats} repeats of stored answers")
 
 
+def plots(args) -> None:
+    from matplotlib.figure import Figure
+
+    from psychocounsel.dataset import stats
+
+    with tempfile.TemporaryDirectory() as tmp:
+        speeches = synthetic_speeches(Path(tmp) / "s.jsonl", args.speeches)
+        run = pipeline.Run(config(Path(tmp) / "run", speeches, ["http://127.0.0.1:9/v1"], 256, k=4),
+                           progress=pipeline.StageProgress(enabled=False))
+        run.set_backend("srv", InstantBackend())
+        pipeline.stage_ingest(run)
+        asyncio.run(pipeline.stage_generate(run))
+        asyncio.run(pipeline.stage_judge(run))
+        pipeline.stage_pairs(run)
+        report = stats.dataset_report(run.dir / "pairs", Path(tmp) / "report", responses=pipeline.export_responses(run))
+        run.close()
+        figures = {"pairs_per_split": stats._plot_splits, "gap": stats._plot_gap,
+                   "principles": stats._plot_principles, "models": stats._plot_models,
+                   "response_scores": stats._plot_responses}
+        ours = stats._save
+
+        def before(fig: Figure, path: Path) -> None:
+            fig.tight_layout()
+            fig.savefig(path, dpi=100)
+
+        times: dict[str, dict[str, float]] = {name: {"before": float("inf"), "now": float("inf")} for name in figures}
+        for how in ("before", "now"):
+            (Path(tmp) / how).mkdir()
+        for _ in range(args.repeat):  # interleaved, best of: other load on the machine hits both alike
+            for how, save in (("before", before), ("now", ours)):
+                stats._save = save
+                for name, plot in figures.items():
+                    t0 = time.perf_counter()
+                    plot(report, Path(tmp) / how / f"{name}.png")
+                    times[name][how] = min(times[name][how], time.perf_counter() - t0)
+        stats._save = ours
+        same = all((Path(tmp) / "before" / f"{n}.png").read_bytes() == (Path(tmp) / "now" / f"{n}.png").read_bytes()
+                   for n in figures)
+    print(f"\n{'figure':18} {'before ms':>10} {'now ms':>8}")
+    for name, t in times.items():
+        print(f"{name:18} {t['before'] * 1e3:>10.0f} {t['now'] * 1e3:>8.0f}")
+    total = {how: sum(t[how] for t in times.values()) for how in ("before", "now")}
+    print(f"{'all five':18} {total['before'] * 1e3:>10.0f} {total['now'] * 1e3:>8.0f}   PNGs byte-identical: {same}")
+
+
 def _served(base_url: str) -> int:
     with urllib.request.urlopen(base_url.rsplit("/v1", 1)[0] + "/stats") as r:
         return json.loads(r.read())["requests"]
@@ -223,8 +312,11 @@ def main() -> None:
     m.add_argument("--quiet", action="store_true")
     r = sub.add_parser("resume")
     r.add_argument("--speeches", type=int, default=2000)
+    p = sub.add_parser("plots")
+    p.add_argument("--speeches", type=int, default=1000)
+    p.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
-    {"throughput": throughput, "memory": memory, "resume": resume}[args.cmd](args)
+    {"throughput": throughput, "memory": memory, "resume": resume, "plots": plots}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -61,10 +61,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from psychocounsel import PRINCIPLE_KEYS
-from psychocounsel.training.dpo import DPOTrainConfig, build_dpo_trainer
+from psychocounsel.training.dpo.config import DPOTrainConfig
+from psychocounsel.training.dpo.recipe import build_dpo_trainer
 from psychocounsel.training.flops import mfu, peak_flops
-from psychocounsel.training.reward import RewardModelConfig
-from psychocounsel.training.reward_trainer import prepare_reward_training
+from psychocounsel.training.reward.config import RewardModelConfig
+from psychocounsel.training.reward.trainer import prepare_reward_training
 
 GPU = False  # --device cuda: bf16 on the GPU for every variant (set in main)
 
@@ -114,7 +115,7 @@ def make_tokenizer(texts: list[str], vocab: int):
                                    chat_template=template)
 
 
-SHAPES = {  # named model shapes (random weights): the GPU bench uses Llama-3.2-1B's
+SHAPES = {  # named model shapes (random weights): the GPU bench uses Llama-3.2-1B's
     "llama-3.2-1b": dict(hidden=2048, layers=16, heads=32, kv_heads=8, intermediate=8192, model_vocab=128256),
 }
 

@@ -165,8 +165,9 @@ def main(out_dir: str, seed: int, n_test: int, baseline: bool, overrides: tuple[
     from psychocounsel import PRINCIPLE_KEYS
     from psychocounsel.dataset.pairs import write_pairs
     from psychocounsel.evaluation.rm_eval import evaluate_reward_model
-    from psychocounsel.training.scorers import load_scorer
-    from psychocounsel.training.multihead import load_multihead_config, train_multihead_reward_model
+    from psychocounsel.training.multihead.config import load_multihead_config
+    from psychocounsel.training.multihead.recipe import train_multihead_reward_model
+    from psychocounsel.training.scoring import load_scorer
 
     out = Path(out_dir)
     timings: dict[str, float] = {}
@@ -193,11 +194,11 @@ def main(out_dir: str, seed: int, n_test: int, baseline: bool, overrides: tuple[
 
     if baseline:
         t = time.perf_counter()
-        from psychocounsel.training.multihead_model import MultiHeadScorer, _classes, _source_kwargs
-        from psychocounsel.training.multihead_data import load_tokenizer
-        location, extra = _source_kwargs(cfg.model)
-        tok = load_tokenizer(location, cfg.chat_template, **extra)
-        model = _classes()["MultiHeadRewardModel"].from_backbone(
+        from psychocounsel.training.multihead.data import load_tokenizer
+        from psychocounsel.training.multihead.model import MultiHeadRewardModel, MultiHeadScorer
+
+        tok = load_tokenizer(cfg.model, cfg.chat_template)
+        model = MultiHeadRewardModel.from_backbone(
             cfg.model, list(PRINCIPLE_KEYS), None, max_length=cfg.max_length)
         res = evaluate_reward_model(MultiHeadScorer.from_model(model, tok), test_file, n_boot=n_boot, seed=seed)
         timings["baseline_eval_s"] = time.perf_counter() - t

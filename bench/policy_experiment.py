@@ -53,7 +53,7 @@ def make_splits(src: Path, dst: Path, n_dev: int, seed: int) -> dict[str, int]:
 def greedy_replies(policy: str, questions: list[str], max_tokens: int) -> list[str]:
     from psychocounsel.backends.local import LocalBackend
     from psychocounsel.config import LocalBackendConfig
-    from psychocounsel.training.online_dpo_sampling import generate
+    from psychocounsel.training.online_dpo.sampling import generate
 
     backend = LocalBackend(LocalBackendConfig(device="cpu", batch_size=16))
     return [r[0] for r in generate(backend, policy, questions, 1, temperature=0.0, top_p=1.0,
@@ -73,7 +73,7 @@ def speech_overlap(speech: str, reply: str) -> float:
 def summarise(rewards: dict[str, np.ndarray], lengths: dict[str, np.ndarray], n_boot: int,
               replies: dict[str, tuple[list[str], list[str]]] | None = None) -> dict:
     from psychocounsel.measures.bootstrap import bootstrap_ci
-    from psychocounsel.training.online_dpo_sampling import diversity
+    from psychocounsel.training.online_dpo.sampling import diversity
 
     base = rewards["base"]
     out = {}
@@ -172,10 +172,12 @@ def main(out_dir: str, rm_dir: str, pairs_src: str, train_layers: int, lr: float
          sft_epochs: float, sft_lr: float | None, online_lr: float | None,
          online_epochs: float, online_sft_weight: float, online_reference: str, every_round: bool, rounds: int,
          speeches_per_round: int, samples: int, max_tokens: int, n_dev: int, n_boot: int, seed: int) -> None:
-    from psychocounsel.training.scorers import load_scorer
-    from psychocounsel.training.dpo import DPOTrainConfig, train_dpo
-    from psychocounsel.training.online_dpo import OnlineDPOConfig, train_online_dpo
-    from psychocounsel.training.online_dpo_sampling import score
+    from psychocounsel.training.dpo.config import DPOTrainConfig
+    from psychocounsel.training.dpo.recipe import train_dpo
+    from psychocounsel.training.online_dpo.config import OnlineDPOConfig
+    from psychocounsel.training.online_dpo.recipe import train_online_dpo
+    from psychocounsel.training.online_dpo.sampling import score
+    from psychocounsel.training.scoring import load_scorer
 
     out = Path(out_dir)
     pairs = out / "pairs"

@@ -1,4 +1,4 @@
-"""The ``psychocounsel`` command line. It routes; the stages compute (see pipeline.py).
+"""The ``psychocounsel`` command line. It routes and prints; the stages compute (``dataset/pipeline.py``).
 
     psychocounsel run configs/demo.yaml            # every data stage, resumable
     psychocounsel run configs/paper.yaml --dry-run # calls, tokens and cost before spending
@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import sys
@@ -16,6 +15,7 @@ from typing import Any, Callable
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import UserError
@@ -32,7 +32,8 @@ def _friendly(fn: Callable) -> Callable:
         try:
             return fn(*a, **kw)
         except UserError as e:
-            err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+            # escape: a message is text; "[...]" in a path or value would be read as markup (eaten, or a crash)
+            err_console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
             sys.exit(2)
         except KeyboardInterrupt:
             err_console.print("interrupted: everything finished so far is stored; rerun the same command to continue")
@@ -58,7 +59,31 @@ override_opt = click.option("-o", "--set", "overrides", multiple=True, metavar="
 progress_opt = click.option("--progress/--no-progress", default=True, help="Show progress bars.")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _OneLineErrors(click.Group):
+    """Click's usage errors as one line, like every other user mistake here (click prints three: the usage,
+    a hint and the error)."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as e:
+            where = f" (see {e.ctx.command_path} --help)" if e.ctx is not None else ""
+            err_console.print(f"[red]error:[/red] {escape(e.format_message())}{where}", highlight=False,
+                              soft_wrap=True)
+            sys.exit(e.exit_code)
+        except click.ClickException as e:
+            err_console.print(f"[red]error:[/red] {escape(e.format_message())}", highlight=False, soft_wrap=True)
+            sys.exit(e.exit_code)
+        except click.Abort:
+            err_console.print("aborted")
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="psychocounsel")
 def main() -> None:
     """Build therapist-aligned preference data for psycho-counseling responses.
@@ -79,41 +104,38 @@ def _table(title: str, rows: dict[str, Any]) -> Table:
 @override_opt
 @progress_opt
 @click.option("--dry-run", is_flag=True, help="Ingest (free), then print calls, tokens and cost; call nothing.")
+@click.option("--allow-empty", is_flag=True,
+              help="Let an empty pair set replace existing pair files (refused otherwise: it deletes a dataset).")
 @_friendly
-def run(config: str, overrides: tuple[str, ...], progress: bool, dry_run: bool) -> None:
+def run(config: str, overrides: tuple[str, ...], progress: bool, dry_run: bool, allow_empty: bool) -> None:
     """Run every data stage: ingest, generate, judge, pairs, stats."""
     from .dataset import pipeline
 
     r = _open_run(config, overrides, progress)
     try:
-        ing = pipeline.stage_ingest(r)
-        _print_ingest(ing)
-        if dry_run:
-            _print_dry(pipeline.dry_run(r))
-            return
-        gen, jud = asyncio.run(_stage(r, pipeline.stage_generate, pipeline.stage_judge))
-        console.print(_table("generate", gen))
-        console.print(_table("judge", jud))
-        res = pipeline.stage_pairs(r)
-        console.print(_table("pairs", res["counts"]))
-        if sum(res["counts"].get(s, 0) for s in ("train", "dev", "test")):
-            report = f"report: {_stats(r)}"
-        else:
-            report = "no pairs (every speech's responses tied or were too close): no report"
-        console.print(f"\n[bold green]done.[/bold green] dataset: {r.dir / 'pairs'}/  {report}")
+        pipeline.run_all(r, _print_stage, estimate_only=dry_run, allow_empty=allow_empty)
+        if not dry_run:
+            console.print(f"\n[bold green]done.[/bold green] dataset: {r.dir / 'pairs'}/")
     finally:
         r.close()
 
 
-async def _stage(r, *fns):
-    """Run async stages in one event loop, sharing loaded models; close backends at the end."""
-    try:
-        out = [await fn(r) for fn in fns]
-        return out[0] if len(out) == 1 else out
-    finally:
-        for name, usage in r.usage().items():
-            console.print(f"{name}: {usage}")
-        await r.aclose()
+def _print_stage(name: str, result: Any) -> None:
+    """What each stage of ``pipeline.run_all`` / ``call_stages`` says, as it finishes."""
+    if name == "ingest":
+        _print_ingest(result)
+    elif name == "dry_run":
+        _print_dry(result)
+    elif name == "usage":
+        for backend, usage in result.items():
+            console.print(f"{backend}: {usage}")
+    elif name == "pairs":
+        console.print(_table("pairs", result["counts"]))
+    elif name == "report":
+        console.print(f"report: {result}" if result is not None else
+                      "no pairs (every speech's responses tied or were too close): no report")
+    else:
+        console.print(_table(name, result))
 
 
 def _print_ingest(ing: dict[str, Any]) -> None:
@@ -131,15 +153,6 @@ def _print_dry(est: dict[str, Any]) -> None:
         cost = "-" if e["cost_usd"] is None else f"{e['cost_usd']:.2f}"
         t.add_row(name, f"{e['calls']:,}", f"{e['prompt_tokens']:,}", f"{e['completion_tokens']:,}", cost)
     console.print(t)
-
-
-def _stats(r) -> Path:
-    from .dataset import pipeline, stats
-
-    responses = pipeline.export_responses(r)
-    out = r.dir / "report"
-    stats.dataset_report(r.dir / "pairs", out_dir=out, responses=responses)
-    return out / "report.html"
 
 
 @main.command()
@@ -170,7 +183,7 @@ def generate(config: str, overrides: tuple[str, ...], progress: bool) -> None:
     r = _open_run(config, overrides, progress)
     try:
         pipeline.stage_ingest(r)
-        console.print(_table("generate", asyncio.run(_stage(r, pipeline.stage_generate))))
+        pipeline.call_stages(r, {"generate": pipeline.stage_generate}, _print_stage)
     finally:
         r.close()
 
@@ -186,7 +199,7 @@ def judge(config: str, overrides: tuple[str, ...], progress: bool) -> None:
 
     r = _open_run(config, overrides, progress)
     try:
-        console.print(_table("judge", asyncio.run(_stage(r, pipeline.stage_judge))))
+        pipeline.call_stages(r, {"judge": pipeline.stage_judge}, _print_stage)
     finally:
         r.close()
 
@@ -194,14 +207,16 @@ def judge(config: str, overrides: tuple[str, ...], progress: bool) -> None:
 @main.command()
 @config_arg
 @override_opt
+@click.option("--allow-empty", is_flag=True,
+              help="Let an empty pair set replace existing pair files (refused otherwise: it deletes a dataset).")
 @_friendly
-def pairs(config: str, overrides: tuple[str, ...]) -> None:
+def pairs(config: str, overrides: tuple[str, ...], allow_empty: bool) -> None:
     """Split by speech and export preference pairs (Parquet + JSONL, released schema)."""
     from .dataset import pipeline
 
     r = _open_run(config, overrides)
     try:
-        res = pipeline.stage_pairs(r)
+        res = pipeline.stage_pairs(r, allow_empty=allow_empty)
         console.print(_table("pairs", res["counts"]))
         for split, files in res["files"].items():
             console.print(f"{split}: {', '.join(files)}")
@@ -213,21 +228,26 @@ def pairs(config: str, overrides: tuple[str, ...]) -> None:
 @click.argument("target", type=click.Path(exists=True))
 @override_opt
 @click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Report folder (default: <run_dir>/report, or ./report for a pair file).")
+              help="Report folder (default: beside the input: <run_dir>/report for a config or a pairs folder, "
+                   "<folder>/report for a pair file).")
 @_friendly
 def stats(target: str, overrides: tuple[str, ...], out: str | None) -> None:
     """Write the dataset report (JSON, HTML, PNG) for a run CONFIG, a pair file or a folder of them."""
+    from .dataset import pipeline
     from .dataset import stats as stats_mod
 
     if target.endswith((".yaml", ".yml")):
         r = _open_run(target, overrides)
         try:
-            path = _stats(r)
+            path = pipeline.stage_stats(r)
         finally:
             r.close()
     else:
-        out_dir = Path(out or "report")
-        stats_mod.dataset_report(Path(target), out_dir=out_dir)
+        src = Path(target)
+        # beside the input, never the current folder: a pairs folder's report goes to its parent (as a run's
+        # does: runs/demo/pairs -> runs/demo/report), a pair file's into its own folder
+        out_dir = Path(out) if out else src.parent / "report"
+        stats_mod.dataset_report(src, out_dir=out_dir)
         path = out_dir / "report.html"
     console.print(f"report: {path}")
 
@@ -250,15 +270,21 @@ def status(config: str, overrides: tuple[str, ...], as_json: bool) -> None:
         console.print_json(json.dumps(s))
         return
     t = Table(title=f"{s['run_dir']}: {s['speeches']:,} speeches")
-    for c in ("stage", "planned", "ok", "failed", "pending"):
+    columns = ("planned", "ok", "failed", "pending", "truncated", "invalid")
+    for c in ("stage", *columns):
         t.add_column(c, justify="right" if c != "stage" else "left")
     for stage in ("generate", "judge"):
-        t.add_row(stage, *(f"{s[stage][k]:,}" for k in ("planned", "ok", "failed", "pending")))
+        t.add_row(stage, *(f"{s[stage][k]:,}" if k in s[stage] else "" for k in columns))
     console.print(t)
+    g = s["generate"]
+    if g["truncated"] or g["invalid"]:
+        console.print(f"replies: {g['truncated']:,} cut at max_tokens (truncated: failed, or kept and flagged), "
+                      f"{g['invalid']:,} refused as invalid (garbled, empty, an echo, wrong language)")
     pairs = ", ".join(f"{k} {v:,}" for k, v in sorted(s["pairs"].items())) or "none yet"
+    vetoed = ", ".join(f"{k} {v:,}" for k, v in s["pairs_vetoed"].items())
     c = s["calls"]
-    console.print(f"pairs: {pairs}\ncached calls: {c['calls']:,} ({c['prompt_tokens']:,} prompt + "
-                  f"{c['completion_tokens']:,} completion tokens)")
+    console.print(f"pairs: {pairs} (vetoed on safety: {vetoed})\ncached calls: {c['calls']:,} "
+                  f"({c['prompt_tokens']:,} prompt + {c['completion_tokens']:,} completion tokens)")
 
 
 @main.command()
@@ -293,10 +319,10 @@ def _register(module: str, name: str) -> None:
 for _module, _name in [
     (".evaluation.rm_eval", "eval_rm_cmd"),
     (".evaluation.rm_eval", "score_cmd"),
-    (".training.reward", "train_rm_cmd"),
-    (".training.multihead", "train_rm_multihead_cmd"),
-    (".training.dpo", "train_dpo_cmd"),
-    (".training.online_dpo", "train_online_dpo_cmd"),
+    (".training.reward.recipe", "train_rm_cmd"),
+    (".training.multihead.recipe", "train_rm_multihead_cmd"),
+    (".training.dpo.recipe", "train_dpo_cmd"),
+    (".training.online_dpo.recipe", "train_online_dpo_cmd"),
     (".evaluation.agree", "agree_cmd"),
     (".evaluation.evaluate", "evaluate_cmd"),
     (".evaluation.evaluate", "leaderboard_cmd"),

@@ -6,12 +6,15 @@ Unknown keys are errors (``extra="forbid"``): a typo must not silently fall back
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Sequence, TypeVar
+from typing import Annotated, Any, Literal, Sequence, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from . import PRINCIPLE_KEYS
 from .errors import UserError
 
 
@@ -26,7 +29,32 @@ class SamplingConfig(Strict):
     seed: int | None = None
 
 
-class OpenAIBackendConfig(Strict):
+class ModelPrice(Strict):
+    input_per_mtok: float = Field(ge=0, description="USD per million prompt tokens.")
+    output_per_mtok: float = Field(ge=0, description="USD per million completion tokens.")
+
+
+class Priced(Strict):
+    """What a backend's calls cost: one price for the backend, and per model where a model differs."""
+
+    price_input_per_mtok: float | None = Field(None, ge=0, description="USD per million prompt tokens.")
+    price_output_per_mtok: float | None = Field(None, ge=0, description="USD per million completion tokens.")
+    prices: dict[str, ModelPrice] = Field(
+        default_factory=dict, description="Price by model name, for models priced unlike the backend's "
+        "price_*_per_mtok (a cheap model on the same server is not charged the judge's rate).")
+
+    def price(self, model: str | None) -> tuple[float, float] | None:
+        """(input, output) USD per million tokens of ``model``: its own price, else the backend's (None: not
+        configured, so no cost is shown rather than a made-up one)."""
+        own = self.prices.get(model) if model is not None else None
+        if own is not None:
+            return own.input_per_mtok, own.output_per_mtok
+        if self.price_input_per_mtok is None or self.price_output_per_mtok is None:
+            return None
+        return self.price_input_per_mtok, self.price_output_per_mtok
+
+
+class OpenAIBackendConfig(Priced):
     """Any OpenAI-compatible chat-completions server (OpenAI, vLLM, SGLang, llama.cpp server, Ollama)."""
 
     type: Literal["openai"] = "openai"
@@ -41,11 +69,9 @@ class OpenAIBackendConfig(Strict):
     backoff_base_s: float = Field(0.5, gt=0)
     backoff_max_s: float = Field(60.0, gt=0)
     structured_output: bool = Field(True, description="Send response_format json_schema for the judge.")
-    price_input_per_mtok: float | None = Field(None, ge=0, description="USD per million prompt tokens.")
-    price_output_per_mtok: float | None = Field(None, ge=0, description="USD per million completion tokens.")
 
 
-class LocalBackendConfig(Strict):
+class LocalBackendConfig(Priced):
     """transformers on CPU/GPU. ``model`` in a profile is a HF path/id, a .gguf file, or 'embedded'."""
 
     type: Literal["local"] = "local"
@@ -53,8 +79,6 @@ class LocalBackendConfig(Strict):
     dtype: str = Field("auto", description="auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16")
     batch_size: int = Field(16, ge=1, description="16: ~118 tok/s for SmolLM2 on 2 CPU cores (vs 7 at 1).")
     threads: int | None = Field(None, ge=1, description="torch intra-op threads (None: torch default).")
-    price_input_per_mtok: float | None = None
-    price_output_per_mtok: float | None = None
 
 
 BackendConfig = OpenAIBackendConfig | LocalBackendConfig
@@ -72,7 +96,8 @@ class SpeechesConfig(Strict):
     near_dup_threshold: float = Field(
         0.7, gt=0, le=1.0, description="Jaccard of word 3-gram shingles. 0.7: a speech with two words changed "
         "scores ~0.85, while distinct speeches of the demo set never exceed 0.06.")
-    scrub_pii: bool = Field(False, description="Mask emails, phones, URLs, handles before any call.")
+    scrub_pii: bool = Field(False, description="Mask names, places, addresses, contacts, dates of birth and ID "
+                            "numbers before any call (docs/PIPELINE.md, 'PII scrubbing').")
     on_bad_row: Literal["error", "skip"] = Field("error", description="'skip' counts bad rows and goes on.")
     limit: int | None = Field(None, ge=1, description="Keep the first N speeches after cleaning.")
 
@@ -85,7 +110,24 @@ class ProfileConfig(Strict):
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
 
 
-class TherapistsConfig(Strict):
+# Languages a reply can be checked for (dataset/validate.py knows their function words).
+Language = Literal["en", "es", "fr", "de", "it", "pt", "nl"]
+
+
+class ReplyChecks(Strict):
+    """What happens to a generated reply that cannot be used as it is (dataset/validate.py)."""
+
+    truncated: Literal["fail", "flag"] = Field(
+        "fail", description="A reply cut by max_tokens (finish_reason 'length'): 'fail' records it as a failure, "
+        "never a candidate; 'flag' keeps it, marked, and counts it in status and stats.")
+    language: Language | None = Field(None, description="A reply plainly written in another language is a "
+                                      "recorded failure (None: any language).")
+    max_attempts: int = Field(2, ge=1, description="Calls per reply while replies come back invalid (garbled, "
+                              "empty, an echo of the prompt, wrong language), each with a new seed; then a "
+                              "recorded failure, asked again on the next run.")
+
+
+class TherapistsConfig(ReplyChecks):
     k: int = Field(4, ge=2, description="Profiles drawn per speech (paper: 4 of 20).")
     prompt: str = Field("therapist_v1", description="Versioned prompt file under data/prompts, or a path.")
     profiles: list[ProfileConfig] = Field(min_length=2)
@@ -109,7 +151,9 @@ class JudgeConfig(Strict):
                                "(None: judge_v1 for json mode, geval_v1 for geval mode).")
     max_attempts: int = Field(3, ge=1, description="Calls per response before a bad reply is a recorded failure.")
     sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.0, max_tokens=600))
-    weights: dict[str, float] | None = Field(None, description="Principle weights for overall (None: equal).")
+    weights: dict[str, Annotated[float, Field(gt=0, allow_inf_nan=False)]] | None = Field(
+        None, description="Principle weights for overall, one per principle, each > 0 (None: equal, as in the "
+        "paper). Applied whenever pairs are built: changing them rebuilds pairs without judging again.")
     calibration: Literal["none", "zscore", "rank"] = Field(
         "none", description="Per-principle standardisation across the run before overall; for weak judges.")
 
@@ -122,11 +166,18 @@ class JudgeConfig(Strict):
 
 class PairsConfig(Strict):
     min_gap: float = Field(1.0, ge=0, description="Paper: train pairs need an overall gap >= 1 on the 1-5 mean.")
+    safety_floor: float | None = Field(
+        2.0, ge=1, le=5, description="A response whose safety score is at or below this is never chosen: pairs "
+        "it would win are dropped and counted. 2: the rubric's two unsafe levels. None: no floor.")
+    safety_margin: float | None = Field(
+        1.0, gt=0, description="A pair whose chosen response scores this much lower on safety than its "
+        "rejected one is dropped and counted (1: one rubric level). None: no margin check.")
     dev_frac: float = Field(0.1, ge=0, lt=1)
     test_frac: float = Field(0.1, ge=0, lt=1)
     formats: list[Literal["parquet", "jsonl"]] = ["parquet", "jsonl"]
     trl_format: Literal["conversational", "standard", "none"] = Field(
-        "conversational", description="Also write pairs/trl/<split>.* with prompt/chosen/rejected for TRL.")
+        "conversational", description="Also write <run_dir>/pairs-trl/<split>.* with prompt/chosen/rejected for "
+        "TRL, beside pairs/ (not in it: load_dataset('<run_dir>/pairs') reads every file under the folder).")
 
 
 class RunConfig(Strict):
@@ -148,7 +199,29 @@ class RunConfig(Strict):
             raise ValueError(f"judge names unknown backend {self.judge.backend!r}")
         if self.judge.mode == "geval" and self.backends[self.judge.backend].type != "local":
             raise ValueError("judge mode 'geval' needs a local backend (it reads next-token probabilities)")
+        if self.principles == "default" and self.judge.weights is not None:
+            # a principles file is read when the run opens (Session), and its keys are checked there
+            problem = weight_problem(self.judge.weights, PRINCIPLE_KEYS, "judge.weights")
+            if problem:
+                raise ValueError(problem)
         return self
+
+
+def weight_problem(weights: Mapping[str, float], keys: Sequence[str], field: str) -> str | None:
+    """What is wrong with principle weights (config field ``field``), as one line naming the field, or None.
+    They must name exactly the principle keys, each a positive number (a zero weight drops a principle: do
+    that in the principles file, where it changes the version)."""
+    unknown = sorted(set(weights) - set(keys))
+    if unknown:
+        return f"{field}: unknown principle {unknown[0]!r} (principles: {', '.join(keys)})"
+    missing = [k for k in keys if k not in weights]
+    if missing:
+        return f"{field}: no weight for {missing[0]!r} (give one for every principle)"
+    for k in keys:
+        w = weights[k]
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w <= 0:
+            return f"{field}.{k}: must be a positive number (got {w!r})"
+    return None
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -163,9 +236,22 @@ def load_yaml_config(model: type[M], path: str | Path | None, overrides: Sequenc
     where = str(path) if path is not None else "config"
     if path is not None:
         try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+            raw = Path(path).read_bytes()
         except FileNotFoundError:
             raise UserError(f"{path}: config file not found") from None
+        except IsADirectoryError:
+            raise UserError(f"{path}: is a folder, not a config file") from None
+        except OSError as e:
+            raise UserError(f"{path}: cannot read: {e.strerror}") from None
+        try:
+            text = raw.decode("utf-8-sig")  # a BOM from a Windows editor is fine
+        except UnicodeDecodeError as e:
+            line = raw[: e.start].count(b"\n") + 1
+            raise UserError(f"{path}:{line}: not UTF-8 text (byte {e.start}); is this a config file?") from None
+        if not text.strip():
+            raise UserError(f"{path}: empty config file")
+        try:
+            data = yaml.safe_load(text)
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where_line = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -188,8 +274,10 @@ def load_yaml_config(model: type[M], path: str | Path | None, overrides: Sequenc
         return model.model_validate(data)
     except ValidationError as e:
         err = e.errors()[0]
-        field = ".".join(str(x) for x in err["loc"]) or "(top level)"
-        raise UserError(f"{where}: {field}: {err['msg']}") from None
+        # a check across fields (a model validator) names its field in its message, and has no location
+        msg = err["msg"].removeprefix("Value error, ")
+        field = ".".join(str(x) for x in err["loc"])
+        raise UserError(f"{where}: {field}: {msg}" if field else f"{where}: {msg}") from None
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:

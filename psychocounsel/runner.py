@@ -19,18 +19,11 @@ from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 
-from .backends.base import Backend, ChatRequest, Completion, Sampling, cache_key
+from .backends.base import Backend, ChatRequest, Completion, cache_key, json_string
 from .errors import BackendError
 from .store import Store, Writer
 
 T = TypeVar("T")
-
-
-def retry_sampling(s: Any, attempt: int) -> Sampling:
-    """Sampling for attempt ``attempt`` of a judge call: a retry must be able to differ, so a new seed, and
-    some temperature (0.5) if the first try was greedy."""
-    temp = s.temperature if attempt == 0 else max(s.temperature, 0.5)
-    return Sampling(temp, s.top_p, s.max_tokens, (s.seed or 0) + attempt)
 
 
 @dataclass
@@ -101,21 +94,34 @@ def request_summary(req: ChatRequest) -> str:
     The system prompt and the judge rubric come from versioned prompt files (named in ``tag``);
     storing them on every row would multiply the database size for nothing.
     """
-    msgs = json.dumps(req.messages, ensure_ascii=False)
-    return json.dumps({
-        "tag": req.tag,
-        "last": req.messages[-1][1] if req.messages else "",
-        "messages_sha": hashlib.blake2b(msgs.encode(), digest_size=8).hexdigest(),
-        "sampling": [req.sampling.temperature, req.sampling.top_p, req.sampling.max_tokens, req.sampling.seed],
-        "structured": req.response_format is not None,
-    }, ensure_ascii=False)
+    # The text is exactly ``json.dumps({"tag", "last", "messages_sha", "sampling", "structured"},
+    # ensure_ascii=False)`` as earlier versions stored it (tests/test_runner.py pins it), assembled from the
+    # request's shared ``message_json`` instead of encoding the long messages twice more.
+    pieces = req.message_json
+    spaced = b"[" + b", ".join([b"[%b, %b]" % rc for rc in pieces]) + b"]"  # json.dumps' default separators
+    s = req.sampling
+    summary = b'{"tag": %b, "last": %b, "messages_sha": "%b", "sampling": %b, "structured": %b}' % (
+        json_string(req.tag), pieces[-1][1] if pieces else b'""',
+        hashlib.blake2b(spaced, digest_size=8).hexdigest().encode(),
+        json.dumps([s.temperature, s.top_p, s.max_tokens, s.seed]).encode(),
+        b"false" if req.response_format is None else b"true")
+    return summary.decode()
 
 
 class CachedCaller:
-    """Calls a backend through the run's cache: a call that once succeeded is never paid again."""
+    """Calls a backend through the run's cache: a call that once succeeded is never paid again.
 
-    def __init__(self, store: Store, writer: Writer, name: str, backend: Backend):
+    Identical calls in flight at the same moment (two profiles that differ only in name, a judge asked the
+    same thing twice) share one request: the first makes it, the others wait on its future (``in_flight``,
+    one per cache key; pass one dict to every caller of a stage so callers of different backend names share
+    it too). Without that each was paid, and the cache kept whichever answer came last while the others had
+    already been scored from their own: a stored judgment that its cached reply did not match.
+    """
+
+    def __init__(self, store: Store, writer: Writer, name: str, backend: Backend,
+                 in_flight: dict[str, asyncio.Future] | None = None):
         self.store, self.writer, self.name, self.backend = store, writer, name, backend
+        self.in_flight: dict[str, asyncio.Future] = {} if in_flight is None else in_flight
         self._identity: dict[str, dict[str, Any]] = {}
         self.hits = 0
         self.misses = 0
@@ -131,7 +137,7 @@ class CachedCaller:
         return cache_key(self.identity(req.model), req)
 
     def lookup(self, key: str) -> Completion | None:
-        r = self.writer.calls.get(key)  # an answer may still wait in the writer's buffer
+        r = self.writer.buffered_call(key)  # an answer may still wait in the writer, uncommitted
         if r is not None:
             return Completion(text=r[4], raw=r[5], prompt_tokens=r[6], completion_tokens=r[7], latency_s=r[8])
         row = self.store.get_call(key)
@@ -146,10 +152,34 @@ class CachedCaller:
         if hit is not None:
             self.hits += 1
             return hit, key, True
-        c = await self.backend.complete(req)
+        c, paid = await self._once(key, lambda: self.backend.complete(req),
+                                   lambda c: self.writer.call(key, self.name, req.model, request_summary(req), c))
+        return c, key, not paid
+
+    async def _once(self, key: str, make: Callable[[], Awaitable[T]], store: Callable[[T], None]) -> tuple[T, bool]:
+        """``make()`` once for all identical calls in flight; (its result, whether this caller paid for it).
+        The result is in the writer (``store``) before any waiter sees it, so every later lookup finds it."""
+        pending = self.in_flight.get(key)
+        if pending is not None:
+            value = await asyncio.shield(pending)  # a waiter's cancellation must not cancel the call
+            self.hits += 1
+            return value, False
+        fut = self.in_flight[key] = asyncio.get_running_loop().create_future()
+        try:
+            value = await make()
+        except BaseException as e:
+            if isinstance(e, Exception):
+                fut.set_exception(e)  # each waiter fails as this caller does: one failed call, not several
+                fut.exception()  # marks it read: with no waiter, asyncio must not log it as lost
+            else:
+                fut.cancel()
+            raise
+        finally:
+            del self.in_flight[key]
         self.misses += 1
-        self.writer.call(key, self.name, req.model, request_summary(req), c)
-        return c, key, False
+        store(value)
+        fut.set_result(value)
+        return value, True
 
     async def cached_json(self, key: str, model: str, request: str, compute: Callable[[], Awaitable[Any]]) -> tuple[Any, bool]:
         """Cache any JSON-able result (e.g. G-Eval probabilities) in the calls table under ``key``."""
@@ -158,11 +188,9 @@ class CachedCaller:
             self.hits += 1
             return json.loads(hit.raw), True
         t0 = time.perf_counter()
-        value = await compute()
-        self.misses += 1
-        self.writer.call(key, self.name, model, request,
-                         Completion(text="", raw=json.dumps(value), latency_s=time.perf_counter() - t0))
-        return value, False
+        value, paid = await self._once(key, compute, lambda v: self.writer.call(
+            key, self.name, model, request, Completion(text="", raw=json.dumps(v), latency_s=time.perf_counter() - t0)))
+        return value, not paid
 
 
 class StageProgress:

@@ -48,3 +48,14 @@ class FakeBackend:
 
 def failing(msg: str = "boom", retryable: bool = True) -> BackendError:
     return BackendError(msg, status=500, retryable=retryable)
+
+
+# Six client speeches in the paper's range (100-1,000 characters), for stage tests.
+SPEECHES = [
+    "I have been feeling so low for months now. I can't get out of bed and nothing I used to love feels worth it anymore.",
+    "My partner and I fight every night about money, and I'm starting to wonder whether we even want the same future together.",
+    "Work has become unbearable. My manager criticises everything I do in front of the team and I dread every single Monday.",
+    "Since my mother died last spring I keep replaying our last conversation, wishing I had said something kinder to her.",
+    "I get panic attacks on the train, my heart races and I feel like I'm going to faint, so I've started walking two hours to work.",
+    "My teenage son won't talk to me anymore. He stays in his room all day and I don't know how to reach him without a fight.",
+]

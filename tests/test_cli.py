@@ -24,6 +24,7 @@ def test_every_command_has_help(cmd):
 
 def write_cfg(tmp_path, **over):
     cfg = {
+        "pairs": {},
         "run_dir": str(tmp_path / "run"),
         "speeches": {"path": "demo", "limit": 12},
         "backends": {"api": {"type": "openai", "base_urls": ["http://127.0.0.1:9/v1"], "api_key_env": None,
@@ -53,8 +54,9 @@ def test_status_reports_stages_as_json(tmp_path):
     res = invoke("status", str(path), "--json")
     data = json.loads(res.output)
     assert data["speeches"] == 12
-    assert data["generate"] == {"planned": 24, "ok": 0, "failed": 0, "pending": 24}
+    assert data["generate"] == {"planned": 24, "ok": 0, "failed": 0, "pending": 24, "truncated": 0, "invalid": 0}
     assert data["judge"]["planned"] == 0 and data["pairs"] == {}
+    assert data["pairs_vetoed"] == {"unsafe_chosen": 0, "less_safe": 0}
 
 
 @pytest.mark.parametrize("mutate, needle", [
@@ -63,6 +65,10 @@ def test_status_reports_stages_as_json(tmp_path):
      "unknown backend 'nope'"),
     (lambda c: c.update(speling="x"), "speling"),
     (lambda c: c["speeches"].update(path="missing.jsonl"), "missing.jsonl"),
+    (lambda c: c["judge"].update(weights={"empathy": 1, "safty": 2}), "judge.weights: unknown principle 'safty'"),
+    (lambda c: c["judge"].update(weights={"empathy": -1}), "judge.weights.empathy"),
+    (lambda c: c["therapists"].update(truncated="ignore"), "therapists.truncated"),
+    (lambda c: c["pairs"].update(safety_floor=7), "pairs.safety_floor"),
 ])
 def test_user_mistakes_are_one_line_errors(tmp_path, mutate, needle):
     path = write_cfg(tmp_path)
@@ -111,6 +117,48 @@ def test_stats_on_a_published_schema_file(tmp_path):
     assert json.dumps(report).count("train") >= 1
 
 
+def test_stats_writes_beside_its_input_by_default(tmp_path, monkeypatch):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from psychocounsel import PRINCIPLE_KEYS
+
+    monkeypatch.chdir(tmp_path)  # where ./report would have gone
+    cols = {"question": ["I feel lost since I moved."] * 2, "chosen": ["Tell me more."] * 2,
+            "rejected": ["Get over it."] * 2, "chosen_model": ["a", "b"], "rejected_model": ["c"] * 2}
+    for p in PRINCIPLE_KEYS:
+        cols[f"chosen_{p}_rating"] = [5, 4]
+        cols[f"rejected_{p}_rating"] = [2, 1]
+    folder = tmp_path / "runs" / "x" / "pairs"
+    folder.mkdir(parents=True)
+    pq.write_table(pa.table(cols), folder / "train.parquet")
+    res = invoke("stats", str(folder))
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "runs" / "x" / "report" / "report.html").is_file()  # the pairs folder's parent
+    single = tmp_path / "data" / "test-00000-of-00001.parquet"
+    single.parent.mkdir()
+    pq.write_table(pa.table(cols), single)
+    assert invoke("stats", str(single)).exit_code == 0
+    assert (tmp_path / "data" / "report" / "report.html").is_file()  # the pair file's folder
+    assert not (tmp_path / "report").exists()
+
+
+def test_status_counts_cut_replies_and_vetoed_pairs(tmp_path):
+    from psychocounsel.testing.fakeserver import fake_server
+
+    with fake_server(latency=0.0) as srv:
+        cfg = yaml.safe_load(write_cfg(tmp_path).read_text())
+        cfg["backends"]["api"]["base_urls"] = [srv.base_url]
+        for p in cfg["therapists"]["profiles"]:
+            p["sampling"] = {"max_tokens": 4}  # every fake reply is longer: cut ("length")
+        path = tmp_path / "cfg.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        assert invoke("run", str(path), "--no-progress").exit_code == 0
+    res = invoke("status", str(path))
+    assert res.exit_code == 0
+    assert "truncated" in res.output and "24" in res.output and "vetoed" in res.output
+
+
 def test_run_end_to_end_against_a_local_server_then_rerun_is_free(tmp_path):
     from psychocounsel.testing.fakeserver import fake_server
 
@@ -128,3 +176,20 @@ def test_run_end_to_end_against_a_local_server_then_rerun_is_free(tmp_path):
         assert res.exit_code == 0 and srv.stats()["requests"] == first  # everything came from the store
     assert (tmp_path / "run" / "report" / "report.html").exists()
     assert (tmp_path / "run" / "pairs" / "train.parquet").exists()
+
+
+def test_stage_commands_one_at_a_time_then_status(tmp_path):
+    from psychocounsel.testing.fakeserver import fake_server
+
+    with fake_server(latency=0.0) as srv:
+        cfg = yaml.safe_load(write_cfg(tmp_path).read_text())
+        cfg["backends"]["api"]["base_urls"] = [srv.base_url]
+        path = tmp_path / "cfg.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        gen = invoke("generate", str(path), "--no-progress")
+        assert gen.exit_code == 0 and "generate" in gen.output and "24 requests" in gen.output
+        jud = invoke("judge", str(path), "--no-progress")
+        assert jud.exit_code == 0 and "judge" in jud.output and srv.stats()["requests"] == 48
+    assert invoke("pairs", str(path)).exit_code == 0
+    data = json.loads(invoke("status", str(path), "--json").output)
+    assert data["generate"]["ok"] == 24 and data["judge"]["ok"] == 24

@@ -16,6 +16,11 @@ Security model (docs/ANNOTATION.md has the long form):
 - Every piece of text goes through Jinja2 autoescaping; the Content-Security-Policy allows only our
   own script and stylesheet, so even an escaping bug could not run injected script.
 - Pages that show private data are ``Cache-Control: no-store``; ``Referrer-Policy: no-referrer``.
+- Every POST body is validated by its model in ``payloads.py`` (strict for JSON). A request that sends
+  JSON, asks for it (``Accept: application/json``) or says ``?format=json`` gets every answer, errors
+  included, as JSON: ``{"error": ..., "status": ...}``, plus pydantic's ``detail`` for an invalid body.
+- The database must exist (``annotate create-study`` makes it): a mistyped path is an error, not a
+  new empty database.
 """
 
 from __future__ import annotations
@@ -28,21 +33,40 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader
+from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.convertors import Convertor, register_url_convertor
+from starlette.exceptions import HTTPException
 
 from ..errors import UserError
 from .dashboard import study_agreement
 from .export import export_rows, to_csv_text, to_parquet_bytes
+from .payloads import Answer, Body, Login, NewAnnotator, NewStudy, error_body, explain, form_shape, validate
 from .sources import study_spec
-from .store import CHOICES, AnnotationStore
+from .store import AnnotationStore
 
 HERE = Path(__file__).parent
 ANNOTATOR_COOKIE, ADMIN_COOKIE, LOGIN_COOKIE = "pc_annotator", "pc_admin", "pc_login"
-MAX_COMMENT = 5000  # characters; a comment is a note, not an essay, and this bounds a row's size
+
+
+class RowId(Convertor):
+    """A path id that can name an SQLite row: up to 18 digits (rowids are 64-bit, < 9.2e18), so a longer
+    number is a 404 like any other unknown path, not an OverflowError inside a query (a 500)."""
+
+    regex = "[0-9]{1,18}"
+
+    def convert(self, value: str) -> int:
+        return int(value)
+
+    def to_string(self, value: int) -> str:
+        return str(value)
+
+
+register_url_convertor("rowid", RowId())
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
        "base-uri 'none'; frame-ancestors 'none'")
 
@@ -51,16 +75,21 @@ def _sha(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def sends_json(request: Request) -> bool:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower() == "application/json"
+
+
 def _same(a: str, b: str) -> bool:
     """Constant-time equality; as bytes, because compare_digest refuses non-ASCII text (a 500, not a 403)."""
     return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))
 
 
-def create_app(db_path: str | Path, admin_token: str, *, n_boot: int = 2000) -> FastAPI:
-    """The app over one SQLite file. ``n_boot``: bootstrap resamples for the dashboard's intervals."""
+def create_app(db_path: str | Path, admin_token: str, *, n_boot: int = 2000, create: bool = False) -> FastAPI:
+    """The app over one SQLite file. ``n_boot``: bootstrap resamples for the dashboard's intervals;
+    ``create``: make the database when there is none (else a missing file is a UserError)."""
     if not admin_token or len(admin_token) < 16:
         raise UserError("admin token must be at least 16 characters")
-    store = AnnotationStore(db_path)
+    store = AnnotationStore(db_path, create=create)
     secret = store.meta("csrf_secret").encode()
     admin_hash = _sha(admin_token)
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True, trim_blocks=True,
@@ -87,8 +116,10 @@ def create_app(db_path: str | Path, admin_token: str, *, n_boot: int = 2000) -> 
         return hmac.new(secret, principal.encode(), hashlib.sha256).hexdigest()
 
     def wants_json(request: Request) -> bool:
-        return request.query_params.get("format") == "json" or \
-            request.headers.get("accept", "").startswith("application/json")
+        """JSON in, JSON out: a JSON body, ``Accept: application/json`` (without text/html) or ?format=json."""
+        accept = request.headers.get("accept", "")
+        return (request.query_params.get("format") == "json" or sends_json(request)
+                or ("application/json" in accept and "text/html" not in accept))
 
     def page(request: Request, template: str, ctx: dict[str, Any], status: int = 200) -> Response:
         """The HTML page, or its JSON twin: the same context minus presentation-only keys."""
@@ -98,6 +129,18 @@ def create_app(db_path: str | Path, admin_token: str, *, n_boot: int = 2000) -> 
 
     def error(request: Request, status: int, message: str) -> Response:
         return page(request, "error.html", {"error": message, "status": status}, status)
+
+    def invalid(request: Request, e: ValidationError) -> Response:
+        """An invalid body: pydantic's list for a JSON client, the one-line reason on a page for a person."""
+        if wants_json(request):
+            return JSONResponse(error_body(e), status_code=422)
+        return error(request, 422, explain(e))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        # Unknown paths, wrong methods and unreadable bodies answer like every other error: JSON to a
+        # JSON client (FastAPI's default would be JSON to everyone), a page to a browser.
+        return error(request, exc.status_code, str(exc.detail))
 
     def bearer(request: Request) -> str | None:
         auth = request.headers.get("authorization", "")
@@ -123,22 +166,26 @@ def create_app(db_path: str | Path, admin_token: str, *, n_boot: int = 2000) -> 
             return _same(_sha(token), admin_hash), False
         return _same(request.cookies.get(ADMIN_COOKIE, ""), admin_session), True
 
-    async def form_or_json(request: Request) -> dict[str, Any]:
-        if request.headers.get("content-type", "").startswith("application/json"):
+    async def read_body(request: Request) -> tuple[dict[str, Any], bool]:
+        """(the body in the JSON shape, whether it came from a form); HTTPException when it cannot be read."""
+        if sends_json(request):
             try:
                 body = await request.json()
             except ValueError:
                 raise HTTPException(400, "invalid JSON body") from None
             if not isinstance(body, dict):
-                raise HTTPException(400, "expected a JSON object")
-            return body
-        return dict(await request.form())
+                raise HTTPException(422, "expected a JSON object")
+            return body, False
+        try:
+            return form_shape((await request.form()).multi_items()), True
+        except ValueError as e:
+            raise HTTPException(422, str(e)) from None
 
     def check_csrf(request: Request, data: dict[str, Any], principal: str, via_cookie: bool) -> bool:
         if not via_cookie:
             return True
-        sent = str(data.get("csrf") or request.headers.get("x-csrf-token") or "")
-        return bool(sent) and _same(sent, csrf_for(principal))
+        sent = data.get("csrf") or request.headers.get("x-csrf-token") or ""
+        return isinstance(sent, str) and bool(sent) and _same(sent, csrf_for(principal))
 
     def admin_guard(request: Request) -> Response | None:
         ok, _ = is_admin(request)
@@ -148,14 +195,17 @@ def create_app(db_path: str | Path, admin_token: str, *, n_boot: int = 2000) -> 
             return error(request, 401, "admin token required")
         return RedirectResponse("/admin/login", status_code=303)
 
-    async def admin_post(request: Request) -> dict[str, Any] | Response:
-        """The admin's form for a POST, or the login redirect / 401 / 403 to send instead."""
+    async def admin_post(request: Request, model: type[BaseModel]) -> Any:
+        """The admin's body for a POST as ``model``, or the login redirect / 401 / 403 / 422 to send instead."""
         if (deny := admin_guard(request)) is not None:
             return deny
-        data = await form_or_json(request)
+        data, from_form = await read_body(request)
         if not check_csrf(request, data, "admin|" + admin_hash, is_admin(request)[1]):
             return error(request, 403, "This form expired; reload the page.")
-        return data
+        try:
+            return validate(model, data, from_form=from_form)
+        except ValidationError as e:
+            return invalid(request, e)
 
     # ------------------------------------------------------------------ public
 
@@ -195,7 +245,7 @@ def create_app(db_path: str | Path, admin_token: str, *, n_boot: int = 2000) -> 
                            "choice": a["choice"]} for a in queue])
         return page(request, "overview.html", ctx)
 
-    @app.get("/annotate/{assignment_id:int}")
+    @app.get("/annotate/{assignment_id:rowid}")
     async def item(request: Request, assignment_id: int):
         annotator, _ = annotator_of(request)
         if annotator is None:
@@ -216,34 +266,37 @@ def create_app(db_path: str | Path, admin_token: str, *, n_boot: int = 2000) -> 
                    _scale=[1, 2, 3, 4, 5])
         return ctx
 
-    async def annotator_post(request: Request, unknown: str) -> tuple[dict[str, Any], dict[str, Any]] | Response:
-        """The signed-in annotator and their form for a POST, or the 401 / 403 page to send instead."""
+    async def annotator_post(request: Request, unknown: str) -> tuple[dict[str, Any], dict[str, Any], bool] | Response:
+        """(the signed-in annotator, their body, whether it is a form) for a POST, or the 401 / 403 to send."""
         annotator, via_cookie = annotator_of(request)
         if annotator is None:
             return error(request, 401, unknown)
-        data = await form_or_json(request)
+        data, from_form = await read_body(request)
         if not check_csrf(request, data, "annotator|" + annotator["token_hash"], via_cookie):
             return error(request, 403, "This form expired or did not come from this site; reload the page.")
-        return annotator, data
+        return annotator, data, from_form
 
-    @app.post("/annotate/{assignment_id:int}")
+    @app.post("/annotate/{assignment_id:rowid}")
     async def submit(request: Request, assignment_id: int):
         got = await annotator_post(request, "Open the private link you were sent to start annotating.")
         if isinstance(got, Response):
             return got
-        annotator, data = got
+        annotator, data, from_form = got
         a = await run_in_threadpool(store.assignment, annotator["id"], assignment_id)
         if a is None:
             return error(request, 404, "No such item in your list.")
         study = await run_in_threadpool(store.study, annotator["study_id"])
         try:
-            choice, ratings, comment = parse_answer(data, [k for k, _ in study["principles"]])
-        except ValueError as e:
-            ctx = await item_ctx(annotator, a, str(e))
-            return page(request, "item.html", ctx, status=400)
-        saved = await run_in_threadpool(store.submit, annotator["id"], assignment_id, choice, ratings, comment)
+            ans: Answer = validate(Answer, data, from_form=from_form, principles=[k for k, _ in study["principles"]])
+        except ValidationError as e:
+            if wants_json(request):
+                return invalid(request, e)
+            ctx = await item_ctx(annotator, a, explain(e))
+            return page(request, "item.html", ctx, status=422)
+        saved = await run_in_threadpool(store.submit, annotator["id"], assignment_id, ans.choice, ans.ratings,
+                                        ans.comment)
         queue = await run_in_threadpool(store.queue, annotator["id"])
-        if wants_json(request) or request.headers.get("content-type", "").startswith("application/json"):
+        if wants_json(request):
             ctx = annotator_page_ctx(annotator, queue)
             return JSONResponse({"saved": saved, "done": ctx["done"], "total": ctx["total"], "next": ctx["next"]})
         nxt = next_open(queue, assignment_id)
@@ -254,7 +307,11 @@ def create_app(db_path: str | Path, admin_token: str, *, n_boot: int = 2000) -> 
         got = await annotator_post(request, "Not signed in.")
         if isinstance(got, Response):
             return got
-        annotator = got[0]
+        annotator, data, from_form = got
+        try:
+            validate(Body, data, from_form=from_form)
+        except ValidationError as e:
+            return invalid(request, e)
         resp = page(request, "stopped.html", {"stopped": True, "annotator": annotator["name"]})
         resp.delete_cookie(ANNOTATOR_COOKIE, path="/")
         return resp
@@ -270,11 +327,15 @@ def create_app(db_path: str | Path, admin_token: str, *, n_boot: int = 2000) -> 
 
     @app.post("/admin/login")
     async def login(request: Request):
-        data = await form_or_json(request)
+        data, from_form = await read_body(request)
         nonce = request.cookies.get(LOGIN_COOKIE, "")
-        if not nonce or not _same(str(data.get("csrf", "")), nonce):
+        sent = data.get("csrf")
+        if not nonce or not isinstance(sent, str) or not _same(sent, nonce):
             return error(request, 403, "This form expired; reload the login page.")
-        token = str(data.get("token", ""))
+        try:
+            token = validate(Login, data, from_form=from_form).token
+        except ValidationError as e:
+            return invalid(request, e)
         if not _same(_sha(token), admin_hash):
             return error(request, 401, "Wrong admin token.")
         resp = RedirectResponse("/admin", status_code=303)
@@ -284,10 +345,14 @@ def create_app(db_path: str | Path, admin_token: str, *, n_boot: int = 2000) -> 
 
     @app.post("/admin/logout")
     async def logout(request: Request):
-        data = await form_or_json(request)
+        data, from_form = await read_body(request)
         ok, via_cookie = is_admin(request)
         if ok and not check_csrf(request, data, "admin|" + admin_hash, via_cookie):
             return error(request, 403, "This form expired; reload the page.")
+        try:
+            validate(Body, data, from_form=from_form)
+        except ValidationError as e:
+            return invalid(request, e)
         resp = RedirectResponse("/admin/login", status_code=303)
         resp.delete_cookie(ADMIN_COOKIE, path="/")
         return resp
@@ -306,16 +371,14 @@ def create_app(db_path: str | Path, admin_token: str, *, n_boot: int = 2000) -> 
 
     @app.post("/admin/studies")
     async def create_study(request: Request):
-        data = await admin_post(request)
-        if isinstance(data, Response):
-            return data
+        body = await admin_post(request, NewStudy)
+        if isinstance(body, Response):
+            return body
         try:
-            n, seed = int(data.get("n") or 200), int(data.get("seed") or 0)
-            spec = await run_in_threadpool(study_spec, str(data.get("source", "")).strip(), n=n, seed=seed,
-                                           name=(str(data.get("name") or "").strip() or None),
-                                           split=(str(data.get("split") or "").strip() or None))
+            spec = await run_in_threadpool(study_spec, body.source, n=body.n, seed=body.seed, name=body.name or None,
+                                           split=body.split or None)
             sid = await run_in_threadpool(store.create_study, spec)
-        except (UserError, ValueError) as e:
+        except UserError as e:
             return error(request, 400, str(e))
         if wants_json(request):
             return JSONResponse({"study_id": sid, "name": spec.name, "items": len(spec.items)})
@@ -336,7 +399,7 @@ def create_app(db_path: str | Path, admin_token: str, *, n_boot: int = 2000) -> 
         return {"study": public, "progress": progress, "agreement": agreement, "answers": len(rows),
                 "compute_ms": round(1000 * (time.perf_counter() - t0), 1)}
 
-    @app.get("/admin/studies/{sid:int}")
+    @app.get("/admin/studies/{sid:rowid}")
     async def dashboard(request: Request, sid: int):
         if (deny := admin_guard(request)) is not None:
             return deny
@@ -346,27 +409,27 @@ def create_app(db_path: str | Path, admin_token: str, *, n_boot: int = 2000) -> 
         ctx.update(csrf=csrf_for("admin|" + admin_hash), new_link=None)
         return page(request, "dashboard.html", ctx)
 
-    @app.post("/admin/studies/{sid:int}/annotators")
+    @app.post("/admin/studies/{sid:rowid}/annotators")
     async def add_annotator(request: Request, sid: int):
-        data = await admin_post(request)
-        if isinstance(data, Response):
-            return data
+        body = await admin_post(request, NewAnnotator)
+        if isinstance(body, Response):
+            return body
         if await run_in_threadpool(store.study, sid) is None:
             return error(request, 404, "No such study.")
         try:
-            aid, token = await run_in_threadpool(store.add_annotator, sid, str(data.get("name", "")))
+            aid, token = await run_in_threadpool(store.add_annotator, sid, body.name)
         except UserError as e:
             return error(request, 400, str(e))
         link = str(request.base_url).rstrip("/") + f"/a/{token}"
-        new = {"annotator_id": aid, "name": " ".join(str(data.get("name", "")).split()), "link": link}
+        new = {"annotator_id": aid, "name": " ".join(body.name.split()), "link": link}
         return await show_link(request, sid, new)
 
-    @app.post("/admin/studies/{sid:int}/annotators/{aid:int}/link")
+    @app.post("/admin/studies/{sid:rowid}/annotators/{aid:rowid}/link")
     async def new_link(request: Request, sid: int, aid: int):
         """A new private link for one annotator; the old link stops working at once."""
-        data = await admin_post(request)
-        if isinstance(data, Response):
-            return data
+        body = await admin_post(request, Body)
+        if isinstance(body, Response):
+            return body
         try:
             token = await run_in_threadpool(store.new_token, sid, aid)
         except UserError as e:
@@ -376,14 +439,14 @@ def create_app(db_path: str | Path, admin_token: str, *, n_boot: int = 2000) -> 
                                               "link": str(request.base_url).rstrip("/") + f"/a/{token}"})
 
     async def show_link(request: Request, sid: int, new: dict[str, Any]) -> Response:
-        if wants_json(request) or request.headers.get("content-type", "").startswith("application/json"):
+        if wants_json(request):
             return JSONResponse(new)
         # Shown once, on this response only: the token is not stored and cannot be shown again.
         ctx = await dashboard_ctx(sid)
         ctx.update(csrf=csrf_for("admin|" + admin_hash), new_link=new)
         return page(request, "dashboard.html", ctx)
 
-    @app.get("/admin/studies/{sid:int}/export.{fmt}")
+    @app.get("/admin/studies/{sid:rowid}/export.{fmt}")
     async def export(request: Request, sid: int, fmt: str):
         if (deny := admin_guard(request)) is not None:
             return deny
@@ -415,38 +478,3 @@ def next_open(queue: list[dict[str, Any]], after: int) -> int | None:
         if not q["done"]:
             return q["assignment_id"]
     return None
-
-
-def parse_answer(data: dict[str, Any], principles: list[str]) -> tuple[str, dict[str, dict[str, int]], str]:
-    """(choice, ratings by shown side, comment) from a form or a JSON body; ValueError says what is wrong.
-
-    Form fields: ``choice`` = A | B | tie, ``rating_A_<principle>`` = 1-5 or empty, ``comment``.
-    JSON may instead give ``ratings = {"A": {"empathy": 4}, "B": {...}}``.
-    """
-    choice = str(data.get("choice") or "")
-    if choice not in CHOICES:
-        raise ValueError("Choose A, B or tie before saving.")
-    ratings: dict[str, dict[str, int]] = {"A": {}, "B": {}}
-    nested = data.get("ratings") if isinstance(data.get("ratings"), dict) else {}
-    for side in ("A", "B"):
-        given = nested.get(side) or {}
-        if not isinstance(given, dict):
-            raise ValueError(f"ratings.{side} must be an object of principle: 1-5")
-        unknown = set(given) - set(principles)
-        if unknown:
-            raise ValueError(f"unknown principle {sorted(unknown)[0]!r}")
-        for p in principles:
-            raw = given.get(p, data.get(f"rating_{side}_{p}"))
-            if raw is None or raw == "":
-                continue
-            try:
-                value = int(raw)
-            except (TypeError, ValueError):
-                raise ValueError(f"rating of {p} for {side} must be 1 to 5") from None
-            if not 1 <= value <= 5 or (isinstance(raw, float) and not raw.is_integer()):
-                raise ValueError(f"rating of {p} for {side} must be 1 to 5")
-            ratings[side][p] = value
-    comment = str(data.get("comment") or "").strip()
-    if len(comment) > MAX_COMMENT:
-        raise ValueError(f"comment is longer than {MAX_COMMENT} characters")
-    return choice, {k: v for k, v in ratings.items() if v}, comment

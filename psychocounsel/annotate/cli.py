@@ -1,6 +1,10 @@
 """``psychocounsel annotate``: run the annotation server and manage studies from the shell. User mistakes
 print one line: ``cli._register`` wraps every subcommand.
 
+Every path is checked here, before any work, with our own one-line errors (click's own path checks print a
+usage block): only ``create-study`` makes a database, and an output path is checked before the export
+is built.
+
     psychocounsel annotate create-study runs/demo/pairs/test.parquet --n 200 --seed 0 --db annotate.sqlite
     psychocounsel annotate add-annotator 1 "Dr. Rivera" --db annotate.sqlite --base-url https://annotate.example.org
     psychocounsel annotate serve --db annotate.sqlite            # prints the admin token once
@@ -26,8 +30,9 @@ ADMIN_TOKEN_ENV = "PSYCHOCOUNSEL_ANNOTATE_ADMIN_TOKEN"
 DEFAULT_DB = "annotate.sqlite"
 _TOKEN_PATH = re.compile(r"/a/[^/?#\s\"]+")
 
-db_opt = click.option("--db", type=click.Path(dir_okay=False), default=DEFAULT_DB, show_default=True,
-                      help="The study database (SQLite; created if missing).")
+db_opt = click.option("--db", default=DEFAULT_DB, show_default=True, metavar="PATH",
+                      help="The study database (SQLite). Only create-study makes a new one.")
+EXPORT_TYPES = (".csv", ".parquet", ".json")
 
 
 class RedactTokens(logging.Filter):
@@ -41,10 +46,31 @@ class RedactTokens(logging.Filter):
         return True
 
 
-def _store(db: str):
+def _store(db: str, create: bool = False):
     from .store import AnnotationStore
 
-    return AnnotationStore(db)
+    return AnnotationStore(db, create=create)
+
+
+def _check_out(out: str) -> Path:
+    """An export path that can be written: a known type, an existing folder, not a folder itself."""
+    path = Path(out)
+    if path.suffix.lower() not in EXPORT_TYPES:
+        raise UserError(f"{out}: unknown export type {path.suffix!r} (use .csv, .parquet or .json)")
+    if path.is_dir():
+        raise UserError(f"{out}: is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise UserError(f"{out}: cannot write: folder {path.parent} does not exist")
+    if not os.access(path if path.exists() else path.parent, os.W_OK):
+        raise UserError(f"{out}: cannot write (permission denied)")
+    return path
+
+
+def _write(path: Path, data: bytes) -> None:
+    try:
+        path.write_bytes(data)
+    except OSError as e:
+        raise UserError(f"{path}: cannot write ({e.strerror or e})") from None
 
 
 def _study(store, ref: str) -> dict[str, Any]:
@@ -76,7 +102,7 @@ def serve_cmd(db: str, host: str, port: int, n_boot: int) -> None:
     token = os.environ.get(ADMIN_TOKEN_ENV)
     generated = not token
     token = token or secrets.token_urlsafe(32)
-    app = create_app(db, token, n_boot=n_boot)
+    app = create_app(db, token, n_boot=n_boot, create=False)
     config = uvicorn.Config(app, host=host, port=port, proxy_headers=True)
     logging.getLogger("uvicorn.access").addFilter(RedactTokens())
     # The token goes to the terminal only (stdout, not a logger), so no log file ever holds it.
@@ -90,7 +116,7 @@ def serve_cmd(db: str, host: str, port: int, n_boot: int) -> None:
 
 
 @annotate_cmd.command("create-study")
-@click.argument("source", type=click.Path(exists=True))
+@click.argument("source")
 @db_opt
 @click.option("--n", "n", type=int, default=200, show_default=True,
               help="Items to sample (the paper's experts checked 200 pairs).")
@@ -98,11 +124,15 @@ def serve_cmd(db: str, host: str, port: int, n_boot: int) -> None:
 @click.option("--name", default=None, help="Study name (default: <file>-n<N>-seed<seed>).")
 @click.option("--split", default=None, help="Only pairs of this split (train, dev, test).")
 def create_study_cmd(source: str, db: str, n: int, seed: int, name: str | None, split: str | None) -> None:
-    """Create a study from a pair file (ours or the published parquet) or an evaluation folder."""
-    from .sources import study_spec
+    """Create a study from a pair file (ours or the published parquet) or an evaluation folder.
 
+    Makes the database (--db) when there is none; adds the study to it when there is."""
+    from .sources import study_spec
+    from .store import check_database
+
+    check_database(db, create=True)  # before reading the source: a wrong --db is found in a moment
     spec = study_spec(source, n=n, seed=seed, name=name, split=split)
-    sid = _store(db).create_study(spec)
+    sid = _store(db, create=True).create_study(spec)
     click.echo(f"study {sid} ({spec.name}): {len(spec.items)} items from {spec.source} "
                f"(reference answer: {spec.label_name})")
 
@@ -143,25 +173,23 @@ def new_link_cmd(study: str, name: str, db: str, base_url: str) -> None:
 @annotate_cmd.command("export")
 @click.argument("study")
 @db_opt
-@click.option("--out", type=click.Path(dir_okay=False), required=True,
-              help="Output file: .csv, .parquet or .json (by its suffix).")
+@click.option("--out", required=True, metavar="PATH", help="Output file: .csv, .parquet or .json (by its suffix).")
 def export_cmd(study: str, db: str, out: str) -> None:
     """Write every answer of STUDY (one row per item and annotator) as CSV, Parquet or JSON."""
     from .export import export_rows, to_csv_text, to_parquet_bytes
 
+    path = _check_out(out)
     store = _store(db)
     s = _study(store, study)
     rows = store.annotation_rows(s["id"])
-    path = Path(out)
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        path.write_text(to_csv_text(s, rows), encoding="utf-8")
+        data = to_csv_text(s, rows).encode("utf-8")
     elif suffix == ".parquet":
-        path.write_bytes(to_parquet_bytes(s, rows))
-    elif suffix == ".json":
-        path.write_text(json.dumps(export_rows(s, rows), indent=1), encoding="utf-8")
+        data = to_parquet_bytes(s, rows)
     else:
-        raise UserError(f"{out}: unknown export type {suffix!r} (use .csv, .parquet or .json)")
+        data = json.dumps(export_rows(s, rows), indent=1).encode("utf-8")
+    _write(path, data)
     click.echo(f"wrote {len(rows)} answers to {path}")
 
 
@@ -185,11 +213,40 @@ def status_cmd(study: str, db: str, as_json: bool, n_boot: int) -> None:
     for p in progress:
         click.echo(f"  {p['name']}: {p['done']}/{p['total']} answered")
     for row in agreement["between_annotators"] + agreement["vs_label"]:
-        r = row["report"]
-        if r is None:
-            click.echo(f"  {row['a']} vs {row['b']}: no shared answers yet")
-            continue
-        kappa = "undefined" if r["kappa"] is None else f"{r['kappa']:.3f}"
-        alpha = "undefined" if r["alpha"] is None else f"{r['alpha']:.3f}"
-        click.echo(f"  {row['a']} vs {row['b']}: {r['agree']}/{r['n']} = {100 * r['percent']:.1f}%  "
-                   f"kappa {kappa}  alpha {alpha}")
+        click.echo(f"  {row['a']} vs {row['b']}: {pair_line(row['report'])}")
+    if agreement["all_annotators"] is not None:
+        click.echo(f"  alpha, all annotators: {alpha_line(agreement['all_annotators'])}")
+    for p in agreement["principles"]:
+        for who, rep in (("annotators", p["annotators"]), ("with the judge", p["with_judge"])):
+            if rep is not None:
+                click.echo(f"  {p['name']} ratings, alpha {who}: {alpha_line(rep)}")
+
+
+def _num(v: float | None, pct: bool = False) -> str:
+    if v is None:
+        return "-"
+    return f"{100 * v:.1f}%" if pct else f"{v:.3f}"
+
+
+def _ci(pair: list, pct: bool = False) -> str:
+    return f"[{_num(pair[0], pct)}, {_num(pair[1], pct)}]"
+
+
+def pair_line(r: dict | None) -> str:
+    """One pair of raters for the terminal: every figure with its interval, and n; or why there is none."""
+    if r is None:
+        return "no shared answers yet"
+    if not r["enough"]:
+        return r["note"]
+    kappa = "kappa undefined" if r["kappa"] is None else f"kappa {_num(r['kappa'])} {_ci(r['kappa_ci'])}"
+    alpha = "alpha undefined" if r["alpha"] is None else f"alpha {_num(r['alpha'])} {_ci(r['alpha_ci'])}"
+    return (f"{r['agree']}/{r['n']} = {_num(r['percent'], True)} {_ci(r['percent_ci'], True)}  {kappa}  {alpha}  "
+            f"(n={r['n']}, 95% CI)")
+
+
+def alpha_line(r: dict) -> str:
+    if not r["enough"]:
+        return r["note"]
+    if r["alpha"] is None:
+        return f"undefined (n={r['n']}: no variation to agree on)"
+    return f"{_num(r['alpha'])} {_ci(r['alpha_ci'])}  (n={r['n']} items, 95% CI)"

@@ -120,7 +120,10 @@ def _comparison_rows(path: Path) -> Iterator[tuple[int | None, dict[str, Any]]]:
 def evaluation_items(folder: str | Path) -> Iterator[Item]:
     """Items of an evaluation folder's comparisons file (formats in the module docstring)."""
     folder = Path(folder)
-    path = next((folder / f for f in COMPARISON_FILES if (folder / f).is_file()), None)
+    try:
+        path = next((folder / f for f in COMPARISON_FILES if (folder / f).is_file()), None)
+    except OSError as e:
+        raise InputError(folder, f"cannot read this folder ({e.strerror or e})") from None
     if path is None:
         raise InputError(folder, f"no {' or '.join(COMPARISON_FILES)} in this evaluation folder "
                                  "(run `psychocounsel evaluate` first, or pass a pair file)")
@@ -178,10 +181,14 @@ def study_spec(source: str | Path, *, n: int, seed: int = 0, name: str | None = 
                split: str | None = None, principles: Sequence[tuple[str, str]] | None = None) -> StudySpec:
     """A study from a pair file or an evaluation folder: N items drawn with the seed."""
     source = Path(source)
-    if source.is_dir():
+    try:
+        is_dir, is_file = source.is_dir(), source.is_file()
+    except OSError as e:
+        raise InputError(source, f"cannot read ({e.strerror or e})") from None
+    if is_dir:
         kind, label_name, sides = "evaluation", "LLM judge", ("policy", "reference")
         rows: Iterable[Item] = evaluation_items(source)
-    elif source.is_file():
+    elif is_file:
         kind, label_name, sides = "pairs", "dataset label", ("chosen", "rejected")
         rows = pair_items(source, split)
     else:

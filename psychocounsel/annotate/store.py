@@ -13,6 +13,10 @@ Design:
 - One connection per thread, kept open: the web server runs handlers in a thread pool, and
   sqlite3 connections are not meant to be shared between threads.
 - Schema changes are numbered migrations in ``PRAGMA user_version`` (as the run store does).
+- Only ``create=True`` (``annotate create-study``) makes a database. Every other opening refuses a
+  path that is not already one of ours, before SQLite touches it: ``sqlite3.connect`` creates any
+  missing file, so a mistyped ``--db`` would otherwise show an empty study and export nothing, and
+  migrating someone else's SQLite file would write our tables into it.
 """
 
 from __future__ import annotations
@@ -74,6 +78,8 @@ MIGRATIONS: list[str] = [
     );
     """,
 ]
+TABLES = ("meta", "studies", "items", "annotators", "assignments", "annotations", "submissions")
+SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite 3 database file
 
 
 @dataclass
@@ -124,13 +130,70 @@ def display_plan(seed: int, study_id: int, annotator_id: int, item_ids: Sequence
     return [(i, bool(_unit("swap", seed, study_id, annotator_id, i) & 1)) for i in order]
 
 
+def check_database(path: str | Path, *, create: bool) -> None:
+    """Refuse a path that cannot be (or, with ``create``, become) an annotation database: a UserError naming it.
+
+    Reads only, and creates nothing: a caller checks every path it was given before any work starts.
+    """
+    path = Path(path)
+    try:
+        if path.is_dir():
+            raise UserError(f"{path}: is a folder, not a database file")
+        if not path.exists():
+            if not create:
+                raise UserError(f"{path}: no annotation database here (make one with "
+                                f"`psychocounsel annotate create-study SOURCE --db {path}`)")
+            if not path.parent.is_dir():
+                raise UserError(f"{path}: cannot create the database: folder {path.parent} does not exist")
+            return
+        with open(path, "rb") as f:
+            head = f.read(len(SQLITE_HEADER))
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror or e})") from None
+    if not head:
+        if create:
+            return  # an empty file is an empty SQLite database (`touch annotate.sqlite`)
+        raise UserError(f"{path}: an empty file, not an annotation database")
+    if head != SQLITE_HEADER:
+        raise UserError(f"{path}: not an SQLite database (is this the right file?)")
+    try:
+        con = sqlite3.connect(path)
+        try:
+            version = con.execute("PRAGMA user_version").fetchone()[0]
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        finally:
+            con.close()
+    except sqlite3.Error as e:
+        raise UserError(f"{path}: cannot open as an SQLite database ({e})") from None
+    if version > len(MIGRATIONS):
+        raise UserError(f"{path}: written by a newer psychocounsel (schema {version}; this one reads up to "
+                        f"{len(MIGRATIONS)})")
+    if version == 0 and tables:
+        shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise UserError(f"{path}: an SQLite database of something else (tables: {shown}), "
+                        "not an annotation database")
+    if version == 0 and not create:
+        raise UserError(f"{path}: an empty SQLite database, not an annotation database")
+    missing = [t for t in TABLES if t not in tables]
+    if version > 0 and missing:
+        raise UserError(f"{path}: not an annotation database (no {missing[0]!r} table)")
+
+
 class AnnotationStore:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, create: bool = True):
+        """Open the database at ``path``; ``create`` allows a new one there (``check_database`` says why not)."""
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        check_database(self.path, create=create)
         self._local = threading.local()
         self._lock = threading.Lock()
         self._all: list[sqlite3.Connection] = []
+        try:
+            self._migrate()
+        except sqlite3.Error as e:
+            self.close()
+            raise UserError(f"{self.path}: cannot open the annotation database ({e})") from None
+
+    def _migrate(self) -> None:
         with self.connect() as con:
             version = con.execute("PRAGMA user_version").fetchone()[0]
             for i, sql in enumerate(MIGRATIONS[version:], start=version + 1):
@@ -316,7 +379,15 @@ class AnnotationStore:
         """
         if choice not in CHOICES:
             raise ValueError(f"choice must be one of {CHOICES}, got {choice!r}")
+        if not isinstance(comment, str):
+            raise ValueError(f"comment must be text, got {type(comment).__name__}")
         ratings = ratings or {}
+        for shown, scores in ratings.items():
+            _side(shown, False)  # an unknown side is an error, never dropped
+            for p, v in scores.items():
+                # bool is an int subclass: True would be stored as the rating 1
+                if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 5:
+                    raise ValueError(f"rating of {p} for {shown} must be a whole number 1 to 5, got {v!r}")
         now = time.time()
         with self.transaction() as con:
             row = con.execute("SELECT swapped FROM assignments WHERE id=? AND annotator_id=?",
@@ -409,7 +480,9 @@ def _json_or_none(value: Any) -> str | None:
 
 
 def _as_int(ref: int | str) -> int:
+    """A study reference as a row id; -1 (no row) when it is not a number or beyond SQLite's 64-bit range."""
     try:
-        return int(ref)
+        value = int(ref)
     except (TypeError, ValueError):
         return -1
+    return value if -(2**63) <= value < 2**63 else -1

@@ -5,8 +5,8 @@ Why not the official ``openai`` client: on 2 cores with a server adding 50 ms, a
 (47% of the 1,280 req/s bound) and ~440 at 256 (9%); aiohttp still spends 0.45 ms. This module
 speaks HTTP/1.1 itself on an asyncio ``Protocol``: one write per request, keep-alive connections
 pooled per replica, replies framed by Content-Length, chunked encoding or connection close, JSON
-through orjson when installed. Measured: 0.05-0.08 ms of CPU per request, ~1,200 req/s (94%) at 64
-in flight and ~4,300 req/s at 256 (``bench/bench_http.py``). When an HTTP proxy applies
+through orjson (the messages' JSON strings shared with the cache key). Measured: 0.05-0.08 ms of
+CPU per request, ~1,200 req/s (94%) at 64 in flight and ~4,300 req/s at 256 (``bench/bench_http.py``). When an HTTP proxy applies
 (HTTPS_PROXY etc.), or ``PSYCHOCOUNSEL_HTTP_CLIENT=aiohttp`` is set, requests go through aiohttp
 instead, which speaks proxies.
 
@@ -30,23 +30,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
+
 from ..config import OpenAIBackendConfig
 from ..errors import BackendError, UserError
 from .base import ChatRequest, Completion
 from .http11 import AiohttpReplica, Replica, ssl_context
 from .ratelimit import RateLimiter
-
-try:  # orjson: optional; saves ~10 us of the ~75 us of client CPU per request (bench_http.py)
-    import orjson
-
-    _dumps, _loads = orjson.dumps, orjson.loads
-except ImportError:  # pragma: no cover - exercised where orjson is absent
-    import json
-
-    def _dumps(obj: Any) -> bytes:
-        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
-
-    _loads = json.loads
 
 RETRYABLE_STATUS = frozenset({408, 409, 429})
 
@@ -160,14 +150,16 @@ class OpenAIBackend:
 
     def _encode(self, request: ChatRequest) -> bytes:
         s = request.sampling
-        payload: dict[str, Any] = {"model": request.model, "messages": request.message_dicts(),
+        # the messages' JSON strings were encoded once for the cache key; the body reuses them
+        messages = b"[" + b",".join([b'{"role":%b,"content":%b}' % rc for rc in request.message_json]) + b"]"
+        payload: dict[str, Any] = {"model": request.model, "messages": orjson.Fragment(messages),
                                    "temperature": s.temperature, "top_p": s.top_p,
                                    self._max_tokens_key: s.max_tokens}
         if s.seed is not None:
             payload["seed"] = s.seed
         if request.response_format is not None and self.cfg.structured_output:
             payload["response_format"] = request.response_format
-        return _dumps(payload)
+        return orjson.dumps(payload)
 
     def _pick(self, avoid: Replica | None, now: float) -> Replica:
         """Fewest in flight among healthy replicas, rotating the start so ties spread."""
@@ -256,7 +248,7 @@ class OpenAIBackend:
             await asyncio.sleep(self._backoff(attempt, retry_after))
 
     def _completion(self, data: bytes, latency: float, url: str, estimate: float) -> Completion:
-        reply = _loads(data)
+        reply = orjson.loads(data)
         choice = reply["choices"][0]
         usage = reply.get("usage") or {}
         pt, ct = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
@@ -278,7 +270,7 @@ class OpenAIBackend:
 def _error_message(data: bytes) -> str:
     """The server's own error message, shortened; never the request (which may be sensitive)."""
     try:
-        err = _loads(data)
+        err = orjson.loads(data)
         msg = err["error"]["message"] if isinstance(err.get("error"), dict) else err.get("error") or err
     except (ValueError, KeyError, TypeError, AttributeError):
         msg = data.decode("utf-8", "replace")

@@ -36,8 +36,8 @@ from typing import Any
 from ..config import SpeechesConfig
 from .dedup import NearDupIndex
 from ..errors import InputError, UserError
-from .pii import KINDS as PII_KINDS
-from .pii import scrub
+from .pii.scrub import scrub
+from .pii.spans import KINDS as PII_KINDS
 from .records import Speech, text_id
 
 DROP_REASONS = ("bad_row", "too_short", "too_long", "duplicate", "near_duplicate")
@@ -82,7 +82,7 @@ class IngestReport:
         if self.pii_scrubbed:
             lines.append("pii masked in kept speeches: " + ", ".join(f"[{k}] {n:,}" for k, n in self.pii.items()))
         else:
-            lines.append("pii: not scrubbed (set speeches.scrub_pii: true to mask emails, phones, URLs, handles)")
+            lines.append("pii: not scrubbed (set speeches.scrub_pii: true to mask names, places, addresses, contacts, IDs)")
         return lines
 
 

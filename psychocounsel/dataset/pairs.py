@@ -15,15 +15,24 @@ Design choices (each one a place where the paper leaves room):
   pair a fraction of a point apart is mostly judge noise, and a reward model's test accuracy on it
   would measure that noise. Call with another ``min_gap`` for test if you want harder pairs.
 * Ties (equal overall) are never pairs, whatever ``min_gap`` is: there is no label to learn.
+* Safety veto (``safety_floor``, ``safety_margin``): a response whose safety score is at or below
+  the floor is never chosen, and a pair whose chosen side scores ``margin`` or more below its
+  rejected side on safety is dropped; both are counted. The score is the one that orders the run:
+  the judge's own, or the calibrated one when calibration is on. The overall score averages safety with six
+  other principles, so without this a warm but unsafe reply can win (an outside check found 662
+  published train pairs, 1.9%, whose rejected response has the higher safety rating).
+* Every pair carries the crisis screen's tier of its question (``crisis_tier``), so a user can see
+  and filter the pairs on speeches that show risk.
 * Ratings are written as integers when every rating in the run is integral (a JSON judge, like
   the published data), else as floats rounded to 3 decimals (G-Eval expectations; 3 decimals is
   far below the judge's own noise). ``ratings="int"|"float"`` forces one.
 
-Files: ``out_dir/{split}.{parquet,jsonl}`` in the released schema plus provenance columns, and
-``out_dir/trl/{split}.{parquet,jsonl}`` with only ``prompt, chosen, rejected`` in TRL's
-conversational preference format (``prompt=[{"role": "user", ...}]``, ``chosen=[{"role":
-"assistant", ...}]``), which DPOTrainer and RewardTrainer read directly. Several formats share a
-folder, so load with ``datasets.load_dataset("parquet", data_files=...)``, not ``data_dir``.
+Files: ``out_dir/{split}.{parquet,jsonl}`` in the released schema, then ``crisis_tier`` and the
+provenance columns; ``datasets.load_dataset(out_dir)`` reads the folder as one dataset. TRL's copies
+go beside it, in ``<out_dir>-trl/{split}.{parquet,jsonl}`` (other columns: inside the folder they
+would break that load), with only ``prompt, chosen, rejected`` in TRL's conversational preference
+format (``prompt=[{"role": "user", ...}]``, ``chosen=[{"role": "assistant", ...}]``), which
+DPOTrainer and RewardTrainer read directly.
 """
 
 from __future__ import annotations
@@ -32,7 +41,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import combinations
@@ -45,11 +53,14 @@ import pyarrow.parquet as pq
 
 from .. import PRINCIPLE_KEYS
 from ..errors import InputError, UserError
+from ..safety.screen import screen
+from . import atomic
 from .jsonl import iter_json_objects
 from .records import Pair, ScoredResponse, text_id
 
 SPLITS = ("train", "dev", "test")
 HEAD_COLUMNS = ("question", "chosen", "rejected", "chosen_model", "rejected_model")
+SAFETY_COLUMNS = ("crisis_tier",)  # right after the released schema (head + ratings), so a filter finds it
 PROVENANCE_COLUMNS = ("speech_id", "chosen_id", "rejected_id", "split", "chosen_score", "rejected_score")
 # Overall is a mean of 7 ratings: 4.142857... - 3.142857... can land a hair under 1.0 in floats.
 _EPS = 1e-9
@@ -62,14 +73,15 @@ def rating_columns(principles: Sequence[str]) -> list[str]:
 
 
 def pair_columns(principles: Sequence[str] = PRINCIPLE_KEYS) -> list[str]:
-    """Column order of our pair files: released schema first, provenance after it."""
-    return [*HEAD_COLUMNS, *rating_columns(principles), *PROVENANCE_COLUMNS]
+    """Column order of our pair files: released schema first, the crisis tier, provenance after it."""
+    return [*HEAD_COLUMNS, *rating_columns(principles), *SAFETY_COLUMNS, *PROVENANCE_COLUMNS]
 
 
 def pair_schema(principles: Sequence[str] = PRINCIPLE_KEYS, integer_ratings: bool = True) -> pa.Schema:
     rating_type = pa.int64() if integer_ratings else pa.float64()
     fields = [pa.field(c, pa.string()) for c in HEAD_COLUMNS]
     fields += [pa.field(c, rating_type) for c in rating_columns(principles)]
+    fields += [pa.field(c, pa.string()) for c in SAFETY_COLUMNS]
     fields += [pa.field(c, pa.string()) for c in PROVENANCE_COLUMNS[:4]]
     fields += [pa.field(c, pa.float64()) for c in PROVENANCE_COLUMNS[4:]]
     return pa.schema(fields)
@@ -98,11 +110,6 @@ def split_of(speech_id: str, seed: int, dev_frac: float = 0.1, test_frac: float 
     return "train"
 
 
-def assign_splits(speech_ids: Iterable[str], seed: int, dev_frac: float = 0.1,
-                  test_frac: float = 0.1) -> dict[str, str]:
-    return {sid: split_of(sid, seed, dev_frac, test_frac) for sid in speech_ids}
-
-
 def split_sizes(speech_ids: Iterable[str], seed: int, dev_frac: float = 0.1,
                 test_frac: float = 0.1) -> dict[str, int]:
     """Speeches per split, every split listed (0 when empty), for logs and reports."""
@@ -112,13 +119,39 @@ def split_sizes(speech_ids: Iterable[str], seed: int, dev_frac: float = 0.1,
 
 # ---------------------------------------------------------------- pairs
 
+VETO_REASONS = ("unsafe_chosen", "less_safe")
+
+
+def safety_veto(hi: ScoredResponse, lo: ScoredResponse, floor: float | None, margin: float | None) -> str | None:
+    """Why ``hi`` may not be chosen over ``lo`` (``VETO_REASONS``), or None. Reads each response's
+    ``safety`` (the calibrated score when calibration orders the run), else the judge's own."""
+    if floor is None and margin is None:
+        return None
+    safety = []
+    for r in (hi, lo):
+        s = r.safety if r.safety is not None else r.scores.get("safety")
+        if s is None:
+            raise ValueError(f"response {r.response_id} has no safety score; the safety veto needs one "
+                             "(pairs.safety_floor and pairs.safety_margin: null turn it off)")
+        safety.append(s)
+    if floor is not None and safety[0] <= floor + _EPS:
+        return "unsafe_chosen"
+    if margin is not None and safety[1] - safety[0] >= margin - _EPS:
+        return "less_safe"
+    return None
+
+
 def build_pairs(question: str, speech_id: str, split: str, responses: list[ScoredResponse],
-                min_gap: float = 1.0) -> list[Pair]:
+                min_gap: float = 1.0, *, safety_floor: float | None = None, safety_margin: float | None = None,
+                vetoed: Counter[str] | None = None) -> list[Pair]:
     """Preference pairs of one speech (rules in the module docstring); chosen = higher overall.
 
     Order is deterministic: responses ranked by (overall desc, response_id), then train/dev
     pairs in rank order (i < j). Failed judgments must be filtered out before this call; a
     NaN overall here is a bug upstream, so it raises instead of being silently skipped.
+    ``safety_floor`` / ``safety_margin`` (None: off, the paper's rule alone; the pipeline passes the
+    config's) veto pairs after the gap rule; each vetoed pair is counted in ``vetoed`` by reason.
+    A test speech whose best-vs-worst pair is vetoed has no pair (its best response is not replaced).
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -137,13 +170,20 @@ def build_pairs(question: str, speech_id: str, split: str, responses: list[Score
 
     def keep(hi: ScoredResponse, lo: ScoredResponse) -> bool:
         gap = hi.overall - lo.overall
-        return gap > _EPS and gap >= min_gap - _EPS
+        if not (gap > _EPS and gap >= min_gap - _EPS):
+            return False
+        why = safety_veto(hi, lo, safety_floor, safety_margin)
+        if why is not None and vetoed is not None:
+            vetoed[why] += 1
+        return why is None
 
     if split == "test":
-        if len(ranked) >= 2 and keep(ranked[0], ranked[-1]):
-            return [Pair(split, speech_id, question, ranked[0], ranked[-1])]
-        return []
-    return [Pair(split, speech_id, question, hi, lo) for hi, lo in combinations(ranked, 2) if keep(hi, lo)]
+        candidates = [(ranked[0], ranked[-1])] if len(ranked) >= 2 else []
+    else:
+        candidates = list(combinations(ranked, 2))
+    kept = [(hi, lo) for hi, lo in candidates if keep(hi, lo)]
+    tier = screen(question).tier if kept else "none"
+    return [Pair(split, speech_id, question, hi, lo, tier) for hi, lo in kept]
 
 
 def _rating(value: float, where: str) -> float:
@@ -163,6 +203,7 @@ def pair_row(pair: Pair, principles: Sequence[str] = PRINCIPLE_KEYS) -> dict[str
             if p not in resp.scores:
                 raise ValueError(f"response {resp.response_id}: no score for principle {p!r}")
             row[f"{side}_{p}_rating"] = _rating(resp.scores[p], f"response {resp.response_id} {p}")
+    row["crisis_tier"] = pair.crisis_tier
     row.update(speech_id=pair.speech_id, chosen_id=pair.chosen.response_id, rejected_id=pair.rejected.response_id,
                split=pair.split, chosen_score=float(pair.chosen.overall), rejected_score=float(pair.rejected.overall))
     return row
@@ -182,7 +223,7 @@ def trl_row(row: dict[str, Any], trl_format: str = "conversational") -> dict[str
 class _SplitFiles:
     """Temp files of one split, written in batches; renamed into place only when everything succeeded."""
 
-    def __init__(self, out_dir: Path, split: str, formats: Sequence[str], schema: pa.Schema,
+    def __init__(self, out_dir: Path, trl_dir: Path, split: str, formats: Sequence[str], schema: pa.Schema,
                  trl_format: str | None):
         self.split, self.formats, self.schema, self.trl_format = split, formats, schema, trl_format
         self.trl_schema = TRL_STANDARD_SCHEMA if trl_format == "standard" else TRL_SCHEMA
@@ -194,19 +235,15 @@ class _SplitFiles:
             for fmt in formats:
                 self._open(fmt, out_dir / f"{split}.{fmt}", fmt, schema)
                 if trl_format:
-                    self._open(f"trl_{fmt}", out_dir / "trl" / f"{split}.{fmt}", fmt, self.trl_schema)
+                    self._open(f"trl_{fmt}", trl_dir / f"{split}.{fmt}", fmt, self.trl_schema)
         except BaseException:
             self.discard()
             raise
 
     def _open(self, key: str, final: Path, fmt: str, schema: pa.Schema) -> None:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-        os.close(fd)
-        self.temps[key], self.finals[key] = Path(tmp), final
+        tmp = atomic.make_temp(final)
+        self.temps[key], self.finals[key] = tmp, final
         self.writers[key] = pq.ParquetWriter(tmp, schema) if fmt == "parquet" else open(tmp, "w", encoding="utf-8")
-        # Close to os.open(..., 0o666 & ~umask): mkstemp's 0600 would make the dataset private by surprise.
-        os.chmod(tmp, 0o644)
 
     def flush(self) -> None:
         if not self.buffer:
@@ -250,18 +287,30 @@ def _ratings_to_int(tmp: Path, fmt: str, columns: list[str], schema: pa.Schema) 
         out.unlink(missing_ok=True)
 
 
+def trl_folder(out_dir: str | Path) -> Path:
+    """Where TRL's copies of a pair folder go: beside it, ``<out_dir>-trl`` (runs/demo/pairs-trl)."""
+    out_dir = Path(out_dir)
+    return out_dir.with_name(out_dir.name + "-trl")
+
+
 def write_pairs(pairs: Iterable[Pair], out_dir: str | Path, formats: Sequence[str] = ("parquet", "jsonl"),
                 principles: Sequence[str] = PRINCIPLE_KEYS,
                 trl_format: Literal["conversational", "standard"] | None = "conversational",
                 ratings: Literal["auto", "int", "float"] = "auto",
-                batch_size: int = DEFAULT_BATCH) -> dict[str, list[Path]]:
+                batch_size: int = DEFAULT_BATCH, trl_dir: str | Path | None = None,
+                allow_empty: bool = False) -> dict[str, list[Path]]:
     """Stream pairs into one file per split and format; returns ``{split: [paths]}``.
 
-    Atomic: everything goes to temp files beside the targets and is renamed into place only
-    after the last pair was written, so an error midway leaves the previous files untouched
-    and no partial file behind. A split with no pairs gets no file; a stale file of ours for
-    that split (from an earlier run in the same folder) is removed so no one trains on it.
-    Paths per split: ours in ``formats`` order, then the TRL files (``trl/{split}.{fmt}``).
+    Atomic: everything goes to temp files beside the targets, fsynced and renamed into place only
+    after the last pair was written (``atomic.py``), so an error or a kill midway leaves the previous
+    files untouched; an error leaves no partial file behind, and the temp files a kill left are removed
+    by the next call for the same folder. A split with no pairs gets no file; a stale file of ours for
+    that split (from an earlier run in the same folder) is removed so no one trains on it. No pair at
+    all while pair files exist is a ``UserError`` unless ``allow_empty``: an upstream failure that
+    emptied the input must not delete a dataset.
+    Paths per split: ours in ``formats`` order, then the TRL files (``trl_dir``, by default
+    ``trl_folder(out_dir)``, ``{split}.{fmt}``). TRL files an earlier version wrote inside the folder
+    (``out_dir/trl/``) are removed: they made ``load_dataset(out_dir)`` fail.
     """
     formats = list(dict.fromkeys(formats))
     bad = [f for f in formats if f not in ("parquet", "jsonl")]
@@ -273,6 +322,10 @@ def write_pairs(pairs: Iterable[Pair], out_dir: str | Path, formats: Sequence[st
         raise UserError(f"pairs: ratings must be auto, int or float, got {ratings!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    trl_dir = Path(trl_dir) if trl_dir is not None else trl_folder(out_dir)
+    ours = [f"{split}.{fmt}" for split in SPLITS for fmt in ("parquet", "jsonl")]
+    for folder in (out_dir, trl_dir):
+        atomic.remove_stale_temps(folder, ours)
     rcols = rating_columns(principles)
     float_schema = pair_schema(principles, integer_ratings=False)
     files: dict[str, _SplitFiles] = {}
@@ -291,7 +344,7 @@ def write_pairs(pairs: Iterable[Pair], out_dir: str | Path, formats: Sequence[st
                 all_integral = all(float(row[c]).is_integer() for c in rcols)
             sf = files.get(pair.split)
             if sf is None:
-                sf = files[pair.split] = _SplitFiles(out_dir, pair.split, formats, float_schema, trl_format)
+                sf = files[pair.split] = _SplitFiles(out_dir, trl_dir, pair.split, formats, float_schema, trl_format)
             sf.buffer.append(row)
             if len(sf.buffer) >= batch_size:
                 sf.flush()
@@ -303,6 +356,11 @@ def write_pairs(pairs: Iterable[Pair], out_dir: str | Path, formats: Sequence[st
             for sf in files.values():
                 for fmt in formats:
                     _ratings_to_int(sf.temps[fmt], fmt, rcols, int_schema)
+        if not files and not allow_empty:
+            existing = [p for d in (out_dir, trl_dir) for p in map(d.joinpath, ours) if p.exists()]
+            if existing:
+                raise UserError(f"{out_dir}: no pairs to write; the {len(existing)} pair files there are kept "
+                                "(allow_empty=True, or --allow-empty on the command line, replaces them with none)")
     except BaseException:
         for sf in files.values():
             sf.discard()
@@ -311,17 +369,25 @@ def write_pairs(pairs: Iterable[Pair], out_dir: str | Path, formats: Sequence[st
     try:
         for split, sf in files.items():
             for key, tmp in sf.temps.items():
-                os.replace(tmp, sf.finals[key])
+                atomic.replace(tmp, sf.finals[key], sync_dir=False)
             result[split] = [sf.finals[k] for k in sorted(sf.finals, key=lambda k: k.startswith("trl_"))]
     except BaseException:
         for sf in files.values():
             sf.discard()  # temps already renamed are gone from their temp name; unlink is a no-op
         raise
+    old_trl = out_dir / "trl"
     for split in SPLITS:
-        if split not in result:
-            for fmt in ("parquet", "jsonl"):
+        for fmt in ("parquet", "jsonl"):
+            (old_trl / f"{split}.{fmt}").unlink(missing_ok=True)
+            if split not in result:
                 (out_dir / f"{split}.{fmt}").unlink(missing_ok=True)
-                (out_dir / "trl" / f"{split}.{fmt}").unlink(missing_ok=True)
+            if split not in result or trl_format is None:
+                (trl_dir / f"{split}.{fmt}").unlink(missing_ok=True)
+    if old_trl.is_dir() and not any(old_trl.iterdir()):
+        old_trl.rmdir()
+    for folder in (out_dir, trl_dir):  # the renames and removals above, durable at once
+        if folder.is_dir():
+            atomic.fsync_dir(folder)
     return {s: result[s] for s in SPLITS if s in result}
 
 
@@ -350,11 +416,12 @@ def normalize_pair_table(table: pa.Table, source: Any = "<table>", principles: S
     """One in-memory shape for our files and the published PsychoCounsel-Preference files.
 
     Required: the five text columns and both ratings of every principle (``principles=None``:
-    detected from the columns). Provenance columns missing in the published data are derived:
-    speech_id = text_id(question) (ingest's Speech.id rule), response ids = text_id(speech_id,
-    model) (the paper draws 4 distinct models per speech), split from ``split`` or the file name,
-    scores = mean of the ratings (the paper's overall). Ratings become float64 so int and float
-    files mix. Extra columns (the published ``ID``, ``prefID``) are kept after ours.
+    detected from the columns). Columns missing in the published data are derived: crisis_tier =
+    the crisis screen's tier of the question, speech_id = text_id(question) (ingest's Speech.id rule),
+    response ids = text_id(speech_id, model) (the paper draws 4 distinct models per speech), split
+    from ``split`` or the file name, scores = mean of the ratings (the paper's overall). Ratings
+    become float64 so int and float files mix. Extra columns (the published ``ID``, ``prefID``) are
+    kept after ours.
     """
     names = table.column_names
     principles = list(principles) if principles is not None else detect_principles(names, source)
@@ -376,6 +443,13 @@ def normalize_pair_table(table: pa.Table, source: Any = "<table>", principles: S
         if cols[col].null_count:
             raise InputError(source, f"{cols[col].null_count} missing ratings", column=col)
     n = table.num_rows
+    if "crisis_tier" in names:
+        cols["crisis_tier"] = table["crisis_tier"].cast(pa.string())
+    else:
+        tiers: dict[str, str] = {}  # a speech has up to 6 pairs: screen each question once
+        cols["crisis_tier"] = pa.chunked_array([pa.array(
+            [tiers.get(q) or tiers.setdefault(q, screen(q).tier) for q in cols["question"].to_pylist()],
+            pa.string())])
     if "speech_id" in names:
         cols["speech_id"] = table["speech_id"].cast(pa.string())
     else:
@@ -403,7 +477,7 @@ def normalize_pair_table(table: pa.Table, source: Any = "<table>", principles: S
             for r in ratings[1:]:
                 total = pc.add(total, r)
             cols[f"{side}_score"] = pc.divide(total, float(len(principles)))
-    ordered = [*HEAD_COLUMNS, *rcols, *PROVENANCE_COLUMNS]
+    ordered = [*HEAD_COLUMNS, *rcols, *SAFETY_COLUMNS, *PROVENANCE_COLUMNS]
     extras = [c for c in names if c not in ordered]
     return pa.table({**{c: cols[c] for c in ordered}, **{c: table[c] for c in extras}})
 

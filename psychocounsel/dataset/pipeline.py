@@ -3,37 +3,38 @@
 Each stage is idempotent and recomputes its plan from the config: which speeches, which k
 profiles per speech (seeded draw), which judge. The store answers what is already done, so a
 rerun after a crash, kill -9 or Ctrl-C continues where it stopped and pays for no call twice.
-The pure cores live in their own modules (ingest, judge, pairs, stats); this module only moves
-records between them, the backends and the store.
+The pure cores live in their own modules (ingest, generate, rubric.score, pairs, stats) and the
+calls go through the session (``session.py``) the evaluation uses too; this module plans and
+moves records between them and the store. ``run_all`` is ``psychocounsel run``.
 """
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
 import json
 import random
 import time
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Awaitable, Callable, Iterator, NamedTuple
 
-from ..rubric import score as judge_core
-from . import pairs as pairs_core
-from ..backends import in_flight, make_backend
-from ..backends.base import Backend, ChatRequest, Sampling
+from ..backends import in_flight
+from ..backends.base import ChatRequest, Completion
 from ..config import ProfileConfig, RunConfig
-from ..errors import BackendError, UserError
-from ..rubric.principles import PrincipleSet, load_principles
-from ..rubric.prompts import Prompt, load_prompt
+from ..errors import UserError
+from ..rubric.prompts import Prompt
+from ..rubric.score import PrincipleScorer, calibrate, check_weights, overall
+from ..runner import StageProgress, run_pool
+from ..store import (JudgmentRow, PairRow, ResponseRow, SpeechRow, StoredJudgment, StoredResponse, StoredSpeech,
+                     Writer)
+from . import atomic
+from . import pairs as pairs_core
+from .estimate import CHARS_PER_TOKEN, Estimate
+from .generate import therapist_request
 from .records import ScoredResponse, text_id
-from ..runner import CachedCaller, StageProgress, call_until_parsed, retry_sampling, run_pool
-from ..store import Store, Writer
-
-CHOICES = ["1", "2", "3", "4", "5"]
-
-
-def _fp(obj: Any) -> str:
-    return hashlib.blake2b(json.dumps(obj, sort_keys=True).encode(), digest_size=8).hexdigest()
+from .session import RUN_KEYS, CallBudget, Generated, Session
+from .validate import INVALID, TRUNCATED, check_reply, checks_key, finish_reason
 
 
 def draw_profiles(speech_id: str, names: list[str], k: int, seed: int) -> list[str]:
@@ -41,101 +42,76 @@ def draw_profiles(speech_id: str, names: list[str], k: int, seed: int) -> list[s
     return random.Random(f"{seed}:{speech_id}").sample(names, k)
 
 
-@dataclass
-class Run:
-    """One run directory: config, store, principles, prompts and (lazily) the backends."""
+class Run(Session):
+    """One run directory (``cfg.run_dir``): the session plus the therapist and judge prompts and the plan."""
 
     cfg: RunConfig
-    base_dir: Path = Path(".")
-    progress: StageProgress = field(default_factory=StageProgress)
 
-    def __post_init__(self) -> None:
-        self.dir = Path(self.cfg.run_dir)
-        if not self.dir.is_absolute():
-            self.dir = self.base_dir / self.dir
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.store = Store(self.dir / "run.sqlite")
-        self.principles: PrincipleSet = load_principles(self._path(self.cfg.principles))
-        self.therapist_prompt: Prompt = load_prompt(self._path(self.cfg.therapists.prompt))
-        self.judge_prompt: Prompt = load_prompt(self._path(self.cfg.judge.prompt))
-        self._backends: dict[str, Backend] = {}
-        self._model_ids: dict[tuple[str, str], Any] = {}
-        (self.dir / "config.resolved.json").write_text(self.cfg.model_dump_json(indent=2))
+    def __init__(self, cfg: RunConfig, base_dir: Path = Path("."), progress: StageProgress | None = None):
+        super().__init__(cfg, Path(cfg.run_dir), "run.sqlite", base_dir=base_dir,
+                         progress=progress or StageProgress(), budget=CallBudget(), keys=RUN_KEYS)
+        self.therapist_prompt: Prompt = self.prompt(cfg.therapists.prompt)
+        self.judge_prompt: Prompt = self.prompt(cfg.judge.prompt)  # type: ignore[arg-type]
+        self._scorer: PrincipleScorer | None = None
+        if cfg.judge.weights is not None:  # a principles file is known only now; the built-in set at load
+            check_weights(cfg.judge.weights, self.principles.keys, "judge.weights")
 
-    def _path(self, spec: str) -> str:
-        """Built-in names stay as they are; relative file paths resolve against the config's folder."""
-        p = self.base_dir / spec
-        return str(p) if ("/" in spec or spec.endswith((".yaml", ".yml", ".txt"))) and p.exists() else spec
+    def overall(self, scores: dict[str, float]) -> float:
+        """A response's overall score under the weights configured now (not those of the judge run)."""
+        return overall(scores, self.cfg.judge.weights)
 
-    def backend(self, name: str) -> Backend:
-        if name not in self._backends:
-            self._backends[name] = make_backend(self.cfg.backends[name])
-        return self._backends[name]
+    def judge_scorer(self) -> PrincipleScorer:
+        """The judge, built on first use: commands that never judge never need its prompt to fit its mode."""
+        if self._scorer is None:
+            self._scorer = self.scorer(self.cfg.judge, self.judge_prompt)
+        return self._scorer
 
-    def usage(self) -> dict[str, Any]:
-        """What each HTTP backend spent so far (requests, retries, failures, tokens, cost)."""
-        return {n: b.usage for n, b in self._backends.items() if getattr(b, "usage", None) is not None}
-
-    async def aclose(self) -> None:
-        for b in self._backends.values():
-            await b.aclose()
-        self._backends.clear()
-
-    def close(self) -> None:
-        self.store.close()
+    def therapist_request(self, p: ProfileConfig, speech: str) -> ChatRequest:
+        return therapist_request(speech, model=p.model, system_prompt=p.system_prompt, sampling=p.sampling,
+                                 prompt=self.therapist_prompt, fingerprint=self.fingerprint)
 
     # -- plan -------------------------------------------------------------------------------
-    def model_identity(self, backend: str, model: str) -> Any:
-        """What identifies a model's answers: for local models a fingerprint of the weight files (cheap:
-        no model is loaded), for servers the backend type and the model name."""
-        if self.cfg.backends[backend].type == "local":
-            if (backend, model) not in self._model_ids:
-                self._model_ids[backend, model] = self.backend(backend).identity(model)  # type: ignore[call-arg]
-            return self._model_ids[backend, model]
-        return self.cfg.backends[backend].type
-
     def profile_fingerprint(self, p: ProfileConfig) -> str:
         """Everything that shapes a profile's answers, minus the speech."""
-        return _fp({
-            "backend": self.model_identity(p.backend, p.model), "model": p.model,
+        return self.fingerprint({
+            "backend": self.identity(p.backend, p.model), "model": p.model,
             "system": p.system_prompt or self.therapist_prompt.version, "sampling": p.sampling.model_dump(),
         })
 
     def judge_fingerprint(self) -> str:
         j = self.cfg.judge
-        return _fp({"backend": self.model_identity(j.backend, j.model), "model": j.model, "mode": j.mode,
-                    "prompt": self.judge_prompt.version, "principles": self.principles.version,
-                    "sampling": j.sampling.model_dump(), "attempts": j.max_attempts})
+        return self.fingerprint({"backend": self.identity(j.backend, j.model), "model": j.model, "mode": j.mode,
+                                 "prompt": self.judge_prompt.version, "principles": self.principles.version,
+                                 "sampling": j.sampling.model_dump(), "attempts": j.max_attempts})
 
-    def planned(self) -> Iterator[tuple[Any, list[tuple[str, ProfileConfig]]]]:
-        """(speech row, [(response id, profile), ...]) for every speech, in ingest order, chunk by chunk."""
+    def planned(self) -> Iterator[tuple[StoredSpeech, list[tuple[str, ProfileConfig]]]]:
+        """(speech, [(response id, profile), ...]) for every speech, in ingest order, chunk by chunk."""
         profiles = {p.name: p for p in self.cfg.therapists.profiles}
         names = list(profiles)
         fps = {n: self.profile_fingerprint(p) for n, p in profiles.items()}
         for chunk in self.store.iter_speeches():
-            for row in chunk:
-                drawn = draw_profiles(row[0], names, self.cfg.therapists.k, self.cfg.seed)
-                yield row, [(text_id(row[0], n, fps[n]), profiles[n]) for n in drawn]
+            for speech in chunk:
+                drawn = draw_profiles(speech.id, names, self.cfg.therapists.k, self.cfg.seed)
+                yield speech, [(text_id(speech.id, n, fps[n]), profiles[n]) for n in drawn]
 
-    def planned_chunks(self, size: int = 500) -> Iterator[list[tuple[Any, list[tuple[str, ProfileConfig]]]]]:
-        buf = []
+    def plan_state(self, judge: str | None = None, size: int = 500) -> Iterator[tuple[StoredSpeech, list[Planned]]]:
+        """(speech, [Planned, ...]) with what the store holds for each planned response (and its judgment
+        by ``judge``), two queries per ``size`` speeches."""
+        chunk: list[tuple[StoredSpeech, list[tuple[str, ProfileConfig]]]] = []
         for item in self.planned():
-            buf.append(item)
-            if len(buf) >= size:
-                yield buf
-                buf = []
-        if buf:
-            yield buf
+            chunk.append(item)
+            if len(chunk) >= size:
+                yield from self._with_state(chunk, judge)
+                chunk = []
+        if chunk:
+            yield from self._with_state(chunk, judge)
 
-    def plan_state(self, judge: str | None = None) -> Iterator[tuple[Any, list[Planned]]]:
-        """(speech row, [Planned, ...]) with what the store holds for each planned response (and its
-        judgment by ``judge``), two queries per 500 speeches."""
-        for chunk in self.planned_chunks():
-            ids = [rid for _, plan in chunk for rid, _ in plan]
-            resp = self.store.responses_by_id(ids)
-            judged = self.store.judgments_by_id(ids, judge) if judge else {}
-            for row, plan in chunk:
-                yield row, [Planned(rid, p, resp.get(rid), judged.get(rid)) for rid, p in plan]
+    def _with_state(self, chunk: list, judge: str | None) -> Iterator[tuple[StoredSpeech, list[Planned]]]:
+        ids = [rid for _, plan in chunk for rid, _ in plan]
+        resp = self.store.responses_by_id(ids)
+        judged = self.store.judgments_by_id(ids, judge) if judge else {}
+        for speech, plan in chunk:
+            yield speech, [Planned(rid, p, resp.get(rid), judged.get(rid)) for rid, p in plan]
 
 
 @dataclass
@@ -144,16 +120,16 @@ class Planned:
 
     rid: str
     profile: ProfileConfig
-    response: tuple | None  # (status, text, model, profile)
-    judgment: tuple | None  # (status, scores, overall, rationale, error)
+    response: StoredResponse | None
+    judgment: StoredJudgment | None
 
     @property
     def response_ok(self) -> bool:
-        return self.response is not None and self.response[0] == "ok"
+        return self.response is not None and self.response.status == "ok"
 
     @property
     def judgment_ok(self) -> bool:
-        return self.judgment is not None and self.judgment[0] == "ok"
+        return self.judgment is not None and self.judgment.status == "ok"
 
 
 # -- ingest ---------------------------------------------------------------------------------
@@ -163,83 +139,89 @@ def stage_ingest(run: Run, force: bool = False) -> dict[str, Any]:
     scfg = run.cfg.speeches
     src = Path(resolve_path(scfg.path, run.base_dir))
     stamp = [src.stat().st_size, src.stat().st_mtime_ns] if src.exists() and src.is_file() else None
-    key = _fp({"speeches": scfg.model_dump(), "file": str(src), "stamp": stamp, "seed": run.cfg.seed,
-               "dev": run.cfg.pairs.dev_frac, "test": run.cfg.pairs.test_frac})
+    key = run.fingerprint({"speeches": scfg.model_dump(), "file": str(src), "stamp": stamp, "seed": run.cfg.seed,
+                           "dev": run.cfg.pairs.dev_frac, "test": run.cfg.pairs.test_frac})
     if not force and run.store.get_meta("ingest_key") == key:
         return run.store.get_meta("ingest_report") | {"skipped": True}
     speeches, report = ingest(scfg, run.base_dir)
     pc = run.cfg.pairs
 
-    def rows():
+    def rows() -> Iterator[SpeechRow]:
         for seq, s in enumerate(speeches):
             split = pairs_core.split_of(s.id, run.cfg.seed, pc.dev_frac, pc.test_frac)
-            yield (s.id, seq, s.text, s.source, s.topic, json.dumps(s.meta, ensure_ascii=False), split)
+            yield SpeechRow(s.id, seq, s.text, s.source, s.topic, json.dumps(s.meta, ensure_ascii=False), split)
 
-    n = run.store.replace_speeches(rows())
+    # one transaction: the speeches, their report and the key that marks them done, or (an error, or no
+    # speech kept) nothing at all; a failed ingest leaves the run's speeches as they were
+    n = run.store.replace_speeches(rows(), meta=lambda: {"ingest_report": report.to_dict(), "ingest_key": key})
     out = report.to_dict()
-    run.store.set_meta("ingest_report", out)
-    run.store.set_meta("ingest_key", key)
-    (run.dir / "ingest_report.json").write_text(json.dumps(out, indent=2, ensure_ascii=False))
+    failed = run.dir / "ingest_report.failed.json"
     if n == 0:
-        raise UserError(f"{scfg.path}: no speech survived cleaning (see {run.dir / 'ingest_report.json'})")
+        atomic.write_text(failed, json.dumps(out, indent=2, ensure_ascii=False))
+        raise UserError(f"{scfg.path}: no speech survived cleaning; the run's speeches are unchanged (see {failed})")
+    atomic.write_text(run.dir / "ingest_report.json", json.dumps(out, indent=2, ensure_ascii=False))
+    failed.unlink(missing_ok=True)
     return out
 
 
 # -- generate -------------------------------------------------------------------------------
-def _generation_work(run: Run, counts: dict[str, int]) -> Iterator[tuple]:
-    """Planned responses that are not stored as ok yet (failed ones are tried again)."""
-    for row, plan in run.plan_state():
+def _generation_work(run: Run, counts: dict[str, int]) -> Iterator[tuple[StoredSpeech, str, ProfileConfig, int]]:
+    """Planned responses that are not stored as ok yet (failed ones are tried again, from the attempt their
+    row says: ``Generated.next_attempt``)."""
+    for speech, plan in run.plan_state():
         for p in plan:
             if p.response_ok:
                 counts["done_before"] += 1
             else:
-                yield row, p.rid, p.profile
+                yield speech, p.rid, p.profile, _next_attempt(run, p.rid) if p.response else 0
 
 
-def _therapist_request(run: Run, speech: str, p: ProfileConfig) -> ChatRequest:
-    system = p.system_prompt if p.system_prompt is not None else run.therapist_prompt.text
-    s = p.sampling
-    return ChatRequest.chat(
-        p.model, [{"role": "system", "content": system}, {"role": "user", "content": speech}],
-        sampling=Sampling(s.temperature, s.top_p, s.max_tokens, s.seed),
-        tag=run.therapist_prompt.version if p.system_prompt is None else "custom:" + _fp(system),
-    )
+def _next_attempt(run: Run, rid: str) -> int:
+    row = run.store.con.execute("SELECT json_extract(provenance, '$.next_attempt') FROM responses WHERE id=?",
+                                (rid,)).fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def response_row(run: Run, speech_id: str, rid: str, p: ProfileConfig, fp: str, g: Generated,
+                 prov: dict[str, Any]) -> ResponseRow:
+    """What the store keeps of one generation: the text only when ok (a failure keeps its reason; the call
+    cache keeps the raw reply), and in the provenance how the reply ended and under which checks."""
+    c = g.completion
+    prov = prov | {"finish_reason": g.finish_reason, "truncated": g.truncated, "attempt": g.attempt,
+                   "next_attempt": g.next_attempt, "checks": checks_key(run.cfg.therapists)}
+    if c is not None:
+        prov["base_url"] = c.base_url
+    return ResponseRow(rid, speech_id, p.name, p.model, fp, g.status, g.text, g.error,
+                       c.prompt_tokens if c else None, c.completion_tokens if c else None,
+                       c.latency_s if c else None, g.call_key, json.dumps(prov), time.time())
 
 
 async def stage_generate(run: Run) -> dict[str, int]:
+    """One reply per planned response, checked before anything can judge it (``validate.py``): stored as ok,
+    as ok and flagged (``truncated: flag``), or as a failure with its reason. Counts what happened."""
+    recheck_responses(run)
     writer = Writer(run.store)
-    counts = {"done_before": 0, "generated": 0, "cached": 0, "failed": 0}
+    callers = run.callers(writer)
+    counts = {"done_before": 0, "generated": 0, "cached": 0, "failed": 0, "truncated": 0, "invalid": 0}
     total = run.store.count_speeches() * run.cfg.therapists.k
-    callers: dict[str, CachedCaller] = {}
     fps = {p.name: run.profile_fingerprint(p) for p in run.cfg.therapists.profiles}
     before = run.store.con.execute("SELECT count(*) FROM responses WHERE status='ok'").fetchone()[0]
     concurrency = sum(in_flight(run.cfg.backends[b]) for b in {p.backend for p in run.cfg.therapists.profiles})
 
     with run.progress.task("generate", total=total, completed=min(before, total)) as bar:
-        async def one(item: tuple) -> None:
-            row, rid, p = item
-            if p.backend not in callers:
-                callers[p.backend] = CachedCaller(run.store, writer, p.backend, run.backend(p.backend))
-            req = _therapist_request(run, row[2], p)
+        async def one(item: tuple[StoredSpeech, str, ProfileConfig, int]) -> None:
+            speech, rid, p, first = item
+            req = run.therapist_request(p, speech.text)
             prov = {"profile": p.name, "backend": p.backend, "sampling": p.sampling.model_dump(),
                     "prompt_version": req.tag, "fingerprint": fps[p.name]}
-            now = time.time()
             try:
-                c, key, cached = await callers[p.backend].complete(req)
-            except BackendError as e:
-                counts["failed"] += 1
-                writer.add("responses", (rid, row[0], p.name, p.model, fps[p.name], "failed", None, str(e),
-                                         None, None, None, None, json.dumps(prov), now))
-                return
+                g = await run.generate(callers[p.backend], req, run.cfg.therapists, first)
             finally:
                 bar.advance()
-            text = c.text.strip()
-            status, err = ("ok", None) if text else ("failed", "empty reply")
-            counts["cached" if cached else "generated"] += status == "ok"
-            counts["failed"] += status == "failed"
-            prov["base_url"] = c.base_url
-            writer.add("responses", (rid, row[0], p.name, p.model, fps[p.name], status, text or None, err,
-                                     c.prompt_tokens, c.completion_tokens, c.latency_s, key, json.dumps(prov), now))
+            counts["failed" if g.status == "failed" else "cached" if g.cached else "generated"] += 1
+            counts["truncated"] += g.truncated
+            counts["invalid"] += bool(g.error and g.error.startswith(INVALID))
+            writer.add("responses", response_row(run, speech.id, rid, p, fps[p.name], g, prov))
 
         try:
             await run_pool(_generation_work(run, counts), one, concurrency)
@@ -248,94 +230,107 @@ async def stage_generate(run: Run) -> dict[str, int]:
     return counts
 
 
+def recheck_responses(run: Run) -> int:
+    """Check again, from what the store holds and without a call, the planned responses stored as ok under
+    other reply rules, or under none (a store written before the checks existed): an invalid or truncated
+    reply stored then must not be judged or become a pair now. Returns how many turned into failures.
+    Every stage that reads responses calls this first; when nothing is to check it is one query.
+    """
+    key = checks_key(run.cfg.therapists)
+    profiles = {p.name: p for p in run.cfg.therapists.profiles}
+    fps = {n: run.profile_fingerprint(p) for n, p in profiles.items()}
+    rows = run.store.con.execute(
+        "SELECT r.id, r.speech_id, r.profile, r.fingerprint, r.text, r.prompt_tokens, r.completion_tokens, "
+        "r.latency_s, r.call_key, r.provenance, s.text FROM responses r JOIN speeches s ON s.id = r.speech_id "
+        "WHERE r.status = 'ok' AND coalesce(json_extract(r.provenance, '$.checks'), '') != ? "
+        f"AND r.fingerprint IN ({','.join('?' * len(fps))})", (key, *fps.values())).fetchall()
+    if not rows:
+        return 0
+    writer = Writer(run.store)
+    failed = 0
+    try:
+        for rid, sid, name, fp, text, prompt_tokens, tokens, latency, call_key, prov_json, speech in rows:
+            p = profiles.get(name)
+            if p is None or fps[name] != fp:
+                continue  # not in the current plan: never read by it
+            prov = json.loads(prov_json) if prov_json else {}
+            finish = prov.get("finish_reason")
+            if "finish_reason" not in prov and call_key:  # written before finish reasons were kept
+                call = run.store.get_call(call_key)
+                finish = finish_reason(Completion(text=call.text or "", raw=call.raw or "")) if call else None
+            req = run.therapist_request(p, speech)
+            system = next((c for r, c in req.messages if r == "system"), None)
+            check = check_reply(text or "", speech=speech, system=system, finish=finish, completion_tokens=tokens,
+                                max_tokens=req.sampling.max_tokens, rules=run.cfg.therapists)
+            attempt = int(prov.get("attempt") or 0)
+            g = Generated("ok" if check.ok else "failed", text if check.ok else None, check.problem, None, call_key,
+                          finish_reason=finish, truncated=check.truncated, attempt=attempt,
+                          next_attempt=attempt + 1 if check.invalid else attempt)
+            failed += not check.ok
+            row = response_row(run, sid, rid, p, fp, g, prov)  # the call's tokens and latency stay as they were
+            writer.add("responses", row._replace(prompt_tokens=prompt_tokens, completion_tokens=tokens,
+                                                 latency_s=latency))
+    finally:
+        writer.commit()
+    return failed
+
+
 # -- judge ----------------------------------------------------------------------------------
-def _judge_work(run: Run, judge: str, counts: dict[str, int]) -> Iterator[tuple]:
-    """(speech row, response id, response text) for ok responses with no ok judgment yet."""
-    for row, plan in run.plan_state(judge):
+def _judge_work(run: Run, judge: str, counts: dict[str, int]) -> Iterator[tuple[StoredSpeech, str, str]]:
+    """(speech, response id, response text) for ok responses with no ok judgment yet."""
+    for speech, plan in run.plan_state(judge):
         for p in plan:
             if not p.response_ok:
                 counts["no_response"] += 1
             elif p.judgment_ok:
                 counts["done_before"] += 1
             else:
-                yield row, p.rid, p.response[1]
+                yield speech, p.rid, p.response.text  # type: ignore[union-attr]
 
 
 async def stage_judge(run: Run) -> dict[str, int]:
+    recheck_responses(run)  # no judge call is paid for a reply stored before the checks
     jc = run.cfg.judge
     judge = run.judge_fingerprint()
+    scorer = run.judge_scorer()
     writer = Writer(run.store)
-    caller = CachedCaller(run.store, writer, jc.backend, run.backend(jc.backend))
+    caller = run.callers(writer)[jc.backend]
     counts = {"done_before": 0, "judged": 0, "failed": 0, "no_response": 0, "calls_cached": 0}
-    keys = run.principles.keys
-    weights = jc.weights
-    fmt = judge_core.judge_response_format(run.principles)
-    structured = getattr(run.cfg.backends[jc.backend], "structured_output", False)
     total = run.store.count_speeches() * run.cfg.therapists.k
     before = run.store.con.execute("SELECT count(*) FROM judgments WHERE judge=? AND status='ok'", (judge,)).fetchone()[0]
 
-    def record(rid: str, status: str, scores: dict | None, rationale: str, err: str | None, attempts: int, ck: list):
-        ov = judge_core.overall(scores, weights) if scores else None
-        writer.add("judgments", (rid, judge, status, json.dumps(scores) if scores else None, rationale, ov, err,
-                                 attempts, json.dumps(ck), time.time()))
-
-    async def one_json(item: tuple) -> None:
-        row, rid, text = item
-        base = judge_core.build_judge_messages(run.principles, run.judge_prompt, row[2], text)
+    async def one(item: tuple[StoredSpeech, str, str]) -> None:
+        speech, rid, text = item
         try:
-            t = await call_until_parsed(
-                caller.complete,
-                lambda attempt: ChatRequest.chat(jc.model, base, sampling=retry_sampling(jc.sampling, attempt),
-                                                 response_format=fmt if structured else None,
-                                                 tag=f"{run.judge_prompt.version}#{attempt}"),
-                lambda reply: judge_core.parse_judgment(reply, run.principles),
-                (judge_core.JudgeParseError,), jc.max_attempts)
-            counts["calls_cached"] += t.cached
-            counts["judged" if t.ok else "failed"] += 1
-            if t.ok:
-                record(rid, "ok", t.value.scores, t.value.rationale, None, t.attempts, t.call_keys)
-            else:
-                record(rid, "failed", None, "", "; ".join(t.errors)[:2000], t.attempts, t.call_keys)
+            j = await run.score(caller, scorer, speech.text, text)
         finally:
             bar.advance()
+        counts["calls_cached"] += j.cached
+        counts["judged" if j.ok else "failed"] += 1
+        # the stored overall is that of the weights of this judge run; pairs and reports recompute it
+        writer.add("judgments", JudgmentRow(
+            rid, judge, "ok" if j.ok else "failed", json.dumps(j.scores) if j.ok else None, j.rationale,
+            run.overall(j.scores) if j.scores else None, j.error, j.attempts, json.dumps(j.call_keys),
+            time.time()))
 
-    async def one_geval(item: tuple) -> None:
-        row, rid, text = item
-        try:
-            prefix, suffixes = judge_core.geval_prefix_and_suffixes(run.principles, run.judge_prompt, row[2], text)
-            key = _fp({"b": caller.identity(jc.model), "m": jc.model, "p": prefix, "s": suffixes, "c": CHOICES, "mode": "geval"})
-            try:
-                probs, cached = await caller.cached_json(
-                    key, jc.model, json.dumps({"tag": run.judge_prompt.version, "geval": True}),
-                    lambda: caller.backend.score_choices(jc.model, prefix, suffixes, CHOICES))
-            except BackendError as e:
-                counts["failed"] += 1
-                record(rid, "failed", None, "", f"call: {e}", 1, [])
-                return
-            counts["calls_cached"] += cached
-            scores = {k: round(judge_core.expected_score(p), 4) for k, p in zip(keys, probs)}
-            counts["judged"] += 1
-            record(rid, "ok", scores, "G-Eval expected score from next-token probabilities", None, 1, [key])
-        finally:
-            bar.advance()
-
-    concurrency = in_flight(run.cfg.backends[jc.backend])
     with run.progress.task(f"judge ({jc.mode})", total=total, completed=min(before, total)) as bar:
         try:
-            await run_pool(_judge_work(run, judge, counts), one_geval if jc.mode == "geval" else one_json, concurrency)
+            await run_pool(_judge_work(run, judge, counts), one, in_flight(run.cfg.backends[jc.backend]))
         finally:
             writer.commit()
     return counts
 
 
 # -- pairs ----------------------------------------------------------------------------------
-def judged_responses(run: Run) -> Iterator[tuple[Any, list[ScoredResponse]]]:
-    """(speech row, its ok-judged responses) with raw scores, in ingest order."""
-    for row, plan in run.plan_state(run.judge_fingerprint()):
+def judged_responses(run: Run) -> Iterator[tuple[StoredSpeech, list[ScoredResponse]]]:
+    """(speech, its ok-judged responses) with raw scores, in ingest order; overall under the weights
+    configured now (the judgments keep the scores, so new weights need no new judging)."""
+    for speech, plan in run.plan_state(run.judge_fingerprint()):
         # chosen_model / rejected_model name the pool member: the profile (model + prompt + sampling);
         # in the paper's pool, one profile per model, so it is the model's name
-        yield row, [ScoredResponse(p.rid, row[0], p.response[3], p.response[1], p.judgment[1], p.judgment[2])
-                    for p in plan if p.judgment_ok and p.response_ok]
+        yield speech, [ScoredResponse(p.rid, speech.id, p.response.profile, p.response.text,  # type: ignore[union-attr, arg-type]
+                                      p.judgment.scores, run.overall(p.judgment.scores))  # type: ignore[union-attr, arg-type]
+                       for p in plan if p.judgment_ok and p.response_ok]
 
 
 def calibrated_scores(run: Run) -> dict[str, dict[str, float]] | None:
@@ -350,53 +345,108 @@ def calibrated_scores(run: Run) -> dict[str, dict[str, float]] | None:
             ids.append(r.response_id)
             for k in matrix:
                 matrix[k].append(r.scores[k])
-    cal = judge_core.calibrate(matrix, method)
+    cal = calibrate(matrix, method)
     return {rid: {k: float(cal[k][i]) for k in matrix} for i, rid in enumerate(ids)}
 
 
 def pairs_plan(run: Run) -> str:
-    """Key of the pair set: the judge, the pair settings and the calibration that made it."""
-    return run.judge_fingerprint() + ":" + _fp(run.cfg.pairs.model_dump()) + ":" + run.cfg.judge.calibration
+    """Key of the pair set: the judge, the pair settings, the weights and the calibration that made it."""
+    return (run.judge_fingerprint() + ":" + run.fingerprint({"pairs": run.cfg.pairs.model_dump(),
+                                                              "weights": run.cfg.judge.weights})
+            + ":" + run.cfg.judge.calibration)
 
 
-def stage_pairs(run: Run) -> dict[str, Any]:
+def stage_pairs(run: Run, allow_empty: bool = False) -> dict[str, Any]:
+    """Pairs of the judged responses: the pairs table, the pair files and the stored result, replaced together.
+
+    One transaction holds the table's rows and the result; the files are written to temp files and renamed
+    into place just before it commits, so an error or a kill leaves the previous table and files (a kill in
+    the moment between the renames and the commit leaves new files over the old table: the next run
+    rebuilds both). No pair at all while pair files exist is refused unless ``allow_empty``."""
     pc = run.cfg.pairs
+    if (pc.safety_floor is not None or pc.safety_margin is not None) and "safety" not in run.principles.keys:
+        raise UserError(f"pairs.safety_floor: the principles ({run.principles.version}) have no 'safety' key to "
+                        "veto by; set pairs.safety_floor and pairs.safety_margin to null to build pairs without it")
+    recheck_responses(run)
     cal = calibrated_scores(run)
-    weights = run.cfg.judge.weights
     plan = pairs_plan(run)
-    counts: dict[str, int] = {"speeches": 0, "speeches_with_pairs": 0}
-    writer = Writer(run.store)
-    run.store.con.execute("DELETE FROM pairs WHERE plan=?", (plan,))
+    counts: dict[str, Any] = {"speeches": 0, "speeches_with_pairs": 0}
+    vetoed: Counter[str] = Counter()
+    tiers: Counter[str] = Counter()
+    con = run.store.con
+    rows: list[PairRow] = []
+
+    def insert_rows() -> None:
+        con.executemany(Writer.SQL["pairs"], rows)
+        rows.clear()
 
     def all_pairs():
-        for row, responses in judged_responses(run):
+        for speech, responses in judged_responses(run):
             counts["speeches"] += 1
             if cal is not None:
-                # the rating columns keep the judge's own scores; calibration only decides the order
+                # the rating columns keep the judge's own scores; calibration decides the order, and the
+                # safety the veto reads (a weak judge's raw safety bunches near 2: every reply under the floor)
                 for r in responses:
-                    r.overall = judge_core.overall(cal[r.response_id], weights)
-            split = row[4] or pairs_core.split_of(row[0], run.cfg.seed, pc.dev_frac, pc.test_frac)
-            ps = pairs_core.build_pairs(row[2], row[0], split, responses, pc.min_gap)
+                    r.overall = run.overall(cal[r.response_id])
+                    r.safety = cal[r.response_id].get("safety")
+            split = speech.split or pairs_core.split_of(speech.id, run.cfg.seed, pc.dev_frac, pc.test_frac)
+            ps = pairs_core.build_pairs(speech.text, speech.id, split, responses, pc.min_gap,
+                                        safety_floor=pc.safety_floor, safety_margin=pc.safety_margin, vetoed=vetoed)
             counts["speeches_with_pairs"] += bool(ps)
             for p in ps:
                 counts[p.split] = counts.get(p.split, 0) + 1
-                writer.add("pairs", (p.chosen.response_id, p.rejected.response_id, p.speech_id, p.split, p.gap, plan))
+                tiers[p.crisis_tier] += 1
+                rows.append(PairRow(p.chosen.response_id, p.rejected.response_id, p.speech_id, p.split, p.gap,
+                                    plan))
+                if len(rows) >= pairs_core.DEFAULT_BATCH:
+                    insert_rows()
                 yield p
 
     out_dir = run.dir / "pairs"
+    con.execute("BEGIN IMMEDIATE")
     try:
+        con.execute("DELETE FROM pairs WHERE plan=?", (plan,))
         files = pairs_core.write_pairs(all_pairs(), out_dir, formats=pc.formats, principles=run.principles.keys,
-                                       trl_format=None if pc.trl_format == "none" else pc.trl_format)
-    finally:
-        writer.commit()
-    result = {"counts": counts, "files": {k: [str(p) for p in v] for k, v in files.items()},
-              "calibration": run.cfg.judge.calibration, "min_gap": pc.min_gap}
-    run.store.set_meta("pairs_result", result)
+                                       trl_format=None if pc.trl_format == "none" else pc.trl_format,
+                                       allow_empty=allow_empty)
+        insert_rows()
+        for why in pairs_core.VETO_REASONS:
+            counts[f"vetoed_{why}"] = vetoed[why]
+        counts["crisis_tiers"] = {t: tiers[t] for t in ("none", "possible", "high")}
+        result = {"counts": counts, "files": {k: [str(p) for p in v] for k, v in files.items()},
+                  "calibration": run.cfg.judge.calibration, "min_gap": pc.min_gap, "plan": plan}
+        run.store.set_meta("pairs_result", result)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
     return result
 
 
+class ReplyState(NamedTuple):
+    """How a stored response's reply ended (``validate.py``), read from its row."""
+
+    error: str | None
+    finish_reason: str | None
+    truncated: bool
+
+
+def reply_states(run: Run, ids: list[str]) -> dict[str, ReplyState]:
+    """response id -> its reply's state, for the ids that have a row (queries in slices under SQLite's 999
+    parameters)."""
+    out: dict[str, ReplyState] = {}
+    for i in range(0, len(ids), 900):
+        part = ids[i:i + 900]
+        q = ("SELECT id, error, json_extract(provenance, '$.finish_reason'), json_extract(provenance, "
+             f"'$.truncated') FROM responses WHERE id IN ({','.join('?' * len(part))})")
+        for rid, error, finish, truncated in run.store.con.execute(q, part):
+            out[rid] = ReplyState(error, finish, bool(truncated))
+    return out
+
+
 def export_responses(run: Run) -> Path:
-    """All judged responses (ok and failed) as one parquet, the stats report's second input."""
+    """All planned responses (ok and failed, judged or not) as one parquet, the stats report's second input;
+    overall under the weights configured now."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -405,91 +455,144 @@ def export_responses(run: Run) -> Path:
     path = run.dir / "responses.parquet"
     tmp = path.with_suffix(".parquet.tmp")
     cols: dict[str, list] = {c: [] for c in ["response_id", "speech_id", "profile", "model", "status",
+                                                "generate_error", "finish_reason", "truncated",
                                                 "judge_status", "judge_error", "overall", *keys]}
-    for row, plan in run.plan_state(judge):
+    for speech, plan in run.plan_state(judge):
+        states = reply_states(run, [pl.rid for pl in plan])
         for pl in plan:
             r, j, p = pl.response, pl.judgment, pl.profile
+            st = states.get(pl.rid)
+            judged = j is not None and pl.response_ok
             cols["response_id"].append(pl.rid)
-            cols["speech_id"].append(row[0])
+            cols["speech_id"].append(speech.id)
             cols["profile"].append(p.name)
             cols["model"].append(p.model)
-            cols["status"].append(r[0] if r else "pending")
-            cols["judge_status"].append(j[0] if j else "pending")
-            cols["judge_error"].append(j[4] if j else None)
-            cols["overall"].append(j[2] if j else None)
+            cols["status"].append(r.status if r else "pending")
+            cols["generate_error"].append(st.error if st else None)
+            cols["finish_reason"].append(st.finish_reason if st else None)
+            cols["truncated"].append(st.truncated if st else False)
+            cols["judge_status"].append(j.status if judged else "pending")  # type: ignore[union-attr]
+            cols["judge_error"].append(j.error if judged else None)  # type: ignore[union-attr]
+            ok = judged and j.status == "ok" and j.scores  # type: ignore[union-attr]
+            cols["overall"].append(run.overall(j.scores) if ok else None)  # type: ignore[union-attr, arg-type]
             for k in keys:
-                cols[k].append((j[1] or {}).get(k) if j else None)
+                cols[k].append((j.scores or {}).get(k) if judged else None)  # type: ignore[union-attr]
     pq.write_table(pa.table(cols), tmp)
     tmp.replace(path)
     return path
 
 
+# -- stats ----------------------------------------------------------------------------------
+def stage_stats(run: Run) -> Path:
+    """The dataset report (JSON, HTML, PNG) of the run's pairs and planned responses; returns the HTML page."""
+    from .stats import dataset_report
+
+    out = run.dir / "report"
+    result = run.store.get_meta("pairs_result") or {}
+    counts = result.get("counts", {}) if result.get("plan") == pairs_plan(run) else {}
+    vetoed = {why: counts[f"vetoed_{why}"] for why in pairs_core.VETO_REASONS if f"vetoed_{why}" in counts}
+    dataset_report(run.dir / "pairs", out_dir=out, responses=export_responses(run),
+                   vetoed=vetoed if counts else None)
+    return out / "report.html"
+
+
 # -- status / dry run -----------------------------------------------------------------------
 def status(run: Run) -> dict[str, Any]:
-    """Where the current plan stands, stage by stage (rows of other plans, e.g. an older judge, are ignored)."""
+    """Where the current plan stands, stage by stage (rows of other plans, e.g. an older judge, are ignored).
+
+    ``generate`` counts replies cut by max_tokens (``truncated``: failed, or kept and flagged) and replies
+    refused as invalid (``invalid``); ``pairs_vetoed`` the pairs the safety veto dropped when they were built.
+    """
     judge = run.judge_fingerprint()
-    gen = {"planned": 0, "ok": 0, "failed": 0, "pending": 0}
+    gen = {"planned": 0, "ok": 0, "failed": 0, "pending": 0, "truncated": 0, "invalid": 0}
     jud = {"planned": 0, "ok": 0, "failed": 0, "pending": 0}
     for _, plan in run.plan_state(judge):
+        states = reply_states(run, [p.rid for p in plan])
         for p in plan:
-            r, j = p.response, p.judgment
+            r, j, st = p.response, p.judgment, states.get(p.rid)
             gen["planned"] += 1
-            gen[r[0] if r and r[0] in ("ok", "failed") else "pending"] += 1
+            gen[r.status if r and r.status in ("ok", "failed") else "pending"] += 1
+            if st is not None:
+                gen["truncated"] += st.truncated or bool(st.error and st.error.startswith(TRUNCATED))
+                gen["invalid"] += bool(st.error and st.error.startswith(INVALID))
             if p.response_ok:
                 jud["planned"] += 1
-                jud[j[0] if j and j[0] in ("ok", "failed") else "pending"] += 1
+                jud[j.status if j and j.status in ("ok", "failed") else "pending"] += 1
+    plan_key = pairs_plan(run)
     pairs = dict(run.store.con.execute("SELECT split, count(*) FROM pairs WHERE plan=? GROUP BY split",
-                                       (pairs_plan(run),)).fetchall())
+                                       (plan_key,)).fetchall())
+    result = run.store.get_meta("pairs_result") or {}
+    counts = result.get("counts", {}) if result.get("plan") == plan_key else {}
+    vetoed = {why: counts.get(f"vetoed_{why}", 0) for why in pairs_core.VETO_REASONS}
     return {"run_dir": str(run.dir), "speeches": run.store.count_speeches(), "generate": gen, "judge": jud,
-            "pairs": pairs, "calls": run.store.call_stats()}
+            "pairs": pairs, "pairs_vetoed": vetoed, "calls": run.store.call_stats()}
 
 
 def dry_run(run: Run) -> dict[str, Any]:
-    """Calls and tokens the next run would spend (upper bounds), and cost where prices are configured.
-
-    Tokens are estimated as characters / 4 (English text with BPE tokenizers averages ~4 chars per
-    token) plus max_tokens for the completion. Nothing is called.
-    """
-    from collections import defaultdict
-
-    est: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    judge = run.judge_fingerprint()
+    """Calls, tokens and cost per backend the next run would spend (``estimate.py``); nothing is called."""
+    est = Estimate()
     jc = run.cfg.judge
-    rubric_chars = len(run.judge_prompt.text) + sum(
-        len(p.definition) + sum(len(v) for v in p.rubric.values()) for p in run.principles.principles)
-    for row, plan in run.plan_state(judge):
+    scorer = run.judge_scorer()
+    for speech, plan in run.plan_state(run.judge_fingerprint()):
         for pl in plan:
-            p, r = pl.profile, pl.response
-            if not pl.response_ok:
-                e = est[p.backend]
-                e["calls"] += 1
-                e["prompt_tokens"] += (len(row[2]) + len(p.system_prompt or run.therapist_prompt.text)) / 4
-                e["completion_tokens"] += p.sampling.max_tokens
-                resp_chars = p.sampling.max_tokens * 4
+            if pl.response_ok:
+                resp_chars = len(pl.response.text or "")  # type: ignore[union-attr]
             else:
-                resp_chars = len(r[1])
+                req = run.therapist_request(pl.profile, speech.text)
+                est.generation(pl.profile.backend, req)
+                resp_chars = req.sampling.max_tokens * CHARS_PER_TOKEN
             if not pl.judgment_ok:
-                e = est[jc.backend]
-                e["calls"] += 1  # retries happen only on bad replies: not counted ahead
-                e["prompt_tokens"] += (len(row[2]) + resp_chars + rubric_chars) / 4
-                e["completion_tokens"] += 0 if jc.mode == "geval" else jc.sampling.max_tokens
-    out: dict[str, Any] = {}
-    for name, e in est.items():
-        b = run.cfg.backends[name]
-        cost = None
-        if b.price_input_per_mtok is not None and b.price_output_per_mtok is not None:
-            cost = (e["prompt_tokens"] * b.price_input_per_mtok + e["completion_tokens"] * b.price_output_per_mtok) / 1e6
-        out[name] = {"calls": int(e["calls"]), "prompt_tokens": int(e["prompt_tokens"]),
-                     "completion_tokens": int(e["completion_tokens"]), "cost_usd": cost}
-    return out
+                est.add(jc.backend, scorer.prompt_chars(len(speech.text), resp_chars), scorer.max_completion_tokens,
+                        model=jc.model)
+    return est.by_backend(run.cfg.backends)
 
 
-async def run_all(run: Run) -> dict[str, Any]:
-    results: dict[str, Any] = {"ingest": stage_ingest(run)}
-    try:
-        results["generate"] = await stage_generate(run)
-        results["judge"] = await stage_judge(run)
-    finally:
-        await run.aclose()
-    results["pairs"] = stage_pairs(run)
+# -- the whole run --------------------------------------------------------------------------
+Stage = Callable[[Run], Awaitable[Any]]
+OnStage = Callable[[str, Any], None]
+
+
+def call_stages(run: Run, stages: dict[str, Stage], on_stage: OnStage = lambda name, result: None) -> dict[str, Any]:
+    """Run the stages that call models, in order, in one event loop (a loaded model serves them all), then
+    close the backends. ``on_stage`` hears each result as it comes, then "usage" (what each backend
+    spent), also when a stage fails or is interrupted."""
+    async def go() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        try:
+            for name, stage in stages.items():
+                out[name] = await stage(run)
+                on_stage(name, out[name])
+        finally:
+            on_stage("usage", run.usage())
+            await run.aclose()
+        return out
+
+    return asyncio.run(go())
+
+
+def run_all(run: Run, on_stage: OnStage = lambda name, result: None, *, estimate_only: bool = False,
+            report: bool = True, allow_empty: bool = False) -> dict[str, Any]:
+    """``psychocounsel run``: ingest, generate, judge, pairs, then the dataset report when there are pairs.
+
+    ``on_stage(name, result)`` hears each stage as it finishes (the command prints there): "ingest",
+    "generate", "judge", "usage", "pairs", "report" (the HTML path, or None when no pair came out).
+    ``estimate_only``: ingest (free), then "dry_run" with the estimate; nothing is called. ``report=False``
+    leaves the report out (tests that check the data only). ``allow_empty``: as ``stage_pairs``.
+    """
+    results: dict[str, Any] = {}
+
+    def done(name: str, value: Any) -> None:
+        results[name] = value
+        on_stage(name, value)
+
+    done("ingest", stage_ingest(run))
+    if estimate_only:
+        done("dry_run", dry_run(run))
+        return results
+    call_stages(run, {"generate": stage_generate, "judge": stage_judge}, done)
+    pairs = stage_pairs(run, allow_empty=allow_empty)
+    done("pairs", pairs)
+    if report:
+        made = sum(pairs["counts"].get(s, 0) for s in pairs_core.SPLITS)
+        done("report", stage_stats(run) if made else None)
     return results

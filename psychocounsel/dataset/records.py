@@ -1,6 +1,6 @@
-"""The records that flow between stages (and rows of the run store).
+"""The records that flow between the data stages' pure cores (the store's rows are typed in ``store.py``).
 
-speech --generate--> response --judge--> judgment --pairs--> pair
+speech --generate--> response --judge--> scored response --pairs--> pair
 """
 
 from __future__ import annotations
@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any
+
+from ..safety.screen import screen
 
 
 def text_id(*parts: str) -> str:
@@ -29,23 +31,6 @@ class Speech:
 
 
 @dataclass
-class Response:
-    id: str  # text_id(speech_id, profile)
-    speech_id: str
-    profile: str
-    model: str
-    text: str
-
-
-@dataclass
-class Judgment:
-    response_id: str
-    scores: dict[str, float]  # principle key -> 1..5 (ints from a JSON judge, expectations from G-Eval)
-    rationale: str = ""
-    overall: float = 0.0  # weighted mean of scores (after calibration when configured)
-
-
-@dataclass
 class ScoredResponse:
     """What the pair builder needs of one judged response."""
 
@@ -55,6 +40,9 @@ class ScoredResponse:
     text: str
     scores: dict[str, float]
     overall: float
+    # the safety score the pairs' safety veto reads: the calibrated one when calibration orders the run (a
+    # weak judge's raw scores bunch near 2), None: scores["safety"], the judge's own
+    safety: float | None = None
 
 
 @dataclass
@@ -64,6 +52,12 @@ class Pair:
     question: str
     chosen: ScoredResponse
     rejected: ScoredResponse
+    # the crisis screen's tier of the question (none | possible | high); None: screened here from the question
+    crisis_tier: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.crisis_tier is None:
+            self.crisis_tier = screen(self.question).tier
 
     @property
     def gap(self) -> float:

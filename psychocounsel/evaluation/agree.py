@@ -1,14 +1,18 @@
 """``psychocounsel agree A B``: agreement between two label files (two judges, or a judge and human labels).
 
 Files are JSONL, JSON, CSV or Parquet, matched by an id column; the numbers come from ``measures.agreement``.
+Ordinal alpha ranks the labels: numbers rank themselves, text labels need ``--order low,mid,high``
+(alphabetical order would put "high" below "low"), and a label outside a given order is an error at its line.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import numbers
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +26,7 @@ from ..measures.agreement import (
     Level,
     agreement_report,
     is_missing,
+    unranked_labels,
 )
 from ..measures.bootstrap import DEFAULT_N_BOOT
 
@@ -32,7 +37,7 @@ def _norm_label(v: Any, path: Path, line: int | str, column: str) -> Hashable | 
         return None
     if isinstance(v, bool):
         return v
-    if isinstance(v, (int, float)):
+    if isinstance(v, (numbers.Real, Decimal)):  # a parquet decimal column reads as Decimal
         return int(v) if float(v).is_integer() else float(v)
     if isinstance(v, str):
         s = v.strip()
@@ -160,14 +165,46 @@ def read_labels(path: str | Path, columns: Sequence[str] = ("label",), key: str 
     return out
 
 
+def parse_order(text: str) -> list[str]:
+    """``--order low,mid,high`` as a list; each item is read as a file's cell is in ``compare_files``."""
+    return [part.strip() for part in text.split(",")]
+
+
+def _check_order(order: Sequence[Any]) -> list[Hashable]:
+    """Order items normalised as cells are ("3" is the number 3 of a 1-5 column); no blanks, no repeats."""
+    if not order:
+        raise UserError("--order is empty: give the labels, lowest first, e.g. --order low,mid,high")
+    out: list[Hashable] = []
+    for i, item in enumerate(order, 1):
+        v = _norm_label(item, Path("--order"), f"item {i}", "order")
+        if v is None:
+            raise UserError(f"--order: item {i} ({item!r}) is empty or reads as a missing label")
+        if v in out:
+            raise UserError(f"--order: {item!r} is given twice")
+        out.append(v)
+    return out
+
+
+def _check_labels_in_order(f: LabelFile, column: str, ids: Sequence[str], order: list[Hashable]) -> None:
+    known = set(order)
+    for i in ids:
+        v = f.labels[column][i]
+        if v is not None and v not in known:
+            raise _err(f.path, f.lines[i], f"label {v!r} is not in --order ({', '.join(map(str, order))})", column)
+
+
 def compare_files(path_a: str | Path, path_b: str | Path, *, columns: Sequence[str] = ("label",),
                   key: str = "id", key_b: str | None = None, column_b: str | None = None,
-                  level: Level = "nominal", n_boot: int = DEFAULT_N_BOOT, seed: int = 0) -> dict[str, Any]:
+                  level: Level = "nominal", order: Sequence[Any] | None = None, n_boot: int = DEFAULT_N_BOOT,
+                  seed: int = 0) -> dict[str, Any]:
     """Agreement of file A and file B on the ids both hold, one report per column.
 
     ``column_b`` names B's column when it differs (one column only, e.g. a judge's ``verdict`` against a
-    human CSV's ``label``); ``key_b`` likewise for the id.
+    human CSV's ``label``); ``key_b`` likewise for the id. ``order`` ranks the labels, lowest first
+    (items read as cells are, so "3" matches a numeric 3): ordinal alpha needs it when any label is
+    text; every label of the shared ids must be in it.
     """
+    ranks = _check_order(order) if order is not None else None
     cols = list(columns)
     if not cols:
         raise UserError("name at least one column to compare (--column)")
@@ -182,13 +219,19 @@ def compare_files(path_a: str | Path, path_b: str | Path, *, columns: Sequence[s
                         f"e.g. {ex_a!r} vs {ex_b!r})")
     res: dict[str, Any] = {"file_a": str(fa.path), "file_b": str(fb.path), "key": key, "key_b": key_b or key,
                            "n_ids_a": len(fa.lines), "n_ids_b": len(fb.lines), "n_shared": len(ids),
-                           "columns": {}}
+                           "order": ranks, "columns": {}}
     for c in cols:
         cb = column_b or c
         la = [fa.labels[c][i] for i in ids]
         lb = [fb.labels[cb][i] for i in ids]
+        if ranks is not None:
+            _check_labels_in_order(fa, c, ids, ranks)
+            _check_labels_in_order(fb, cb, ids, ranks)
+        elif level == "ordinal" and (text := unranked_labels(la + lb)):
+            raise UserError(f"{fa.path} vs {fb.path} (column {c!r}): ordinal alpha ranks the labels, and {text} "
+                            "are not numbers: give their order, lowest first, with --order (e.g. --order low,mid,high)")
         try:
-            res["columns"][c] = agreement_report(la, lb, level=level, n_boot=n_boot, seed=seed)
+            res["columns"][c] = agreement_report(la, lb, level=level, labels=ranks, n_boot=n_boot, seed=seed)
         except ValueError as e:
             raise UserError(f"{fa.path} vs {fb.path} (column {c!r}): {e}") from None
         res["columns"][c]["column_b"] = cb
@@ -213,18 +256,23 @@ def _fmt(v: float | None, ci: list | None, pct: bool = False) -> str:
               help="Label column to compare (repeatable; dotted paths reach nested JSON, e.g. scores.safety).")
 @click.option("--column-b", default=None, help="B's label column when it differs (one --column only).")
 @click.option("--level", type=click.Choice(LEVELS), default="nominal", show_default=True,
-              help="Krippendorff's alpha distance: nominal labels, ordinal ranks (1-5 scores), interval numbers.")
+              help="Krippendorff's alpha distance: nominal labels, ordinal ranks (1-5 scores), interval numbers. "
+                   "Ordinal text labels need --order.")
+@click.option("--order", default=None, metavar="LOW,...,HIGH",
+              help="Rank of the labels, lowest first, comma-separated (e.g. low,mid,high). Needed for "
+                   "--level ordinal when labels are text: their alphabetical order would be a wrong scale. "
+                   "Every label in the data must be in it (a typo is an error at its line).")
 @click.option("--bootstrap", "n_boot", type=int, default=DEFAULT_N_BOOT, show_default=True,
               help="Bootstrap resamples over items for the 95% intervals (0: none).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Also write the numbers as JSON.")
-def agree_cmd(file_a, file_b, key, key_b, columns, column_b, level, n_boot, seed, out) -> None:
+def agree_cmd(file_a, file_b, key, key_b, columns, column_b, level, order, n_boot, seed, out) -> None:
     """Agreement of FILE_A and FILE_B (two judges, or a judge and a human-label CSV), matched by id."""
     from rich.console import Console
     from rich.table import Table
 
     res = compare_files(file_a, file_b, columns=columns, key=key, key_b=key_b, column_b=column_b, level=level,
-                        n_boot=n_boot, seed=seed)
+                        order=parse_order(order) if order is not None else None, n_boot=n_boot, seed=seed)
     t = Table(title=f"agreement on {res['n_shared']} shared ids "
                     f"({res['n_ids_a']} in A, {res['n_ids_b']} in B); 95% bootstrap intervals")
     for h in ("column", "n", "missing", "agreement", "kappa", f"alpha ({level})"):
@@ -239,6 +287,9 @@ def agree_cmd(file_a, file_b, key, key_b, columns, column_b, level, n_boot, seed
     con.print(t)
     con.print("kappa = Cohen's kappa; alpha = Krippendorff's alpha; missing = shared ids without both labels",
               style="dim")
+    if level == "ordinal":
+        ranks = res["order"] or next(iter(res["columns"].values()))["labels"]
+        con.print(f"rank order: {' < '.join(map(str, ranks))}", style="dim", highlight=False)
     for m in notes:
         con.print(f"note: {m}", highlight=False)
     if out:

@@ -13,7 +13,16 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from ..config import JudgeConfig, LocalBackendConfig, OpenAIBackendConfig, SamplingConfig, Strict
+from .. import PRINCIPLE_KEYS
+from ..config import (
+    JudgeConfig,
+    LocalBackendConfig,
+    OpenAIBackendConfig,
+    ReplyChecks,
+    SamplingConfig,
+    Strict,
+    weight_problem,
+)
 
 
 class EvalSpeechesConfig(Strict):
@@ -111,6 +120,10 @@ class EvalConfig(Strict):
     pairwise: PairwiseConfig
     scores: JudgeConfig | None = Field(None, description="Absolute 1-5 scores per principle (None: skipped; "
                                        "safety then rests on the crisis checks alone).")
+    replies: ReplyChecks = Field(default_factory=ReplyChecks, description="What happens to a generated reply "
+                                 "that is cut, garbled, an echo or in another language. In length_cap mode a cut "
+                                 "reply is kept and flagged unless replies.truncated is set: the paper judges "
+                                 "capped replies as they are.")
     bootstrap: BootstrapConfig = Field(default_factory=BootstrapConfig)
     safety: SafetyConfig = Field(default_factory=SafetyConfig)
 
@@ -134,4 +147,10 @@ class EvalConfig(Strict):
                 raise ValueError(f"scores: unknown backend {self.scores.backend!r}")
             if self.scores.mode == "geval" and self.backends[self.scores.backend].type != "local":
                 raise ValueError("scores mode 'geval' needs a local backend")
+            if self.principles == "default" and self.scores.weights is not None:
+                problem = weight_problem(self.scores.weights, PRINCIPLE_KEYS, "scores.weights")
+                if problem:
+                    raise ValueError(problem)
+        if self.mode == "length_cap" and "truncated" not in self.replies.model_fields_set:
+            self.replies.truncated = "flag"
         return self

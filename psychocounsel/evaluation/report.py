@@ -21,10 +21,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import UserError
-from .results import SIDES, compute_results
+from .results import SAFETY_CHECKS, SIDES, compute_results
 
 if TYPE_CHECKING:
-    from .evaluate import Evaluation
+    from .session import Evaluation
 
 EXAMPLES = 6  # comparisons shown in full in the HTML report (all of them are in comparisons.jsonl)
 COLORS = {"policy": "#4c72b0", "reference": "#dd8452"}
@@ -43,11 +43,11 @@ def build_results(ev: "Evaluation", counts: dict[str, Any]) -> tuple[dict[str, A
     caps = None
     if cfg.mode == "length_cap":
         caps = {s: (None if c.responses else min(c.sampling.max_tokens, cfg.length_cap.max_tokens))
-                for s, c in ev._sides()}
+                for s, c in ev.sides()}
     res = compute_results(rows, names={"policy": cfg.policy.name, "reference": cfg.reference.name},
                           principles=ev.principles.keys, low_score=cfg.safety.low_score,
                           n_boot=cfg.bootstrap.n_boot, seed=cfg.bootstrap.seed, has_scores=cfg.scores is not None,
-                          max_tokens=caps)
+                          max_tokens=caps, weights=cfg.scores.weights if cfg.scores else None)
     pc = cfg.pairwise
     meta = {
         "name": cfg.full_name, "mode": cfg.mode,
@@ -294,8 +294,13 @@ def _safety_html(r: dict) -> str:
         parts += ["<h3 class=\"warn\">Responses citing a retired or wrong crisis number</h3>",
                   _table(["side", "speech", "number", "response"],
                          [(w["side"], w["speech_id"], w["number"], w["excerpt"]) for w in s["wrong_numbers"]])]
-    else:
+    elif s.get("measured", {}).get("crisis_numbers", True):
         parts.append("<p>No response cites a retired or wrong crisis number.</p>")
+    else:
+        parts.append("<p>Crisis numbers: not measured (no response from both sides yet).</p>")
+    idle = [SAFETY_CHECKS[k] for k, v in s.get("measured", {}).items() if not v]
+    if idle:
+        parts.append(f"<p>Not measured (nothing to check yet): {_e(', '.join(idle))}.</p>")
     return "".join(parts)
 
 
@@ -355,8 +360,16 @@ def leaderboard_row(r: dict) -> dict[str, Any]:
         "policy_risk_handled": (c.get("policy") or {}).get("both_rate") if c.get("available") else None,
         "reference_risk_handled": (c.get("reference") or {}).get("both_rate") if c.get("available") else None,
         "policy_wrong_numbers": sum(w["side"] == "policy" for w in s.get("wrong_numbers", [])),
-        "policy_safety_worse": s["policy_worse"], "complete": r["complete"],
+        "policy_safety_worse": s["policy_worse"], "safety": safety_verdict(s), "complete": r["complete"],
     }
+
+
+def safety_verdict(s: dict[str, Any]) -> str:
+    """WORSE, ok (no loss on the checks that ran) or "not measured" (no check had anything to check)."""
+    if s["policy_worse"]:
+        return "WORSE"
+    measured = s.get("measured")  # results written before it was kept: as they were read then
+    return "ok" if measured is None or any(measured.values()) else "not measured"
 
 
 def _cells(row: dict) -> list[str]:
@@ -364,19 +377,15 @@ def _cells(row: dict) -> list[str]:
             _ci(row["win_rate_ci"]), _p(row["lc_win_rate"]), _ci(row["lc_win_rate_ci"]), _p(row["flip_rate"]),
             str(row["failed"]), _f(row["policy_overall"]), _f(row["reference_overall"]), _p(row["policy_low_safety"]),
             _p(row["reference_low_safety"]), f"{_p(row['policy_risk_handled'])} / {_p(row['reference_risk_handled'])}",
-            str(row["policy_wrong_numbers"]), "WORSE" if row["policy_safety_worse"] else "ok",
-            "yes" if row["complete"] else "no"]
+            str(row["policy_wrong_numbers"]), row["safety"], "yes" if row["complete"] else "no"]
 
 
-def build_leaderboard(dirs: Sequence[Path], out_dir: Path, rebuild: bool = False,
-                      console: Console | None = None) -> list[dict[str, Any]]:
-    """Rows from each folder's results.json (``rebuild``: recomputed from its eval.sqlite with zero calls),
-    sorted by LC win rate; writes leaderboard.json and leaderboard.html into ``out_dir``."""
+def build_leaderboard(dirs: Sequence[Path], out_dir: Path, console: Console | None = None) -> list[dict[str, Any]]:
+    """Rows from each folder's results.json, sorted by LC win rate; writes leaderboard.json and
+    leaderboard.html into ``out_dir`` (``evaluate.leaderboard`` rebuilds the results first when asked)."""
     rows = []
     for d in dirs:
         path = d / "results.json"
-        if rebuild:
-            rebuild_results(d)
         if not path.is_file():
             raise UserError(f"{d}: no results.json (run `psychocounsel evaluate` for it first)")
         try:
@@ -387,11 +396,16 @@ def build_leaderboard(dirs: Sequence[Path], out_dir: Path, rebuild: bool = False
                              -(x["win_rate"] if x["win_rate"] is not None else -1)))
     out_dir.mkdir(parents=True, exist_ok=True)
     _atomic(out_dir / "leaderboard.json", json.dumps(rows, indent=2, ensure_ascii=False) + "\n")
-    page = (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>leaderboard</title><style>body{{font-family:'
-            f'sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px}}'
-            f'</style></head><body><h1>Leaderboard</h1><p>Sorted by length-controlled win rate. "safety WORSE": the '
-            f'policy lost to its reference on a safety check, whatever its win rate.</p>'
-            f'{_table(LEADERBOARD_COLUMNS, [_cells(r) for r in rows])}</body></html>\n')
+    # 19 columns: their cells wrap at spaces, so the table fits a 1,280 px screen; what still does not fit
+    # (long model names) scrolls sideways in its own box rather than running off the page
+    style = ("body{font-family:sans-serif;margin:1.5em}.scroll{overflow-x:auto;max-width:100%}"
+             "table{border-collapse:collapse;font-size:14px}"
+             "td,th{border:1px solid #ccc;padding:3px 5px;vertical-align:top}")
+    page = (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>leaderboard</title><style>{style}</style>'
+            f'</head><body><h1>Leaderboard</h1><p>Sorted by length-controlled win rate. "safety WORSE": the policy '
+            f'lost to its reference on a safety check, whatever its win rate; "not measured": no safety check had '
+            f'anything to check yet.</p><div class="scroll">{_table(LEADERBOARD_COLUMNS, [_cells(r) for r in rows])}'
+            f'</div></body></html>\n')
     _atomic(out_dir / "leaderboard.html", page)
     if console is not None:
         t = Table(title="leaderboard (sorted by LC win rate; intervals: 95% over speeches)")
@@ -401,24 +415,8 @@ def build_leaderboard(dirs: Sequence[Path], out_dir: Path, rebuild: bool = False
             t.add_row(escape(r["evaluation"]), str(r["n"]), f"{_p(r['win_rate'])} {_ci(r['win_rate_ci'])}",
                       f"{_p(r['lc_win_rate'])} {_ci(r['lc_win_rate_ci'])}", _p(r["flip_rate"]), str(r["failed"]),
                       f"{_p(r['policy_low_safety'])}/{_p(r['reference_low_safety'])}",
-                      "WORSE" if r["policy_safety_worse"] else "ok", style="red" if r["policy_safety_worse"] else None)
+                      r["safety"], style="red" if r["policy_safety_worse"] else None)
         console.print(t)
         console.print(f"leaderboard: {out_dir / 'leaderboard.html'}")
     return rows
 
-
-def rebuild_results(d: Path) -> dict[str, Any]:
-    """Recompute one folder's outputs from its store with a call cap of 0: no model can be called."""
-    from .config import EvalConfig
-    from .evaluate import evaluate, open_evaluation
-
-    cfg_path = d / "config.resolved.json"
-    if not cfg_path.is_file():
-        raise UserError(f"{d}: no config.resolved.json (not an evaluation folder)")
-    cfg = EvalConfig.model_validate_json(cfg_path.read_text(encoding="utf-8"))
-    cfg.out_dir = str(d.resolve())
-    ev = open_evaluation(cfg, max_calls=0)
-    try:
-        return evaluate(ev, calls=False)
-    finally:
-        ev.close()

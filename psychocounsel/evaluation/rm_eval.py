@@ -1,8 +1,8 @@
 """Grade a reward model on pair files (``psychocounsel eval-rm``) and score response files (``psychocounsel score``).
 
-A scorer is anything with ``score_batch(questions, responses) -> np.ndarray | dict[str, np.ndarray]``:
+A scorer is anything with ``score_batch(questions, responses, on_batch=None) -> np.ndarray | dict[str, np.ndarray]``:
 
-* ``RewardScorer`` (in ``training.scorers``) wraps a Hugging Face sequence-classification checkpoint (what
+* ``RewardScorer`` (in ``training.scoring``) wraps a Hugging Face sequence-classification checkpoint (what
   ``train-rm`` writes). It reads the chat the reward model was trained on (user = speech, assistant = response,
   ``training.common.chat``), tokenized exactly as TRL's ``RewardTrainer`` does (the chat template, no extra
   special tokens, padding on the right), so a score here is the score the training loss saw.
@@ -33,8 +33,7 @@ from ..dataset.jsonl import iter_json_objects
 from ..measures.rm_metrics import (DEFAULT_BINS, DEFAULT_BOOTSTRAP, pair_accuracy, pair_outcomes,
     preference_metrics, reliability_bins)
 
-# The scorers and their loader live in training.scorers; their names stay importable from here.
-from ..training.scorers import (DEFAULT_BATCH_SIZE, OVERALL, Scorer, _score_unique, load_scorer)
+from ..training.scoring import DEFAULT_BATCH_SIZE, OVERALL, Scorer, load_scorer, score_unique
 
 
 def _jsonable(x: Any) -> Any:
@@ -95,7 +94,7 @@ def _evaluate_table(scorer: Scorer, files: Sequence[Path], table, split: str | N
     cols = table.to_pydict()
     n = table.num_rows
     qs, texts = cols["question"] * 2, cols["chosen"] + cols["rejected"]
-    both = _score_unique(scorer, qs, texts, on_batch)
+    both = score_unique(scorer, qs, texts, on_batch)
     chosen = {k: v[:n] for k, v in both.items()}
     rejected = {k: v[n:] for k, v in both.items()}
     rc, rr = chosen[OVERALL], rejected[OVERALL]
@@ -247,7 +246,7 @@ def _score_table(scorer: Scorer, table, src: Path, dst: Path, qs: list[str], rs:
     import pyarrow.csv as pcsv
     import pyarrow.parquet as pq
 
-    heads = _score_unique(scorer, qs, rs, on_batch)
+    heads = score_unique(scorer, qs, rs, on_batch)
     new = {score_column: heads[OVERALL], **{f"{score_column}_{k}": v for k, v in heads.items() if k != OVERALL}}
     clash = next((c for c in new if c in table.column_names), None)
     if clash:
@@ -294,7 +293,7 @@ def _model_options(fn: Callable) -> Callable:
 
 
 def _cli_scorer(model: str, weights: str | None, **kwargs: Any) -> Scorer:
-    from ..training.multihead_model import parse_weights
+    from ..training.multihead.config import parse_weights
 
     return load_scorer(model, weights=parse_weights(weights), **kwargs)
 
@@ -306,11 +305,10 @@ def _err():
 
 
 def _run_with_progress(label: str, total: int, fn: Callable[[Callable[[int], None]], Any]) -> Any:
-    from rich.progress import Progress
+    from ..runner import StageProgress
 
-    with Progress(transient=True, console=_err()) as bar:
-        task = bar.add_task(label, total=total)
-        return fn(lambda k: bar.advance(task, k))
+    with StageProgress(_err()).task(label, total) as bar:
+        return fn(bar.advance)
 
 
 @click.command("eval-rm")
@@ -332,9 +330,11 @@ def eval_rm_cmd(model, pairs, split, out_dir, batch_size, max_length, device, dt
     from rich.table import Table
 
     files, table = _load_pairs(pairs, split)  # fail on a bad file before loading the model
+    with _err().status(f"loading {model}"):  # a large checkpoint takes a while; say what is happening
+        scorer = _cli_scorer(model, weights, device=device, dtype=dtype, batch_size=batch_size,
+                             max_length=max_length)
     if split is None and "train" in set(table["split"].to_pylist()):
         _err().print("note: these pairs include the train split; pass --split test for held-out numbers")
-    scorer = _cli_scorer(model, weights, device=device, dtype=dtype, batch_size=batch_size, max_length=max_length)
     total = _unique_count(table["question"].to_pylist() * 2, table["chosen"].to_pylist() + table["rejected"].to_pylist())
     res = _run_with_progress("scoring", total, lambda cb: _evaluate_table(
         scorer, files, table, split, out_dir=out_dir, topic_column=topic_column, n_bins=bins, n_boot=n_boot,
@@ -370,7 +370,9 @@ def score_cmd(model, input, output, question_col, response_col, score_column, ba
         raise UserError(f"{dst}: unknown output type {dst.suffix!r} (expected .jsonl, .csv or .parquet)")
     table = _read_rows(src)  # fail on a bad file before loading the model
     qs, rs = _score_inputs(table, src, question_col, response_col, score_column)
-    scorer = _cli_scorer(model, weights, device=device, dtype=dtype, batch_size=batch_size, max_length=max_length)
+    with _err().status(f"loading {model}"):  # a large checkpoint takes a while; say what is happening
+        scorer = _cli_scorer(model, weights, device=device, dtype=dtype, batch_size=batch_size,
+                             max_length=max_length)
     res = _run_with_progress("scoring", _unique_count(qs, rs), lambda cb: _score_table(
         scorer, table, src, dst, qs, rs, score_column, cb))
     trunc = f", {res['n_truncated']} chats cut to --max-length" if res["n_truncated"] else ""

@@ -14,6 +14,10 @@ numbers (percent agreement alone rewards a judge that always says what is most c
 * Undefined numbers (kappa when both raters used one same label for every item; alpha when the data
   hold a single value) are NaN from the functions and None in reports, with the reason in ``notes``:
   never a crash, never a made-up 0 or 1.
+* Labels are any hashable values. Numbers of any type (Python, numpy, ``Decimal``, ``Fraction``) are one
+  scale, ordered by value. A statistic that needs an order (ordinal alpha, weighted kappa) takes it
+  from the numbers, or from the caller (``values=`` / ``labels=``) when any label is not a number:
+  text sorted alphabetically ("high" < "low" < "mid") would be a silent wrong scale, so it is refused.
 
 Both statistics are sums over items (a contingency table, a coincidence matrix), so a bootstrap
 resample is a weight per item and every resample is one matrix product (``bootstrap.resample_weights``).
@@ -22,7 +26,9 @@ resample is a weight per item and every resample is one matrix product (``bootst
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Hashable, Sequence
+from decimal import Decimal
 from typing import Any, Literal
 
 import numpy as np
@@ -37,16 +43,47 @@ MISSING_TEXT = {"", "na", "n/a", "nan", "null", "none"}
 
 
 def is_missing(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v))
+    """None or a NaN of any float type (a numpy float32 array's NaN is as missing as Python's)."""
+    if v is None:
+        return True
+    if isinstance(v, (float, np.floating)):
+        return bool(np.isnan(v))
+    return isinstance(v, Decimal) and v.is_nan()
+
+
+def is_number(v: Any) -> bool:
+    """A real number of any type (Python, numpy, Decimal, Fraction). A bool is a yes/no label, not a number."""
+    return isinstance(v, (numbers.Real, Decimal)) and not isinstance(v, (bool, np.bool_))
 
 
 def _sorted_labels(values: Sequence[Hashable]) -> list[Hashable]:
-    """Sorted when comparable (numbers, or all strings), else in order of first appearance."""
+    """Numbers by value (whatever their types), else all-text alphabetically, else in order of first
+    appearance. Only for display and for statistics that ignore order (see ``_ranked_labels``)."""
     uniq = list(dict.fromkeys(values))
+    if all(is_number(v) for v in uniq):
+        return sorted(uniq, key=float)
     try:
         return sorted(uniq)
     except TypeError:
         return uniq
+
+
+def unranked_labels(values: Sequence[Hashable | None]) -> str:
+    """The labels that cannot rank themselves (not numbers), quoted for a message; "" when there are none."""
+    text = _sorted_labels([v for v in values if not is_missing(v) and not is_number(v)])
+    return ", ".join(map(repr, text[:5])) + (", ..." if len(text) > 5 else "")
+
+
+def _ranked_labels(values: Sequence[Hashable], given: Sequence[Hashable] | None, what: str,
+                   param: str) -> list[Hashable]:
+    """The rank order a statistic needs: ``given``, or the labels by value when all are numbers."""
+    if given is not None:
+        return list(given)
+    text = unranked_labels(values)
+    if text:
+        raise ValueError(f"{what} ranks the labels, and {text} are not numbers: give their order with "
+                         f"{param}=[lowest, ..., highest]")
+    return sorted(dict.fromkeys(values), key=float)
 
 
 def _paired(a: Sequence[Hashable | None], b: Sequence[Hashable | None]) -> tuple[list, list]:
@@ -109,8 +146,12 @@ def cohen_kappa(a: Sequence[Hashable | None], b: Sequence[Hashable | None],
                 labels: Sequence[Hashable] | None = None, weights: KappaWeights = None) -> float:
     """Cohen's kappa over items both raters labelled; NaN when chance agreement is already perfect.
 
-    ``labels`` fixes the category set and, for ``weights`` "linear"/"quadratic", their order.
+    ``labels`` fixes the category set and, for ``weights`` "linear"/"quadratic", their order (lowest
+    first; needed for weights unless every label is a number).
     """
+    if weights is not None:
+        x, y = _paired(a, b)
+        labels = _ranked_labels(x + y, labels, "weighted kappa", "labels")
     labs, t = confusion_matrix(a, b, labels)
     return float(_kappa_from_tables(t[None], _disagreement(len(labs), weights))[0])
 
@@ -147,7 +188,7 @@ def _alpha_from_coincidences(o: np.ndarray, values: list[Hashable], level: Level
     if level == "nominal":
         d2 = np.broadcast_to(1.0 - np.eye(k), o.shape)
     elif level == "interval":
-        x = np.asarray(values, dtype=np.float64)
+        x = np.array([float(v) for v in values])
         d2 = np.broadcast_to((x[:, None] - x[None, :]) ** 2, o.shape)
     elif level == "ordinal":
         # d2_ck = (sum of n_g for g from c to k - (n_c + n_k) / 2)^2, values in rank order
@@ -165,19 +206,30 @@ def _alpha_from_coincidences(o: np.ndarray, values: list[Hashable], level: Level
         return np.where((exp > 0) & (n > 1), 1 - (n - 1) * obs / exp, np.nan)
 
 
-def _alpha_values(units: list[list[Hashable]], level: Level, values: Sequence[Hashable] | None) -> list[Hashable]:
+def _check_interval(vals: Sequence[Hashable]) -> None:
+    bad = [v for v in vals if not is_number(v)]
+    if bad:
+        raise ValueError(f"interval alpha needs numeric labels, got {bad[0]!r}")
+    inf = [v for v in vals if not math.isfinite(float(v))]
+    if inf:
+        raise ValueError(f"interval alpha needs finite numbers, got {inf[0]!r}")
+
+
+def _alpha_values(units: list[list[Hashable]], level: Level, values: Sequence[Hashable] | None,
+                  param: str = "values") -> list[Hashable]:
     seen = [v for r in units for v in r]
     if values is not None:
         vals = list(values)
         extra = set(seen) - set(vals)
         if extra:
-            raise ValueError(f"values {sorted(map(repr, extra))} are not among the given values {vals!r}")
+            shown = ", ".join(sorted(map(repr, extra)))
+            raise ValueError(f"labels {shown} are not among the given {param} {vals!r}")
+    elif level == "ordinal":
+        vals = _ranked_labels(seen, None, "ordinal alpha", param)
     else:
         vals = _sorted_labels(seen)
     if level == "interval":
-        bad = [v for v in vals if isinstance(v, bool) or not isinstance(v, (int, float))]
-        if bad:
-            raise ValueError(f"interval alpha needs numeric labels, got {bad[0]!r}")
+        _check_interval(vals)
     return vals
 
 
@@ -191,9 +243,10 @@ def coincidence_matrix(data: Sequence[Sequence[Hashable | None]],
 
 def krippendorff_alpha(data: Sequence[Sequence[Hashable | None]], level: Level = "nominal",
                        values: Sequence[Hashable] | None = None) -> float:
-    """Krippendorff's alpha of ``data[item][rater]`` (None = missing); NaN when undefined.
+    """Krippendorff's alpha of ``data[item][rater]`` (None or NaN = missing); NaN when undefined.
 
-    ``values`` fixes the rank order for ``ordinal`` (default: sorted labels); ``interval`` needs numbers.
+    ``values`` fixes the category set and, for ``ordinal``, the rank order (lowest first); it may be left
+    out when every label is a number. ``interval`` needs numbers (any numeric type).
     """
     if level not in LEVELS:
         raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
@@ -231,13 +284,12 @@ def agreement_report(a: Sequence[Hashable | None], b: Sequence[Hashable | None],
                      alpha: float = 0.05) -> dict[str, Any]:
     """Percent agreement, Cohen's kappa and Krippendorff's alpha (at ``level``) with percentile bootstrap
     intervals over items (seeded). Items missing either label are left out and counted in ``n_missing``.
-    Undefined values are None with the reason in ``notes`` (JSON-safe)."""
+    ``labels`` fixes the category set and, for ``ordinal``, the rank order (needed unless every label is a
+    number). Undefined values are None with the reason in ``notes`` (JSON-safe)."""
     if level not in LEVELS:
         raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
     x, y = _paired(a, b)
-    labs = list(labels) if labels is not None else _sorted_labels(x + y)
-    if level == "interval":
-        _alpha_values([labs], level, None)
+    labs = _alpha_values([x + y], level, labels, param="labels")
     ia, ib = _index(x, labs), _index(y, labs)
     k, n = len(labs), len(x)
     # per-item tables: one cell of the contingency table; (a,b)+(b,a) of the coincidence matrix (m_u = 2)
@@ -274,3 +326,47 @@ def agreement_report(a: Sequence[Hashable | None], b: Sequence[Hashable | None],
         "confusion": t.astype(int).tolist(),
         "notes": _undefined_notes(labs, t, point[1], point[2]),
     }
+
+
+def alpha_report(data: Sequence[Sequence[Hashable | None]], level: Level = "nominal",
+                 values: Sequence[Hashable] | None = None, *, groups: Sequence[Hashable] | None = None,
+                 n_boot: int = DEFAULT_N_BOOT, seed: int = 0, alpha: float = 0.05) -> dict[str, Any]:
+    """Krippendorff's alpha of ``data[item][rater]`` (any number of raters) with a percentile bootstrap
+    interval, resampling items, or whole ``groups`` of items (one group label per item) where items are not
+    independent (the two responses of one comparison). Seeded; JSON-safe; alpha None when undefined.
+
+    ``n`` counts the groups (items when ``groups`` is None) holding a pairable item (two or more values):
+    alpha sees only those, and the bootstrap resamples them.
+    """
+    if level not in LEVELS:
+        raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
+    units = _units(data)
+    if groups is not None and len(groups) != len(units):
+        raise ValueError(f"groups must have one entry per item: {len(groups)} groups for {len(units)} items")
+    vals = _alpha_values(units, level, values)
+    keep = [i for i, u in enumerate(units) if len(u) >= 2]
+    kept_groups = None if groups is None else [groups[i] for i in keep]
+    out: dict[str, Any] = {
+        "n": len(keep) if kept_groups is None else len(set(kept_groups)), "n_units": len(keep),
+        "n_values": sum(len(units[i]) for i in keep), "level": level, "ci_level": 1 - alpha, "n_boot": n_boot,
+        "alpha": None, "alpha_ci": [None, None]}
+    if not keep or not vals:
+        return out
+    k = len(vals)
+    coin = _unit_coincidences([units[i] for i in keep], vals)  # (items, k*k): a resample is a weight per item
+    if kept_groups is not None:
+        # One row per group, in np.unique's order: resampling these rows draws exactly what
+        # resample_weights(kept_groups, ...) draws, with a matrix half the size or less.
+        _, inv = np.unique(np.asarray(kept_groups), return_inverse=True)
+        per_group = np.zeros((out["n"], k * k))
+        np.add.at(per_group, inv.ravel(), coin)
+        coin = per_group
+    point = float(_alpha_from_coincidences(coin.sum(axis=0).reshape(1, k, k), vals, level)[0])
+    boots = [_alpha_from_coincidences((w @ coin).reshape(-1, k, k), vals, level)
+             for w in resample_weights(None, len(coin), n_boot, seed)]
+    v = np.concatenate(boots) if boots else np.array([])
+    v = v[np.isfinite(v)]
+    out["alpha"] = _clean(point)
+    if np.isfinite(point) and v.size:
+        out["alpha_ci"] = [float(q) for q in np.quantile(v, [alpha / 2, 1 - alpha / 2])]
+    return out

@@ -120,9 +120,16 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(u / (n_pos * n_neg))
 
 
+def _bin_edges(n_bins: int) -> np.ndarray:
+    """Edges i / B, each the double nearest the exact fraction (so edge 29 of 100 is the literal 0.29)."""
+    return np.arange(n_bins + 1) / n_bins
+
+
 def _bin_index(p: np.ndarray, n_bins: int) -> np.ndarray:
     # Bins [0, 1/B), [1/B, 2/B), ..., [(B-1)/B, 1]: the last bin is closed so p = 1.0 has a home.
-    return np.minimum((p * n_bins).astype(np.int64), n_bins - 1)
+    # Compared with the edges, not int(p * B): 0.29 * 100 is 28.999999999999996 in floating point,
+    # which would put a value sitting on an edge one bin too low.
+    return np.minimum(np.searchsorted(_bin_edges(n_bins), p, side="right") - 1, n_bins - 1)
 
 
 def reliability_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int = DEFAULT_BINS) -> dict[str, list]:
@@ -139,7 +146,7 @@ def reliability_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int = DEFAUL
     nz = count > 0
     mean_p = [float(sum_p[i] / count[i]) if nz[i] else None for i in range(n_bins)]
     freq = [float(sum_y[i] / count[i]) if nz[i] else None for i in range(n_bins)]
-    edges = [i / n_bins for i in range(n_bins + 1)]
+    edges = _bin_edges(n_bins).tolist()
     return {"edges": edges, "count": count.tolist(), "mean_prob": mean_p, "frequency": freq}
 
 

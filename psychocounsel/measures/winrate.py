@@ -9,7 +9,8 @@ is *flipped* when the two orders disagree; ``same_position`` marks the strongest
 the same slot (A/A or B/B) both times. A verdict that could not be parsed (``None``) makes the pair a
 failure: ``score is None``, left out of every rate and counted apart, never a silent tie.
 
-Length-controlled win rate (AlpacaEval 2, Dubois et al. 2024, ``alpaca_eval/metrics/glm_winrate.py``).
+Length-controlled win rate: alpaca_eval's *minimal* length GLM (``length_controlled_minimal`` in
+``alpaca_eval/metrics/glm_winrate.py``, Dubois et al. 2024), NOT the LC of the AlpacaEval 2 leaderboard.
 A logistic GLM of the policy's score y in [0, 1] on
 
     logit P(policy preferred) = theta_model + theta_length * tanh(delta / sd(delta)),
@@ -18,14 +19,33 @@ A logistic GLM of the policy's score y in [0, 1] on
 fitted by maximising the fractional (Bernoulli quasi-) likelihood sum y log p + (1 - y) log(1 - p), so a
 tie (0.5) counts half a win and half a loss, as AlpacaEval does by duplicating each row with weights
 y and 1 - y. ``delta`` is divided by its standard deviation but NOT centred: zero must stay "same length".
-The LC win rate is the prediction at delta = 0, i.e. ``sigmoid(theta_model)``. AlpacaEval's third
-term, instruction difficulty, is a per-instruction effect estimated across the many models of its
-leaderboard; with one policy against one reference it is not identifiable from the data and would
-cancel in the average anyway, so it is left out (the model term is then the intercept).
-AlpacaEval fits with an L1 penalty whose strength is picked by 5-fold cross-validation, plus a pull
-towards gamed baselines from its own leaderboard data; we have neither, and use a fixed small L2 penalty
-(``DEFAULT_L2``) fitted by Newton's method. Its only job is to keep the fit finite when the data are
-separable (e.g. the policy wins every pair) without moving ordinary estimates.
+The LC win rate is the prediction at delta = 0, i.e. ``sigmoid(theta_model)``.
+
+The leaderboard's GLM (``length_controlled_v1``) adds a per-instruction difficulty term, estimated
+across the many models of its leaderboard, and pulls the fit towards length-gamed baselines from its own
+data; its LC is the mean over instructions of the prediction at delta = 0. Neither can exist for one
+policy against one reference: one comparison per speech cannot tell a speech's difficulty from noise.
+What leaving them out costs:
+
+* Not comparable with the leaderboard. On alpaca_eval's AlpacaEval 2 annotation files that name a
+  leaderboard model (58 files, 56 models, judge ``weighted_alpaca_eval_gpt4_turbo``) this fit reads -0.3
+  to +27.2 points off the published LC (median +4.8): within 0.7 for the five FuseChat models (raw win
+  rate 30-71%), far above for weak or length-gamed ones (``gpt4_gamed`` 39.4 vs 12.2). On 59 files it
+  matches alpaca_eval's own minimal GLM to a median 0.03 points (at most 0.85, where its cross-validated
+  L1 penalty shrinks a 13% win rate). Compare our LC numbers only with each other, under one judge and
+  one reference.
+* Biased when speech difficulty drives the length difference and the two sides differ in mean length.
+  The fit reads "equal length" off the speeches whose length difference is near zero. If harder
+  speeches get longer reference answers and the policy writes longer on average, those speeches are
+  harder than the average one and the LC rate reads low; a policy shorter on average reads high.
+  Simulation (``tests/measures/test_winrate.py``; difficulty 1 logit per sd, 100 characters of reference
+  length per sd of difficulty): -1.9 points with the policy 100 characters longer on average, +1.9 with
+  it 100 shorter, about -4 at 200 longer. With difficulty unrelated to length, or equal mean lengths, the
+  bias is within noise (0.2 points): only then does leaving the difficulty term out cost nothing.
+
+AlpacaEval fits with an L1 penalty whose strength is picked by 5-fold cross-validation; we use a fixed
+small L2 penalty (``DEFAULT_L2``) fitted by Newton's method. Its only job is to keep the fit finite when
+the data are separable (e.g. the policy wins every pair) without moving ordinary estimates.
 
 Bootstrap. Intervals resample speeches (``groups``), not rows, so several samples or judgments of one
 speech move together. Resampling is done as integer weights (B x n matrix, in chunks), which lets the
@@ -170,7 +190,12 @@ def _lengths(len_policy: Any, len_reference: Any, n: int) -> np.ndarray:
 
 def lc_win_rate(scores: Sequence[float] | np.ndarray, len_policy: Sequence[float] | np.ndarray,
                 len_reference: Sequence[float] | np.ndarray, *, l2: float = DEFAULT_L2) -> LCResult:
-    """AlpacaEval-2 length-controlled win rate (module docstring): the GLM's win probability at equal length."""
+    """Length-controlled win rate: alpaca_eval's minimal length GLM's win probability at equal length.
+
+    Not the AlpacaEval 2 leaderboard's LC (no instruction-difficulty term, no pull towards gamed baselines),
+    so not comparable with its numbers; biased when speech difficulty drives the length difference and
+    the sides differ in mean length (module docstring).
+    """
     y = _scores_array(scores)
     delta = _lengths(len_policy, len_reference, y.size)
     theta, sd, conv, has_len = _fit_glm(y, delta, np.ones((1, y.size)), l2)
@@ -190,7 +215,7 @@ def weighted_lc_win_rate(scores: np.ndarray, delta: np.ndarray, *, weights: np.n
 
     The length sd is recomputed in every resample, as a refit on the resampled data would.
     """
-    theta, sd, _, has_len = _fit_glm(np.asarray(scores, dtype=np.float64), np.asarray(delta, dtype=np.float64),
+    theta, _, _, has_len = _fit_glm(np.asarray(scores, dtype=np.float64), np.asarray(delta, dtype=np.float64),
                                      weights, l2)
     out = sigmoid(theta[:, 0])
     # a resample with one constant non-zero difference has no LC rate (see lc_win_rate)
@@ -264,7 +289,7 @@ def summarize(scores: Sequence[float | None], len_policy: Sequence[float], len_r
     lc = lc_win_rate(s, lp[ok], lr[ok], l2=l2)
     if lc.note:
         out["notes"].append(f"lc_win_rate: {lc.note}")
-    boot = dict(n_boot=n_boot, seed=seed, alpha=alpha, vectorized=True)
+    boot = {"n_boot": n_boot, "seed": seed, "alpha": alpha, "vectorized": True}
     out.update({
         "win_rate": win_rate(s),
         "win_rate_ci": _ci(bootstrap_by_group(weighted_mean, gg, s, **boot)),

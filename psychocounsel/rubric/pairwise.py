@@ -1,9 +1,10 @@
 """The pairwise judge's pure core: two responses in, a positional verdict out. No I/O, no model calls.
 
-A verdict is positional: "A" (the response shown first), "B" or "tie". ``evaluate.py`` asks for every
-comparison twice, the policy shown as A and then as B, and ``winrate.combine_orders`` turns the two
-positional verdicts into the policy's score; a judge that prefers a position then shows as a flip, not a
-win (MT-Bench's convention: GPT-4 flips 12.9% of its verdicts on swapping).
+A verdict is positional: "A" (the response shown first), "B" or "tie". The evaluation
+(``evaluation/stages.py``) asks for every comparison twice, the policy shown as A and then as B, and
+``winrate.combine_orders`` turns the two positional verdicts into the policy's score; a judge that prefers
+a position then shows as a flip, not a win (MT-Bench's convention: GPT-4 flips 12.9% of its verdicts on
+swapping).
 
 Two modes:
 - json: the reply is ``{"rationale": ..., "winner": "A" | "B" | "tie"}``; ``parse_verdict`` is strict and
@@ -17,15 +18,17 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from .score import json_objects, format_principles
 from .principles import PrincipleSet
 from .prompts import Prompt
+from .replies import ConflictingKeys, json_objects
+from .score import format_principles
 
 Position = Literal["A", "B", "tie"]
 WINNER_KEYS = ("winner", "verdict", "better", "preferred", "choice", "better_response")
 RATIONALE_KEYS = ("rationale", "reasoning", "explanation", "justification")
 TIE_WORDS = {"tie", "equal", "draw", "both", "neither", "same", "c"}
-CHOICES = ["A", "B"]
+# The next tokens a choice-mode judge is scored on (a tie is a margin, never a token); part of its call keys.
+VERDICT_LETTERS = ["A", "B"]
 
 
 class VerdictParseError(ValueError):
@@ -109,14 +112,17 @@ def parse_verdict(text: str) -> tuple[Position, str]:
     Accepted: a JSON object (fenced or with chatter around it) with a winner under one of WINNER_KEYS,
     valued A/B/tie in any of the spellings ``_position`` knows; or a bare reply that is only "A", "B",
     "[[A]]" or "tie". When several objects name a winner, the last one counts (judges correct themselves
-    last); two different winners in one object cannot happen in JSON.
+    last). A key given twice with different values (``{"winner": "A", "winner": "B"}``) is an error.
     """
     if not isinstance(text, str) or not text.strip():
         raise VerdictParseError("empty reply")
     bare = _position(text.strip())
     if bare is not None:
         return bare, ""
-    objects, error = json_objects(text)
+    try:
+        objects, error = json_objects(text)
+    except ConflictingKeys as e:
+        raise VerdictParseError(str(e)) from None
     found: tuple[Position, str] | None = None
     bad: str | None = None
     for obj in objects:

@@ -56,6 +56,36 @@ class Prompt:
         template = self.text if section is None else self.section(section)
         return render(template, values, source=self.source or self.name)
 
+    def compile(self, section: str | None, open_names: tuple[str, ...], **fixed: object) -> "Template":
+        """The section with ``fixed`` values filled in now and ``open_names`` left for ``Template.fill``.
+
+        For text that is the same in every request (a judge's rubric): rendering it once per judge instead
+        of once per call. The result fills exactly as ``render`` with all values would, in one pass: a fixed
+        value that happens to contain "{speech}" stays literal text.
+        """
+        template = self.text if section is None else self.section(section)
+        source = self.source or self.name
+        parts: list[str] = []
+        names: list[str] = []
+        literal: list[str] = []
+        end = 0
+        for m in PLACEHOLDER_RE.finditer(template):
+            literal.append(template[end:m.start()])
+            end = m.end()
+            name = m.group(1)
+            if name in open_names:
+                parts.append("".join(literal))
+                names.append(name)
+                literal = []
+            elif name in fixed:
+                literal.append(str(fixed[name]))
+            else:
+                have = ", ".join(sorted({*fixed, *open_names})) or "none"
+                raise UserError(f"{source}: placeholder {{{name}}} has no value (available: {have})")
+        literal.append(template[end:])
+        parts.append("".join(literal))
+        return Template(tuple(parts), tuple(names))
+
     def require(self, section: str | None, *names: str) -> None:
         """Fail early when a (user) template leaves out a value the caller must show the model."""
         template = self.text if section is None else self.section(section)
@@ -64,6 +94,26 @@ class Prompt:
             where = "" if section is None else f" section <<<{section}>>>"
             raise UserError(f"{self.source or self.name}:{where} must contain "
                             + ", ".join("{" + n + "}" for n in missing))
+
+
+@dataclass(frozen=True)
+class Template:
+    """A prompt section compiled by ``Prompt.compile``: literal parts around the placeholders still open."""
+
+    parts: tuple[str, ...]  # len(names) + 1 pieces of literal text
+    names: tuple[str, ...]  # the open placeholder between parts[i] and parts[i + 1]
+
+    def fill(self, **values: str) -> str:
+        out = [self.parts[0]]
+        for name, part in zip(self.names, self.parts[1:], strict=True):
+            out.append(values[name])
+            out.append(part)
+        return "".join(out)
+
+    @property
+    def fixed_chars(self) -> int:
+        """Characters of the text apart from the open values (for cost estimates)."""
+        return sum(len(p) for p in self.parts)
 
 
 def render(template: str, values: dict[str, object], *, source: str = "prompt") -> str:

@@ -1,16 +1,21 @@
-"""The judge's pure core: prompts in, scores out. No I/O and no model calls (the stage runner does those).
+"""The principle judge's pure core: prompts in, scores out. No I/O and no model calls (the session does those).
 
-Two ways to judge a therapist response:
+``PrincipleScorer`` is the one judge of therapist responses on the principles, used by the data pipeline's
+judge stage and by the evaluation's score stage alike. Built once per judge configuration (principles,
+prompt, model, sampling, mode), it renders the rubric once, then per (speech, response) makes the
+request(s) and turns the reply or the probabilities into scores, or into an error that is recorded as a
+failure, never a score. Two modes:
 
 - JSON mode (the paper, with GPT-4o): ONE call per response scores ALL principles and returns a JSON object
-  ``{"rationale": ..., "empathy": 4, ...}``. ``build_judge_messages`` builds the call,
+  ``{"rationale": ..., "empathy": 4, ...}``. ``PrincipleScorer.request`` builds the call,
   ``judge_response_format`` asks OpenAI-compatible servers for exactly that shape (structured output), and
   ``parse_judgment`` reads the reply from any server, strict about the scores: a reply it cannot read is a
-  ``JudgeParseError`` (a recorded failure), never a default score.
+  ``JudgeParseError``, never a default score.
 - G-Eval mode (local models): a shared prefix (client speech + response) and one short suffix per principle
   ending in "Score (1-5):"; the backend reads the probabilities of the next token "1".."5" and the score is
-  their expectation (``expected_score``). Small judges then give fine-grained but compressed scores, which is
-  what ``calibrate`` is for.
+  their expectation (``expected_score``). A probability row per principle, five numbers each, or it is an
+  error (``geval_scores``). Small judges then give fine-grained but compressed scores, which is what
+  ``calibrate`` is for.
 
 ``overall`` is the weighted mean of a response's principle scores (equal weights in the paper).
 """
@@ -21,14 +26,21 @@ import json
 import math
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Literal
 
+from ..backends.base import ChatRequest, Sampling
+from ..config import weight_problem
 from ..errors import UserError
 from .principles import Principle, PrincipleSet
-from .prompts import Prompt
+from .prompts import Prompt, Template
+from .replies import ConflictingKeys, json_objects
 
 SCORES = (1, 2, 3, 4, 5)
+# The next tokens a G-Eval judge is scored on; part of every G-Eval call key.
+SCORE_CHOICES = [str(s) for s in SCORES]
 SCORE_CUE = "Score (1-5):"
+GEVAL_RATIONALE = "G-Eval expected score from next-token probabilities"
 RATIONALE_ALIASES = ("rationale", "reasoning", "explanation", "justification")
 # Keys under which chatty judges put a score inside a per-principle object: {"empathy": {"score": 4, ...}}.
 SCORE_FIELDS = ("score", "rating", "value")
@@ -46,6 +58,13 @@ class JudgeParseError(ValueError):
 class ParsedJudgment:
     scores: dict[str, int]  # principle key -> 1..5, in the principle set's order
     rationale: str
+
+
+def retry_sampling(s: Any, attempt: int) -> Sampling:
+    """Sampling for attempt ``attempt`` of a judge call: a retry must be able to differ, so a new seed, and
+    some temperature (0.5) if the first try was greedy. Shared by the principle and the pairwise judge."""
+    temp = s.temperature if attempt == 0 else max(s.temperature, 0.5)
+    return Sampling(temp, s.top_p, s.max_tokens, (s.seed or 0) + attempt)
 
 
 # --- prompts ----------------------------------------------------------------------------------------------
@@ -71,25 +90,6 @@ def json_template(principles: PrincipleSet) -> str:
     return "{\n" + ",\n".join(lines) + "\n}"
 
 
-def build_judge_messages(principles: PrincipleSet, prompt: Prompt, speech: str,
-                         response: str) -> list[dict[str, str]]:
-    """System + user messages for one JSON-mode call that scores ``response`` on every principle.
-
-    A plain prompt file (no section markers) is sent as the user message alone.
-    """
-    values = {"principles": format_principles(principles), "json_template": json_template(principles),
-              "keys": ", ".join(principles.keys), "speech": speech, "response": response}
-    if not prompt.sections:
-        prompt.require(None, "speech", "response")
-        return [{"role": "user", "content": prompt.render(None, **values)}]
-    prompt.require("user", "speech", "response")
-    messages = []
-    if "system" in prompt.sections:
-        messages.append({"role": "system", "content": prompt.render("system", **values)})
-    messages.append({"role": "user", "content": prompt.render("user", **values)})
-    return messages
-
-
 def judge_response_format(principles: PrincipleSet) -> dict[str, Any]:
     """OpenAI structured-output ``response_format``: the reply can only be the object the parser expects."""
     properties: dict[str, Any] = {"rationale": {"type": "string"}}
@@ -110,39 +110,12 @@ def judge_response_format(principles: PrincipleSet) -> dict[str, Any]:
     }
 
 
-def judge_tag(principles: PrincipleSet, prompt: Prompt) -> str:
-    """Provenance for cache keys and stored judgments: which prompt and which principles produced a score."""
-    return f"judge:{prompt.version}|principles:{principles.version}"
-
-
 # --- parsing ----------------------------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=4096)  # replies repeat the same few keys; the regex was 2/3 of parsing (26 -> 8 us a reply)
 def _norm(s: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", s.lower()).strip("_")
-
-
-def json_objects(text: str) -> tuple[list[dict], str | None]:
-    """Every top-level JSON object in ``text``, in order, and the first decode error seen (if any).
-
-    ``raw_decode`` from each "{" finds an object however it is wrapped (fences, chatter) and copes with
-    braces inside strings, which a brace-counting regex would not.
-    """
-    decoder = json.JSONDecoder()
-    found: list[dict] = []
-    error: str | None = None
-    i = text.find("{")
-    while i != -1:
-        try:
-            obj, end = decoder.raw_decode(text, i)
-        except json.JSONDecodeError as e:
-            error = error or e.msg
-            i = text.find("{", i + 1)
-            continue
-        if isinstance(obj, dict):
-            found.append(obj)
-        i = text.find("{", end)
-    return found, error
 
 
 def _key_map(principles: PrincipleSet) -> dict[str, str]:
@@ -197,11 +170,18 @@ def parse_judgment(text: str, principles: PrincipleSet) -> ParsedJudgment:
     {"score": 4, ...}, principle names instead of keys, and scores nested under one wrapper key. When the
     reply holds several objects, the last one with the most principle keys wins (judges that correct
     themselves put the final answer last). A missing rationale reads as "" (it is never used in a score).
+    A principle given two different scores, as one key twice or in two spellings, is an error.
     """
+    return _read_judgment(text, principles, _key_map(principles))
+
+
+def _read_judgment(text: str, principles: PrincipleSet, keymap: dict[str, str]) -> ParsedJudgment:
     if not isinstance(text, str) or not text.strip():
         raise JudgeParseError("empty reply")
-    objects, error = json_objects(text)
-    keymap = _key_map(principles)
+    try:
+        objects, error = json_objects(text)
+    except ConflictingKeys as e:
+        raise JudgeParseError(str(e)) from None
     best, best_hits = None, 0
     for obj in objects:
         obj = _unwrap(obj, keymap)
@@ -237,19 +217,12 @@ def parse_judgment(text: str, principles: PrincipleSet) -> ParsedJudgment:
 # --- overall score and calibration ------------------------------------------------------------------------
 
 
-def check_weights(weights: dict[str, float], keys: list[str]) -> None:
-    """Weights must name exactly the principle keys, each > 0 (a zero weight is dropping a principle:
-    do that in the principles file, where it changes the version)."""
-    unknown = sorted(set(weights) - set(keys))
-    if unknown:
-        raise UserError(f"judge.weights: unknown principle {unknown[0]!r} (principles: {', '.join(keys)})")
-    missing = [k for k in keys if k not in weights]
-    if missing:
-        raise UserError(f"judge.weights: no weight for {missing[0]!r} (give one for every principle)")
-    for k in keys:
-        w = weights[k]
-        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w <= 0:
-            raise UserError(f"judge.weights.{k}: must be a positive number (got {w!r})")
+def check_weights(weights: dict[str, float], keys: list[str], field: str = "judge.weights") -> None:
+    """Weights must name exactly the principle keys, each > 0 (``config.weight_problem``); ``field`` names
+    the config field in the one-line error."""
+    problem = weight_problem(weights, keys, field)
+    if problem:
+        raise UserError(problem)
 
 
 def overall(scores: dict[str, float], weights: dict[str, float] | None = None) -> float:
@@ -330,30 +303,6 @@ def _rank(xs: list[float]) -> list[float]:
 # --- G-Eval -----------------------------------------------------------------------------------------------
 
 
-def geval_prefix_and_suffixes(principles: PrincipleSet, prompt: Prompt, speech: str,
-                              response: str) -> tuple[list[dict[str, str]], list[str]]:
-    """The shared prefix (system + user messages with the speech and response) and one suffix per principle.
-
-    The prefix does not depend on the principle, so a backend encodes it once and scores all seven suffixes
-    from its cache. Each suffix is plain text that continues the prefix's last user message (the local
-    backend appends it there, then opens the assistant turn), so it starts with a blank line; it shows one
-    principle's definition and anchors and ends with "Score (1-5):", so the next token is the digit.
-    """
-    if "suffix" not in prompt.sections:
-        raise UserError(f"{prompt.source or prompt.name}: judge mode 'geval' needs a G-Eval prompt with a "
-                        "<<<suffix>>> section (e.g. judge.prompt: geval_v1)")
-    prompt.require("user", "speech", "response")
-    values = {"speech": speech, "response": response}
-    prefix = []
-    if "system" in prompt.sections:
-        prefix.append({"role": "system", "content": prompt.render("system", **values)})
-    prefix.append({"role": "user", "content": prompt.render("user", **values)})
-    suffixes = ["\n\n" + prompt.render("suffix", name=p.name, key=p.key, definition=p.definition,
-                                       rubric=format_rubric(p)).rstrip()
-                for p in principles]
-    return prefix, suffixes
-
-
 def expected_score(probs: list[float]) -> float:
     """G-Eval score: sum(p_i * i) over the choices 1..5.
 
@@ -375,3 +324,86 @@ def geval_scores(principles: PrincipleSet, probs: list[list[float]]) -> dict[str
     if len(probs) != len(principles):
         raise ValueError(f"geval_scores: {len(probs)} probability rows for {len(principles)} principles")
     return {p.key: expected_score(row) for p, row in zip(principles, probs)}
+
+
+# --- the scorer -------------------------------------------------------------------------------------------
+
+OPEN = ("speech", "response")  # what changes per request; everything else in a judge prompt is fixed
+
+
+class PrincipleScorer:
+    """One principle judge: a configuration rendered once, then requests and scores per (speech, response).
+
+    ``sampling`` is any object with temperature, top_p, max_tokens and seed (a ``SamplingConfig``).
+    ``structured``: ask the server for the reply's JSON schema (OpenAI structured output). A prompt that
+    cannot serve the mode (a G-Eval prompt without a <<<suffix>>> section, a JSON prompt that never shows
+    the speech) is a ``UserError`` here, before any call.
+    """
+
+    def __init__(self, principles: PrincipleSet, prompt: Prompt, model: str, sampling: Any,
+                 mode: Literal["json", "geval"] = "json", max_attempts: int = 3, structured: bool = False):
+        self.principles, self.prompt, self.model, self.sampling = principles, prompt, model, sampling
+        self.mode, self.max_attempts = mode, max_attempts
+        self.response_format = judge_response_format(principles) if structured and mode == "json" else None
+        self._keymap = _key_map(principles)
+        if mode == "geval":
+            if "suffix" not in prompt.sections:
+                raise UserError(f"{prompt.source or prompt.name}: judge mode 'geval' needs a G-Eval prompt with a "
+                                "<<<suffix>>> section (e.g. judge.prompt: geval_v1)")
+            prompt.require("user", *OPEN)
+            self._messages = self._compile()
+            # Each suffix continues the prefix's last user message (the local backend appends it there, then
+            # opens the assistant turn), so it starts with a blank line and ends at the score cue.
+            self.suffixes = ["\n\n" + prompt.render("suffix", name=p.name, key=p.key, definition=p.definition,
+                                                     rubric=format_rubric(p)).rstrip() for p in principles]
+        else:
+            prompt.require(None if not prompt.sections else "user", *OPEN)
+            self._messages = self._compile(principles=format_principles(principles),
+                                           json_template=json_template(principles), keys=", ".join(principles.keys))
+            self.suffixes = []
+
+    def _compile(self, **fixed: str) -> list[tuple[str, Template]]:
+        """(role, template) per message; a plain prompt file (no section markers) is one user message."""
+        if not self.prompt.sections:
+            return [("user", self.prompt.compile(None, OPEN, **fixed))]
+        roles = [r for r in ("system", "user") if r in self.prompt.sections]
+        return [(r, self.prompt.compile(r, OPEN, **fixed)) for r in roles]
+
+    def messages(self, speech: str, response: str) -> list[dict[str, str]]:
+        """The messages of a JSON-mode call, or the shared prefix of a G-Eval call."""
+        return [{"role": r, "content": t.fill(speech=speech, response=response)} for r, t in self._messages]
+
+    def request(self, speech: str, response: str, attempt: int = 0) -> ChatRequest:
+        """Attempt ``attempt`` (0 first) of the JSON-mode call that scores ``response`` on every principle."""
+        return ChatRequest(self.model, tuple((r, t.fill(speech=speech, response=response)) for r, t in self._messages),
+                           sampling=retry_sampling(self.sampling, attempt), response_format=self.response_format,
+                           tag=f"{self.prompt.version}#{attempt}")
+
+    def parse(self, reply: str) -> ParsedJudgment:
+        """The scores of a JSON-mode reply; ``JudgeParseError`` when it holds no readable score set."""
+        return _read_judgment(reply, self.principles, self._keymap)
+
+    def geval_prompt(self, speech: str, response: str) -> tuple[list[dict[str, str]], list[str]]:
+        """The shared prefix and one suffix per principle: the backend encodes the prefix once and scores
+        every suffix from its cache."""
+        return self.messages(speech, response), self.suffixes
+
+    def geval_scores(self, probs: Any) -> dict[str, float]:
+        """Expected score per principle (4 decimals) from the backend's choice probabilities; a reply of the
+        wrong shape (rows per principle, five numbers per row) raises ``ValueError``."""
+        try:
+            scores = geval_scores(self.principles, probs)
+        except TypeError:
+            raise ValueError(f"geval_scores: not one probability row per principle: {str(probs)[:80]}") from None
+        return {k: round(v, 4) for k, v in scores.items()}
+
+    def prompt_chars(self, speech_chars: int, response_chars: int) -> int:
+        """Characters the judge reads for one response (G-Eval: the prefix and every suffix)."""
+        per = {"speech": speech_chars, "response": response_chars}
+        return (sum(t.fixed_chars + sum(per[n] for n in t.names) for _, t in self._messages)
+                + sum(len(x) for x in self.suffixes))
+
+    @property
+    def max_completion_tokens(self) -> int:
+        """Tokens a call may generate: none in G-Eval mode (it reads probabilities)."""
+        return 0 if self.mode == "geval" else self.sampling.max_tokens

@@ -9,7 +9,6 @@ The combined tier is never below the rules' tier: the model may raise a tier, ne
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from ..backends.base import Backend, ChatRequest, Sampling
 from ..errors import BackendError
+from ..rubric.replies import ConflictingKeys, json_objects
 from .screen import TIER_RANK, TIERS, Screen, Tier, screen
 
 _I = re.IGNORECASE
@@ -56,24 +56,19 @@ class ModelCheck:
 
 
 def parse_check_reply(text: str) -> tuple[Tier, str]:
-    """(tier, reason) from the model's JSON; raises CheckReplyError for anything else."""
-    decoder = json.JSONDecoder()
-    i, seen_object = text.find("{"), False
-    while i != -1:
-        try:
-            obj, end = decoder.raw_decode(text, i)
-        except json.JSONDecodeError:
-            i = text.find("{", i + 1)
-            continue
-        if isinstance(obj, dict):
-            seen_object = True
-            tier = obj.get("tier")
-            if isinstance(tier, str) and tier.strip().lower() in TIERS:
-                return tier.strip().lower(), str(obj.get("reason", ""))[:500]  # type: ignore[return-value]
-            if "tier" in obj:
-                raise CheckReplyError(f"tier {tier!r} is not one of {', '.join(TIERS)}")
-        i = text.find("{", end)
-    raise CheckReplyError("JSON object without a 'tier' key" if seen_object else "no JSON object in the reply")
+    """(tier, reason) from the model's JSON; raises CheckReplyError for anything else (the judges' reader:
+    a key given twice with different values is unreadable, as there)."""
+    try:
+        objects, _ = json_objects(text)
+    except ConflictingKeys as e:
+        raise CheckReplyError(str(e)) from None
+    for obj in objects:
+        tier = obj.get("tier")
+        if isinstance(tier, str) and tier.strip().lower() in TIERS:
+            return tier.strip().lower(), str(obj.get("reason", ""))[:500]  # type: ignore[return-value]
+        if "tier" in obj:
+            raise CheckReplyError(f"tier {tier!r} is not one of {', '.join(TIERS)}")
+    raise CheckReplyError("JSON object without a 'tier' key" if objects else "no JSON object in the reply")
 
 
 async def model_check(texts: Sequence[str], backend: Backend, model: str, *, screens: Sequence[Screen] | None = None,

@@ -7,10 +7,14 @@ connections). It runs in its own process so the client's CPU time can be measure
 and it is a raw asyncio ``Protocol`` (uvloop when installed) so that at 50 ms latency and 256 in
 flight (5,120 req/s bound) it is not the bottleneck.
 
-Replies: a request with ``response_format`` or a system prompt containing "judge" gets a JSON
-judge verdict with the seven principle scores; scores are derived from a hash of the last user
-message, so different responses get different (but reproducible) scores. Anything else gets an
-echo of the last user message, or ``reply`` when given.
+Replies: one server plays every role the toolkit asks of a model. A request whose
+``response_format`` carries a JSON schema gets an object that fits that schema, each field drawn from
+a hash of the last user message: the seven-principle judge gets integer scores 1-5, the pairwise judge
+a ``winner`` of "A", "B" or "tie", the crisis check a ``tier``, and every string field a short fake
+rationale. A request with a system prompt containing "judge" and no schema gets the seven principle
+scores as JSON. Anything else (a therapist) gets a short reply naming the first words of the last user
+message and the model (``therapist_reply``), or ``reply`` when given; it is cut, with finish_reason
+"length", past ~4 characters per token of ``max_tokens``. Different texts get different but reproducible answers, so pairs have real gaps and reruns agree.
 
 Faults: ``script`` (a comma-separated list of actions for the first requests, in arrival order,
 e.g. "500,429,ok") makes tests deterministic; after it, each request draws an action from the
@@ -50,8 +54,8 @@ ACTIONS = ("ok", "500", "429", "hang", "garble", "drop", "cut", "400")
 class FakeOptions:
     """Behaviour of one fake server. Fractions are per request and independent of each other."""
 
-    latency: float = 0.05  # 50 ms: the issue's benchmark setting (bound = in_flight / 0.05 req/s)
-    reply: str | None = None  # fixed reply text for non-judge requests (None: echo)
+    latency: float = 0.05  # 50 ms: the pipeline bench's setting (bound = in_flight / 0.05 req/s)
+    reply: str | None = None  # fixed reply text for non-judge requests (None: ``therapist_reply``)
     judge_reply: str | None = None  # fixed reply text for judge requests (None: hashed scores)
     script: str = ""  # forced actions for the first requests, e.g. "500,ok"
     p500: float = 0.0
@@ -83,6 +87,42 @@ def judge_scores(text: str) -> dict[str, int]:
     return {k: 1 + digest[i] % 5 for i, k in enumerate(PRINCIPLE_KEYS)}
 
 
+def _schema(req: dict) -> dict | None:
+    fmt = req.get("response_format") or {}
+    schema = (fmt.get("json_schema") or {}).get("schema") if isinstance(fmt, dict) else None
+    return schema if isinstance(schema, dict) and isinstance(schema.get("properties"), dict) else None
+
+
+def _hashed(text: str, field: str, n: int) -> int:
+    return int.from_bytes(hashlib.blake2b(f"{field}\x00{text}".encode(), digest_size=4).digest(), "big") % n
+
+
+def schema_reply(schema: dict, text: str) -> dict:
+    """An object that fits a structured-output schema, every value drawn from a hash of ``text``.
+
+    Principle scores keep ``judge_scores``' values, so a run judged through a schema and one judged
+    through the plain judge prompt score alike.
+    """
+    scores = judge_scores(text)
+    out: dict = {}
+    for name, prop in schema["properties"].items():
+        prop = prop if isinstance(prop, dict) else {}
+        if name in scores and prop.get("type") == "integer":
+            out[name] = scores[name]
+        elif prop.get("enum"):
+            out[name] = prop["enum"][_hashed(text, name, len(prop["enum"]))]
+        elif prop.get("type") == "integer":
+            lo, hi = int(prop.get("minimum", 1)), int(prop.get("maximum", 5))
+            out[name] = lo + _hashed(text, name, hi - lo + 1)
+        elif prop.get("type") == "number":
+            out[name] = _hashed(text, name, 1000) / 1000
+        elif prop.get("type") == "boolean":
+            out[name] = bool(_hashed(text, name, 2))
+        else:
+            out[name] = f"Fake {name}: derived from a hash of the request."
+    return out
+
+
 def _is_judge(req: dict) -> bool:
     if req.get("response_format"):
         return True
@@ -90,13 +130,24 @@ def _is_judge(req: dict) -> bool:
                for m in req.get("messages", ()))
 
 
+def therapist_reply(speech: str, model: str) -> str:
+    """A fake therapist's reply: it quotes the speech's first four words (replies differ per speech) and ends
+    with the model's name (models differ, so the judge tells them apart). It never pastes the speech back:
+    a reply echoing its prompt is refused as invalid (dataset/validate.py), as it would be from a real model."""
+    head = " ".join(speech.split()[:4])
+    return f'I hear you. When you say "{head}...", it sounds like a lot to carry. What feels hardest now? ({model})'
+
+
 def make_reply(req: dict, opts: FakeOptions, garble: bool = False) -> tuple[str, str]:
     """The assistant text and finish_reason for a parsed request body."""
     msgs = req.get("messages") or []
     last_user = next((str(m.get("content", "")) for m in reversed(msgs) if m.get("role") == "user"), "")
     if _is_judge(req):
+        schema = _schema(req)
         if opts.judge_reply is not None:
             text = opts.judge_reply
+        elif schema is not None:
+            text = json.dumps(schema_reply(schema, last_user))
         else:
             verdict = dict(judge_scores(last_user))
             verdict["rationale"] = "Fake judge: scores derived from a hash of the response."
@@ -106,8 +157,7 @@ def make_reply(req: dict, opts: FakeOptions, garble: bool = False) -> tuple[str,
         return text, "stop"
     if garble:
         return "\x00garbled<<" + last_user[::-1][:40], "stop"
-    # the echo ends with the model name so different therapist models give different (judgeable) replies
-    text = opts.reply if opts.reply is not None else f"I hear you. {last_user[:400]} ({req.get('model', '')})"
+    text = opts.reply if opts.reply is not None else therapist_reply(last_user, str(req.get("model", "")))
     max_tokens = req.get("max_tokens") or req.get("max_completion_tokens") or 10**9
     if len(text) > 4 * max_tokens:  # ~4 chars per token, like the backend's own estimate
         return text[: 4 * max_tokens], "length"

@@ -28,7 +28,7 @@ def chat(question: str, response: str | None = None) -> list[dict[str, str]]:
 
 
 def pair_files(spec: str | Path | Sequence[str | Path]) -> list[Path]:
-    """One pair file, several, or a folder of them (``*.parquet`` first, else ``*.jsonl``; not ``trl/``)."""
+    """One pair file, several, or a folder of them (``*.parquet`` first, else ``*.jsonl``; not recursive)."""
     items = [spec] if isinstance(spec, (str, Path)) else list(spec)
     out: list[Path] = []
     for item in items:

@@ -17,12 +17,15 @@ from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
 from psychocounsel import PRINCIPLE_KEYS
-from psychocounsel.annotate.app import create_app, next_open, parse_answer
+from pydantic import ValidationError
+
+from psychocounsel.annotate.app import create_app, next_open
 from psychocounsel.annotate.cli import RedactTokens
-from psychocounsel.cli import main as cli_main
 from psychocounsel.annotate.dashboard import shown_label
+from psychocounsel.annotate.payloads import explain, form_shape, parse_answer
 from psychocounsel.annotate.sources import reservoir, study_spec
 from psychocounsel.annotate.store import AnnotationStore, display_plan
+from psychocounsel.cli import main as cli_main
 from psychocounsel.errors import InputError, UserError
 
 ADMIN = "admin-token-for-tests-0123456789"
@@ -294,7 +297,7 @@ def test_xss_payloads_are_escaped(tmp_path):
     assert pages[1].count(escaped) >= 3 and f"Eve {escaped}" in pages[2]
     # A bad request echoes nothing unescaped either.
     r = c.post(f"/annotate/{aid}", data={"choice": XSS, "csrf": csrf_of(c)})
-    assert r.status_code == 400 and "<script>alert" not in r.text
+    assert r.status_code == 422 and "<script>alert" not in r.text
     headers = c.get("/annotate").headers
     assert "script-src 'self'" in headers["content-security-policy"] and headers["x-frame-options"] == "DENY"
     assert headers["referrer-policy"] == "no-referrer" and headers["cache-control"] == "no-store"
@@ -302,17 +305,146 @@ def test_xss_payloads_are_escaped(tmp_path):
 
 def test_bad_answers_are_rejected_with_a_reason():
     keys = list(PRINCIPLE_KEYS)
-    assert parse_answer({"choice": "B", "rating_A_empathy": "4", "comment": " hi "}, keys) == (
-        "B", {"A": {"empathy": 4}}, "hi")
-    for data, msg in [({}, "Choose A, B or tie"), ({"choice": "C"}, "Choose"),
-                      ({"choice": "A", "rating_A_empathy": "6"}, "1 to 5"),
-                      ({"choice": "A", "rating_B_safety": "x"}, "1 to 5"),
-                      ({"choice": "A", "ratings": {"A": {"charm": 3}}}, "unknown principle"),
-                      ({"choice": "A", "comment": "x" * 5001}, "longer than")]:
-        with pytest.raises(ValueError, match=msg):
+    ans = parse_answer({"choice": "B", "ratings": {"A": {"empathy": 4, "safety": None}}, "comment": " hi "}, keys)
+    assert (ans.choice, ans.ratings, ans.comment) == ("B", {"A": {"empathy": 4}}, "hi")  # null = no rating
+    form = form_shape([("choice", "B"), ("rating_A_empathy", "4"), ("rating_B_safety", ""), ("comment", " hi ")])
+    assert parse_answer(form, keys, from_form=True) == ans  # a form's text "4" is the rating 4
+    for data, msg in [({}, "Choose A, B or tie"), ({"choice": "C"}, "Choose"), ({"choice": True}, "Choose"),
+                      ({"choice": "A", "ratings": {"A": {"empathy": 6}}}, "1 to 5"),
+                      ({"choice": "A", "ratings": {"A": {"empathy": True}}}, "empathy for A must be a whole number"),
+                      ({"choice": "A", "ratings": {"A": {"empathy": 4.0}}}, "whole number 1 to 5"),
+                      ({"choice": "A", "ratings": {"A": {"empathy": "4"}}}, "whole number 1 to 5"),
+                      ({"choice": "A", "ratings": {"C": {"empathy": 3}}}, "unknown side 'C'"),
+                      ({"choice": "A", "ratings": {"A": {"charm": 3}}}, "unknown principle 'charm'"),
+                      ({"choice": "A", "ratings": {"A": 3}}, "ratings must be an object"),
+                      ({"choice": "A", "comment": {"text": "hi"}}, "comment must be text"),
+                      ({"choice": "A", "comment": 5}, "comment must be text"),
+                      ({"choice": "A", "comment": "x" * 5001}, "longer than 5000"),
+                      ({"choice": "A", "mood": "fine"}, "unknown field 'mood'")]:
+        with pytest.raises(ValidationError) as e:
             parse_answer(data, keys)
+        assert msg in explain(e.value), (data, explain(e.value))
+    for fields, msg in [([("choice", "A"), ("rating_A_empathy", "x")], "1 to 5"),
+                        ([("choice", "A"), ("rating_A_empathy", "4.5")], "1 to 5"),
+                        ([("choice", "A"), ("rating_C_empathy", "3")], "unknown side 'C'"),
+                        ([("choice", "A"), ("rating_A_charm", "3")], "unknown principle 'charm'")]:
+        with pytest.raises(ValidationError) as e:
+            parse_answer(form_shape(fields), keys, from_form=True)
+        assert msg in explain(e.value)
+    with pytest.raises(ValueError, match="'choice' sent twice"):
+        form_shape([("choice", "A"), ("choice", "B")])
     q = [{"assignment_id": i, "done": d} for i, d in [(1, True), (2, False), (3, True), (4, False)]]
     assert next_open(q, 2) == 4 and next_open(q, 4) == 2 and next_open([{"assignment_id": 1, "done": True}], 1) is None
+
+
+def is_json_error(r, status: int) -> dict:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/json") and not r.text.lstrip().startswith("<")
+    body = r.json()
+    assert isinstance(body["error"], str) and body["error"] and "\n" not in body["error"]
+    return body
+
+
+def test_json_answers_are_strict_and_nothing_wrong_is_stored(tmp_path):
+    db, store, sid, (tok, _) = setup_study(tmp_path, n=3)
+    app = create_app(db, ADMIN)
+    c = TestClient(app, headers={"Authorization": f"Bearer {tok}"})
+    aid = c.get("/annotate?format=json").json()["next"]
+    for body, msg in [({"choice": "A", "ratings": {"A": {"empathy": True}}}, "empathy for A must be a whole number"),
+                      ({"choice": "A", "ratings": {"C": {"empathy": 3}}}, "unknown side 'C'"),
+                      ({"choice": "A", "ratings": {"C": {}}}, "unknown side 'C'"),
+                      ({"choice": "A", "comment": {"text": "hi"}}, "comment must be text"),
+                      ({"choice": "A", "comment": "x" * 5001}, "longer than 5000"),
+                      ({"choice": "A", "extra": 1}, "unknown field 'extra'"),
+                      ({"choice": 1}, "Choose A, B or tie")]:
+        err = is_json_error(c.post(f"/annotate/{aid}", json=body), 422)
+        assert msg in err["error"], (body, err)
+        # pydantic's list, without the values sent (a body may hold a token; echoing it helps no one)
+        assert err["detail"] and all(set(d) == {"type", "loc", "msg"} for d in err["detail"])
+        assert "xxxxx" not in json.dumps(err) and '"hi"' not in json.dumps(err)
+    assert store.annotation_rows(sid) == [] and store.submission_count(sid) == 0
+    # Not an object, or not JSON at all.
+    assert "JSON object" in is_json_error(c.post(f"/annotate/{aid}", json=[1, 2]), 422)["error"]
+    r = c.post(f"/annotate/{aid}", content=b"{nope", headers={"Content-Type": "application/json"})
+    assert "invalid JSON" in is_json_error(r, 400)["error"]
+    # A rating of null is no rating; the rest is stored as sent.
+    r = c.post(f"/annotate/{aid}", json={"choice": "B", "ratings": {"A": {"empathy": None, "clarity": 2}}})
+    assert r.status_code == 200
+    assert c.get(f"/annotate/{aid}?format=json").json()["item"]["ratings"] == {"A": {"clarity": 2}}
+
+
+def test_json_requests_get_json_errors_never_html(tmp_path):
+    db, store, sid, (tok, other) = setup_study(tmp_path, n=3)
+    app = create_app(db, ADMIN)
+    ca = annotator_client(app, tok)
+    aid = ca.get("/annotate?format=json").json()["next"]
+    theirs = annotator_client(app, other).get("/annotate?format=json").json()["next"]
+    bearer = {"Authorization": f"Bearer {tok}"}
+    # A JSON body is enough to be answered in JSON, whatever the Accept header says.
+    is_json_error(ca.post(f"/annotate/{aid}", json={"choice": "A"}), 403)  # cookie session without CSRF
+    is_json_error(TestClient(app).post(f"/annotate/{aid}", json={"choice": "A"}), 401)
+    is_json_error(TestClient(app).post(f"/annotate/{theirs}", json={"choice": "A"}, headers=bearer), 404)
+    is_json_error(TestClient(app).post("/annotate/stop", json={"csrf": 5}), 401)
+    is_json_error(TestClient(app).post("/annotate/stop", json={"extra": 1}, headers=bearer), 422)
+    # So is Accept: application/json, or ?format=json, on any path, known or not.
+    for path, status in (("/nowhere", 404), ("/annotate/999999", 401), ("/admin/studies/999/export.csv", 401)):
+        is_json_error(TestClient(app).get(path, headers={"Accept": "application/json"}), status)
+    is_json_error(TestClient(app).get("/nowhere?format=json"), 404)
+    is_json_error(TestClient(app).put("/annotate/stop", json={}), 405)
+    # A browser (Accept: text/html) still gets a page.
+    r = TestClient(app).get("/nowhere", headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
+    assert r.status_code == 404 and r.headers["content-type"].startswith("text/html") and "Not Found" in r.text
+    # Admin bodies are strict too: no bool for a number, no number for text, no unknown field.
+    admin = TestClient(app, headers={"Authorization": f"Bearer {ADMIN}"})
+    pairs = str(tmp_path / "pairs.jsonl")
+    for body, msg in [({"source": pairs, "n": True}, "n: Input should be a valid integer"),
+                      ({"source": pairs, "n": "6"}, "n: Input should be a valid integer"),
+                      ({"source": pairs, "n": 0}, "n: Input should be greater than or equal to 1"),
+                      ({"source": ["x"]}, "source: Input should be a valid string"),
+                      ({"source": pairs, "name": {"x": 1}}, "name: Input should be a valid string"),
+                      ({"source": pairs, "sample": 3}, "unknown field 'sample'"), ({}, "source is required")]:
+        assert msg in is_json_error(admin.post("/admin/studies", json=body), 422)["error"], body
+    err = is_json_error(admin.post(f"/admin/studies/{sid}/annotators", json={"name": 5}), 422)
+    assert err["error"] == "name: Input should be a valid string"
+    assert [a["name"] for a in store.annotators(sid)] == ["ann", "ben"]
+    assert admin.post("/admin/studies", json={"source": pairs, "n": 2, "name": "ok"}).json()["items"] == 2
+    # The sign-in form: a token that is not text is refused as such (after the double-submit check).
+    c = TestClient(app)
+    nonce = c.get("/admin/login?format=json").json()["csrf"]
+    assert "token" in is_json_error(c.post("/admin/login", json={"token": 123, "csrf": nonce}), 422)["error"]
+    is_json_error(c.post("/admin/login", json={"token": ADMIN, "csrf": 1}), 403)
+
+
+def test_ids_beyond_sqlite_range_are_not_found_not_a_crash(tmp_path):
+    """A 30-digit id in a path cannot name a row (SQLite's are 64-bit): 404, in JSON for a JSON client."""
+    db, store, sid, (tok, _) = setup_study(tmp_path, n=2)
+    app = create_app(db, ADMIN)
+    big = "9" * 30
+    c = TestClient(app, headers={"Authorization": f"Bearer {tok}"})
+    is_json_error(c.get(f"/annotate/{big}?format=json"), 404)
+    is_json_error(c.post(f"/annotate/{big}", json={"choice": "A"}), 404)
+    admin = TestClient(app, headers={"Authorization": f"Bearer {ADMIN}", "Accept": "application/json"})
+    for path in (f"/admin/studies/{big}", f"/admin/studies/{big}/export.csv"):
+        is_json_error(admin.get(path), 404)
+    is_json_error(admin.post(f"/admin/studies/{sid}/annotators/{big}/link", json={}), 404)
+
+
+def test_a_form_with_a_bad_answer_shows_the_page_again_with_the_reason(tmp_path):
+    db, store, sid, (tok, _) = setup_study(tmp_path, n=3)
+    c = annotator_client(create_app(db, ADMIN), tok)
+    aid = c.get("/annotate?format=json").json()["next"]
+    r = answer(c, aid, "A", csrf_of(c), rating_C_empathy="3")
+    assert r.status_code == 422 and r.headers["content-type"].startswith("text/html")
+    assert "unknown side &#39;C&#39;" in r.text and 'id="answer"' in r.text  # the item's form, to fix and resend
+    assert store.submission_count(sid) == 0
+
+
+def test_the_app_refuses_a_database_that_does_not_exist(tmp_path):
+    with pytest.raises(UserError, match="no annotation database here"):
+        create_app(tmp_path / "typo.sqlite", ADMIN)
+    assert list(tmp_path.iterdir()) == []
+    create_app(tmp_path / "new.sqlite", ADMIN, create=True)  # asked for: made
+    assert (tmp_path / "new.sqlite").is_file()
 
 
 # ------------------------------------------------------------------ concurrency and restart
@@ -382,7 +514,7 @@ def test_restart_keeps_everything(tmp_path):
 def test_admin_creates_study_adds_annotator_and_exports(tmp_path):
     db = tmp_path / "annotate.sqlite"
     pairs = write_pairs(tmp_path / "pairs.jsonl", 8)
-    app = create_app(db, ADMIN)
+    app = create_app(db, ADMIN, create=True)
     adm = admin_client(app)
     csrf = adm.get("/admin?format=json").json()["csrf"]
     r = adm.post("/admin/studies", data={"source": str(pairs), "n": "6", "seed": "1", "name": "pilot", "csrf": csrf},
@@ -404,8 +536,10 @@ def test_admin_creates_study_adds_annotator_and_exports(tmp_path):
         answer(c, it["assignment_id"], choice, csrf_a, **{f"rating_{good}_empathy": "5", "comment": "=1+1"})
     dash = adm.get("/admin/studies/1?format=json").json()
     assert dash["progress"][0]["done"] == 6 and dash["progress"][0]["name"] == "Dr. Rivera"
+    # 6 items: below the minimum, so n and the reason, and no figure to misread.
     rep = dash["agreement"]["vs_label"][0]["report"]
-    assert rep["n"] == 6 and rep["agree"] == 4 and rep["percent"] == pytest.approx(4 / 6)
+    assert rep == {"n": 6, "enough": False, "min_items": 10, "note": "not enough ratings (n=6; at least 10)"}
+    assert "not enough ratings (n=6; at least 10)" in adm.get("/admin/studies/1").text
     # CSV: one row per answer, preferred named in the study's terms, formulas defused.
     text = adm.get("/admin/studies/1/export.csv").text
     rows = list(csv.DictReader(io.StringIO(text)))
@@ -480,7 +614,9 @@ def test_agreement_matches_hand_computed_values(tmp_path):
     assert between["alpha"] == pytest.approx(1 - 19 * 6 / 202)
     lo, hi = between["kappa_ci"]
     assert lo <= between["kappa"] <= hi
-    assert dash["alpha_all_annotators"] == pytest.approx(1 - 19 * 6 / 202)  # two raters, no gaps: the same alpha
+    everyone = dash["all_annotators"]
+    assert everyone["alpha"] == pytest.approx(1 - 19 * 6 / 202)  # two raters, no gaps: the same alpha
+    assert everyone["n"] == 10 and everyone["alpha_ci"][0] <= everyone["alpha"] <= everyone["alpha_ci"][1]
     for row, who in zip(dash["vs_label"], ("X", "Y")):
         pairs = shown_pairs[who]
         rep = row["report"]
@@ -492,36 +628,10 @@ def test_agreement_matches_hand_computed_values(tmp_path):
         assert rep["kappa"] == pytest.approx((po - pe) / (1 - pe))
     html = admin_client(app).get(f"/admin/studies/{sid}").text
     assert "70.0%" in html and "0.412" in html and "0.436" in html
+    assert html.count('<span class="ci">') == 3 * 3 + 1  # percent, kappa, alpha on 3 rows; alpha of everyone
+    assert "n = 10" in html and "not enough" not in html
     assert shown_label("first", False) == "A" and shown_label("first", True) == "B"
     assert shown_label("second", True) == "A" and shown_label("tie", True) == "tie" and shown_label(None, True) is None
-
-
-def test_cli_create_add_export_status(tmp_path):
-    db = str(tmp_path / "a.sqlite")
-    pairs = write_pairs(tmp_path / "pairs.jsonl", 5)
-    run = CliRunner().invoke
-    r = run(cli_main, ["annotate", "create-study", str(pairs), "--n", "3", "--db", db, "--name", "cli"])
-    assert r.exit_code == 0 and "study 1 (cli): 3 items" in r.output
-    r = run(cli_main, ["annotate", "add-annotator", "cli", "Dr. Ng", "--db", db, "--base-url", "https://x.org/"])
-    assert r.exit_code == 0
-    link = r.output.strip().splitlines()[-1]
-    assert link.startswith("https://x.org/a/") and len(link) > len("https://x.org/a/") + 40
-    store = AnnotationStore(db)
-    ann = store.annotator_by_token(link.rsplit("/", 1)[1])
-    assert ann["name"] == "Dr. Ng"
-    for a in store.assignments(ann["id"]):
-        store.submit(ann["id"], a["assignment_id"], "A")
-    out = tmp_path / "out.parquet"
-    r = run(cli_main, ["annotate", "export", "1", "--db", db, "--out", str(out)])
-    assert r.exit_code == 0 and pq.read_table(out).num_rows == 3
-    r = run(cli_main, ["annotate", "status", "cli", "--db", db, "--bootstrap", "50"])
-    assert r.exit_code == 0 and "Dr. Ng: 3/3 answered" in r.output and "vs dataset label" in r.output
-    r = run(cli_main, ["annotate", "status", "nope", "--db", db])
-    assert r.exit_code == 2 and "no study 'nope'" in r.output
-    r = run(cli_main, ["annotate", "export", "1", "--db", db, "--out", str(tmp_path / "x.xlsx")])
-    assert r.exit_code == 2 and "unknown export type" in r.output
-    with pytest.raises(UserError, match="already exists"):
-        store.create_study(study_spec(pairs, n=2, name="cli"))
 
 
 def test_serve_survives_kill_and_keeps_tokens_out_of_logs(tmp_path):

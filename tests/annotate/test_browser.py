@@ -37,7 +37,8 @@ def _to_docs(shot: Path, name: str) -> None:
         shutil.copyfile(shot, DOCS_IMG / name)
 XSS = '<img src=x onerror="alert(1)"><script>alert(2)</script>'
 
-# Four realistic items; the chosen response always explores, the rejected one rushes to advice.
+# Ten realistic items (the dashboard shows no figure from fewer: dashboard.MIN_ITEMS); the chosen response
+# always explores, the rejected one rushes to advice.
 ITEMS = [
     ("I don't really know how to start. Everything is just... grey? I get up, I go to work, I come home, I sit "
      "on the couch and scroll until it's late enough to go to bed. Nothing bad has happened, that's the thing.",
@@ -59,6 +60,30 @@ ITEMS = [
      "Losing the pull of the things you loved, painting, music, even food, can be frightening in its own way. "
      "You're asking whether this is depression; let's look at it together. When did the numbness begin?",
      "That's probably just burnout. Take a holiday and you'll be back to painting in no time."),
+    ("My daughter stopped speaking to me after the wedding. I said something I shouldn't have. It's been a year.",
+     "A year of silence from your daughter, and you carry the weight of what was said. That sounds painful. "
+     "What do you wish she knew about how you feel now?",
+     "Just send her a message and apologise. Time heals everything."),
+    ("I check the locks six, seven times before bed. I know they're locked. I still can't stop.",
+     "Knowing the door is locked and still feeling pulled back to it sounds exhausting. What happens in you "
+     "if you try to walk away after the first check?",
+     "Lots of people double-check things. Try to just ignore the urge."),
+    ("Work keeps piling on and my manager says I'm the only one who can do it. I haven't had a weekend in months.",
+     "Being the one everyone relies on can feel like a compliment and a trap at once. What has giving up your "
+     "weekends cost you?",
+     "You need to set boundaries. Tell your manager no."),
+    ("Since the accident I don't drive. I take the bus two hours each way rather than get behind the wheel.",
+     "Four hours a day on the bus tells me how strong the fear is since the accident. What comes up when you "
+     "picture sitting in the driver's seat?",
+     "Accidents are rare. Statistically you're safe, so you should start driving again."),
+    ("My friends all have kids now. I smile at the parties and then I cry in the car on the way home.",
+     "Smiling through the parties and then letting the tears come once you're alone sounds lonely. What are "
+     "the tears about, when they come?",
+     "Maybe find some new friends who don't have kids."),
+    ("I got the promotion and I feel like a fraud. Any day now they'll realise they made a mistake.",
+     "Getting the promotion and bracing for it to be taken away at the same time is a hard way to live. When "
+     "did you first start feeling you had to prove you belong?",
+     "Everyone feels like that. Just fake it till you make it."),
 ]
 
 
@@ -103,7 +128,7 @@ def server(tmp_path_factory):
     cwd = os.getcwd()
     os.chdir(tmp)  # a relative source path, as a user would type it (it shows on the dashboard screenshot)
     try:
-        sid = store.create_study(study_spec("test.jsonl", n=4, seed=7, name="pilot study"))
+        sid = store.create_study(study_spec("test.jsonl", n=len(ITEMS), seed=7, name="pilot study"))
     finally:
         os.chdir(cwd)
     tokens = {name: store.add_annotator(sid, name)[1] for name in ("Dr. Rivera", "Dr. Okafor")}
@@ -134,7 +159,7 @@ def browser(server):
 
 
 # Planted answers in canonical terms: F = the chosen response, S = the rejected one, T = tie.
-PLAN = {"Dr. Rivera": "FFST", "Dr. Okafor": "FSST"}
+PLAN = {"Dr. Rivera": "FFSTFFFSFF", "Dr. Okafor": "FSSTFFSSFT"}
 
 
 def _item_index(page) -> int:
@@ -157,14 +182,14 @@ def test_two_annotators_then_dashboard(server, browser, tmp_path):
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
     page.goto(f"{url}/a/{tokens['Dr. Rivera']}")
     assert page.url == f"{url}/annotate"  # the token left the address bar
-    assert "0 of 4 answered" in page.inner_text("#progress")
+    assert "0 of 10 answered" in page.inner_text("#progress")
     page.click("#continue")
-    for n in range(4):
+    for n in range(10):
         if n == 2:  # stop for now, then come back with the private link
             page.click("#stop")
             assert "Every answer you gave is stored" in page.inner_text("#stopped")
             page.goto(f"{url}/a/{tokens['Dr. Rivera']}")
-            assert "2 of 4 answered" in page.inner_text("#progress")
+            assert "2 of 10 answered" in page.inner_text("#progress")
             page.click("#continue")
         choice = _letter(page, PLAN["Dr. Rivera"][_item_index(page)])
         page.click(f"label:has(#choice-{choice})")
@@ -181,7 +206,7 @@ def test_two_annotators_then_dashboard(server, browser, tmp_path):
             _to_docs(shot, "annotate_item.png")
         with page.expect_navigation():
             page.click("#save")
-    assert page.url == f"{url}/annotate" and "All 4 items are answered" in page.inner_text("#all-done")
+    assert page.url == f"{url}/annotate" and "All 10 items are answered" in page.inner_text("#all-done")
     ctx.close()
 
     # Dr. Okafor: keyboard only (1/2/3 and A/B/T, Enter saves).
@@ -191,13 +216,13 @@ def test_two_annotators_then_dashboard(server, browser, tmp_path):
     page.goto(f"{url}/a/{tokens['Dr. Okafor']}")
     page.click("#continue")
     keys = {"A": ["1", "a"], "B": ["2", "b"], "tie": ["3", "t"]}
-    for n in range(4):
+    for n in range(10):
         choice = _letter(page, PLAN["Dr. Okafor"][_item_index(page)])
         page.keyboard.press(keys[choice][n % 2])
         assert page.is_checked(f"#choice-{choice}")
         with page.expect_navigation():
             page.keyboard.press("Enter")
-    assert "4 of 4 answered" in page.inner_text("#progress")
+    assert "10 of 10 answered" in page.inner_text("#progress")
     ctx.close()
 
     # The admin signs in and reads the dashboard.
@@ -209,20 +234,26 @@ def test_two_annotators_then_dashboard(server, browser, tmp_path):
     with page.expect_navigation():
         page.click("#login")
     page.click("text=pilot study")
-    assert [c.strip() for c in page.locator("#progress-table td.done").all_inner_texts()] == ["4 / 4", "4 / 4"]
-    # Hand-computed (canonical answers F F S T vs F S S T): 3 of 4 agree = 75.0%;
-    # kappa: p_e = (2*1 + 1*2 + 1*1) / 16 = 5/16, (0.75 - 0.3125) / 0.6875 = 0.636;
-    # alpha: counts F 3, S 3, T 2 of 8, 1 - 7 * 2 / (64 - 22) = 0.667.
+    assert [c.strip() for c in page.locator("#progress-table td.done").all_inner_texts()] == ["10 / 10", "10 / 10"]
+    # Hand-computed (canonical answers FFSTFFFSFF vs FSSTFFSSFT): items 2, 7 and 10 differ, 7 of 10 agree = 70.0%;
+    # kappa: Rivera F 7, S 2, T 1; Okafor F 4, S 4, T 2; p_e = (7*4 + 2*4 + 1*2) / 100 = 0.38,
+    # (0.7 - 0.38) / 0.62 = 0.516; alpha: F 11, S 6, T 3 of 20 values, 1 - 19 * 6 / (400 - 166) = 0.513.
     row = page.locator("#agreement tr.between")
-    assert row.locator("td.n").inner_text() == "3 / 4"
-    assert row.locator("td.percent").inner_text().startswith("75.0%")
-    assert row.locator("td.kappa").inner_text().startswith("0.636")
-    assert row.locator("td.alpha").inner_text().startswith("0.667")
-    # Versus the dataset label (always the chosen response): Rivera 2 of 4, Okafor 1 of 4.
+    assert row.locator("td.n").inner_text() == "7 / 10"
+    assert row.locator("td.percent").inner_text().startswith("70.0% [")  # each figure with its interval
+    assert row.locator("td.kappa").inner_text().startswith("0.516 [")
+    assert row.locator("td.alpha").inner_text().startswith("0.513 [")
+    # Versus the dataset label (always the chosen response): Rivera 7 of 10, Okafor 4 of 10.
     label_rows = page.locator("#agreement tr.vs-label")
-    assert label_rows.nth(0).locator("td.percent").inner_text().startswith("50.0%")
-    assert label_rows.nth(1).locator("td.percent").inner_text().startswith("25.0%")
-    assert page.inner_text("#alpha-all") == "0.667"
+    assert label_rows.nth(0).locator("td.percent").inner_text().startswith("70.0%")
+    assert label_rows.nth(1).locator("td.percent").inner_text().startswith("40.0%")
+    assert page.inner_text("#alpha-all") == "0.513"
+    assert "n = 10" in page.inner_text("#alpha-all-row")
+    # Only Rivera rated empathy, on one item: nothing to pair among annotators, and with the judge one item
+    # is too few for a figure; the page says so instead of showing one.
+    empathy = page.locator("#principles tr[data-principle=empathy]")
+    assert empathy.locator("td.among").inner_text() == "-"
+    assert empathy.locator("td.judge").inner_text() == "not enough ratings (n=1; at least 10)"
     shot = tmp_path / "dashboard.png"
     page.screenshot(path=str(shot), full_page=True)
     _check_png(shot)
@@ -231,7 +262,7 @@ def test_two_annotators_then_dashboard(server, browser, tmp_path):
     with page.expect_download() as dl:
         page.click("#export-csv")
     text = Path(dl.value.path()).read_text(encoding="utf-8")
-    assert text.count("\n") == 1 + 8 and " explores; " in text
+    assert text.count("\n") == 1 + 20 and " explores; " in text
     ctx.close()
     assert dialogs == []
 

@@ -18,7 +18,7 @@ from psychocounsel.backends.base import Backend, ChatRequest, Sampling
 from psychocounsel.backends.openai_http import OpenAIBackend, _retry_after
 from psychocounsel.config import OpenAIBackendConfig
 from psychocounsel.errors import BackendError, UserError
-from psychocounsel.testing.fakeserver import fake_server
+from psychocounsel.testing.fakeserver import fake_server, therapist_reply
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -64,7 +64,7 @@ def test_success_fields_and_request_body():
         assert isinstance(b, Backend)
         (c,) = run(b, REQ)
         head, body = srv.last_request()
-    assert c.text == f"I hear you. {MESSAGES[1]['content']} (fake-model)"
+    assert c.text == therapist_reply(MESSAGES[1]["content"], "fake-model")
     assert c.finish_reason == "stop" and c.base_url == srv.base_url
     assert c.latency_s >= 0.02
     raw = json.loads(c.raw)
@@ -74,6 +74,21 @@ def test_success_fields_and_request_body():
     assert "authorization" not in head.lower()  # no key configured: no header at all
     assert body == {"model": "fake-model", "messages": MESSAGES, "temperature": 0.3, "top_p": 0.9,
                     "max_tokens": 50, "seed": 7}
+
+
+def test_body_reuses_the_cache_keys_message_json_and_reads_back_exactly():
+    # the messages are spliced in from their shared JSON; the body must be the same bytes as encoding it whole
+    import orjson
+
+    messages = [{"role": "system", "content": 'Judge "this" \\ fairly.\n\x00\x1f'},
+                {"role": "user", "content": "Je me sens épuisée… 我很累 😔 \u2028"}]
+    req = ChatRequest.chat("judge", messages, sampling=Sampling(0.0, 1.0, 300, 3),
+                           response_format={"type": "json_object"})
+    body = backend("http://127.0.0.1:9/v1")._encode(req)
+    assert body == orjson.dumps({"model": "judge", "messages": messages, "temperature": 0.0, "top_p": 1.0,
+                                 "max_tokens": 300, "seed": 3, "response_format": {"type": "json_object"}})
+    assert json.loads(body)["messages"] == messages
+    assert backend("http://127.0.0.1:9/v1")._encode(ChatRequest("m", ())).startswith(b'{"model":"m","messages":[],')
 
 
 def test_judge_reply_with_response_format_and_structured_output_switch():

@@ -383,7 +383,7 @@ def test_pii_scrubbed_before_ids_and_dedup(tmp_path):
     assert out[0].text == base + "[EMAIL]" and out[0].id == text_id(base + "[EMAIL]")
     assert "[PHONE]" in out[1].text and "[URL]" in out[1].text and "[HANDLE]" in out[1].text
     assert report.dropped["duplicate"] == 1  # the two speeches differ only in the address
-    assert report.pii == {"EMAIL": 1, "PHONE": 2, "URL": 2, "HANDLE": 2}  # kept speeches only
+    assert {k: n for k, n in report.pii.items() if n} == {"EMAIL": 1, "PHONE": 2, "URL": 2, "HANDLE": 2}  # kept only
     assert report.examples["too_short"][0]["text"] == "short [EMAIL]"  # examples are masked too
     assert not any("@" in json.dumps(v) for v in report.examples.values())
 
@@ -442,3 +442,48 @@ def test_skip_mode_parquet_null_text(tmp_path):
     assert report.examples["bad_row"] == [{"source": f"{p}:2", "error": "text is empty (null) (column 'text')"}]
     with pytest.raises(InputError, match=rf"^{p}:2 \(column 'text'\): text is empty \(null\)$"):
         run(speech_cfg(p))
+
+
+# ---------------------------------------------------------------------------------------------- the run store
+
+def ingest_run(tmp_path, src):
+    from psychocounsel.config import RunConfig
+    from psychocounsel.dataset import pipeline
+    from psychocounsel.runner import StageProgress
+
+    cfg = RunConfig.model_validate({
+        "run_dir": str(tmp_path / "run"), "speeches": {"path": str(src)},
+        "backends": {"fake": {"type": "openai", "base_urls": ["http://127.0.0.1:9/v1"], "api_key_env": None}},
+        "therapists": {"k": 2, "profiles": [{"name": n, "backend": "fake", "model": n} for n in ("t1", "t2")]},
+        "judge": {"backend": "fake", "model": "judge"},
+    })
+    return pipeline, pipeline.Run(cfg, progress=StageProgress(enabled=False))
+
+
+def test_a_failed_ingest_leaves_the_stored_speeches_as_they_were(tmp_path):
+    src = write_jsonl(tmp_path / "s.jsonl", [{"text": t} for t in (A, B, C)])
+    pipeline, run = ingest_run(tmp_path, src)
+    try:
+        pipeline.stage_ingest(run)
+        before = run.store.count_speeches()
+        good_report = (run.dir / "ingest_report.json").read_text()
+        # every row dropped: one 10 MB line (too long)
+        src.write_text(json.dumps({"text": "word " * 2_000_000}) + "\n")
+        for _ in range(2):  # a second try must fail too, not find the failed ingest "already done"
+            with pytest.raises(UserError, match="no speech survived cleaning") as e:
+                pipeline.stage_ingest(run)
+            assert "\n" not in str(e.value)
+            assert run.store.count_speeches() == before == 3
+        assert (run.dir / "ingest_report.json").read_text() == good_report
+        assert json.loads((run.dir / "ingest_report.failed.json").read_text())["dropped"]["too_long"] == 1
+        # a row error midway rolls back too
+        write_jsonl(src, [{"text": A}], raw_lines=["{not json"])
+        with pytest.raises(InputError):
+            pipeline.stage_ingest(run)
+        assert run.store.count_speeches() == 3
+        # a good file again: replaced, and the failure's report is gone
+        write_jsonl(src, [{"text": t} for t in (A, B)])
+        assert pipeline.stage_ingest(run)["kept"] == 2 and run.store.count_speeches() == 2
+        assert not (run.dir / "ingest_report.failed.json").exists()
+    finally:
+        run.close()

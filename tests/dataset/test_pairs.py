@@ -4,23 +4,37 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from psychocounsel import PRINCIPLE_KEYS
-from psychocounsel.errors import InputError, UserError
-from psychocounsel.dataset.pairs import (assign_splits, build_pairs, load_pair_table, pair_columns, pair_schema,
-    read_pairs, split_of, split_sizes, write_pairs)
+from psychocounsel.dataset.pairs import (
+    build_pairs,
+    load_pair_table,
+    pair_columns,
+    pair_schema,
+    read_pairs,
+    split_of,
+    split_sizes,
+    write_pairs,
+)
 from psychocounsel.dataset.records import ScoredResponse, text_id
+from psychocounsel.errors import InputError, UserError
+
+
+def assign_splits(speech_ids, seed, dev_frac=0.1, test_frac=0.1):
+    return {sid: split_of(sid, seed, dev_frac, test_frac) for sid in speech_ids}
+
 
 EXPECTED_COLUMNS = [
     "question", "chosen", "rejected", "chosen_model", "rejected_model",
     "chosen_empathy_rating", "rejected_empathy_rating", "chosen_relevance_rating", "rejected_relevance_rating",
     "chosen_clarity_rating", "rejected_clarity_rating", "chosen_safety_rating", "rejected_safety_rating",
     "chosen_exploration_rating", "rejected_exploration_rating", "chosen_autonomy_rating",
-    "rejected_autonomy_rating", "chosen_staging_rating", "rejected_staging_rating",
+    "rejected_autonomy_rating", "chosen_staging_rating", "rejected_staging_rating", "crisis_tier",
     "speech_id", "chosen_id", "rejected_id", "split", "chosen_score", "rejected_score",
 ]
 
@@ -146,20 +160,21 @@ def make_pairs(integral: bool = True) -> list:
 
 
 def test_schema_columns_and_dtypes_exactly(tmp_path):
-    out = write_pairs(make_pairs(), tmp_path)
+    out = write_pairs(make_pairs(), tmp_path / "pairs")
     assert list(out) == ["train", "test"]
-    assert out["train"] == [tmp_path / "train.parquet", tmp_path / "train.jsonl",
-                            tmp_path / "trl" / "train.parquet", tmp_path / "trl" / "train.jsonl"]
-    schema = pq.read_schema(tmp_path / "train.parquet")
+    assert out["train"] == [tmp_path / "pairs" / "train.parquet", tmp_path / "pairs" / "train.jsonl",
+                            tmp_path / "pairs-trl" / "train.parquet", tmp_path / "pairs-trl" / "train.jsonl"]
+    schema = pq.read_schema(tmp_path / "pairs" / "train.parquet")
     assert schema.names == EXPECTED_COLUMNS == pair_columns()
     assert schema.equals(pair_schema(integer_ratings=True))
     assert all(schema.field(c).type == pa.int64() for c in EXPECTED_COLUMNS if c.endswith("_rating"))
     assert schema.field("chosen_score").type == pa.float64() and schema.field("question").type == pa.string()
-    line = json.loads((tmp_path / "train.jsonl").read_text().splitlines()[0])
+    assert schema.field("crisis_tier").type == pa.string()
+    line = json.loads((tmp_path / "pairs" / "train.jsonl").read_text().splitlines()[0])
     assert list(line) == EXPECTED_COLUMNS
     assert line["chosen_empathy_rating"] == 5 and isinstance(line["chosen_empathy_rating"], int)
-    assert pq.read_table(tmp_path / "train.parquet").num_rows == 4
-    assert pq.read_table(tmp_path / "test.parquet")["chosen_id"].to_pylist() == ["e"]
+    assert pq.read_table(tmp_path / "pairs" / "train.parquet").num_rows == 4
+    assert pq.read_table(tmp_path / "pairs" / "test.parquet")["chosen_id"].to_pylist() == ["e"]
 
 
 def test_float_ratings_are_rounded_to_three_decimals(tmp_path):
@@ -172,7 +187,7 @@ def test_float_ratings_are_rounded_to_three_decimals(tmp_path):
 
 def test_forced_int_ratings_reject_fractions(tmp_path):
     with pytest.raises(UserError, match="ratings='int'"):
-        write_pairs(make_pairs(integral=False), tmp_path, ratings="int")
+        write_pairs(make_pairs(integral=False), tmp_path / "pairs", ratings="int")
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
 
 
@@ -186,6 +201,7 @@ def test_roundtrip_parquet_and_jsonl(tmp_path):
     first = rows_pq[0]
     assert first["question"] == "question one" and first["chosen"] == "text of a" and first["split"] == "train"
     assert first["chosen_safety_rating"] == 5.0 and first["rejected_score"] == pytest.approx(25 / 7)
+    assert first["crisis_tier"] == "none"
     t = load_pair_table(tmp_path / "test.jsonl")
     assert t.column_names == EXPECTED_COLUMNS and t.num_rows == 1
 
@@ -194,28 +210,42 @@ def test_trl_files_have_the_documented_shapes_and_load_with_datasets(tmp_path, m
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     import datasets
 
-    write_pairs(make_pairs(), tmp_path)
+    write_pairs(make_pairs(), tmp_path / "pairs")
     cache = str(tmp_path / "cache")
     for fmt, builder in (("parquet", "parquet"), ("jsonl", "json")):
-        trl = datasets.load_dataset(builder, data_files=str(tmp_path / "trl" / f"train.{fmt}"),
+        trl = datasets.load_dataset(builder, data_files=str(tmp_path / "pairs-trl" / f"train.{fmt}"),
                                     split="train", cache_dir=cache)
         assert trl.column_names == ["prompt", "chosen", "rejected"]
         assert trl[0]["prompt"] == [{"role": "user", "content": "question one"}]
         assert trl[0]["chosen"] == [{"role": "assistant", "content": "text of a"}]
         assert trl[0]["rejected"] == [{"role": "assistant", "content": "text of b"}]
-        main = datasets.load_dataset(builder, data_files=str(tmp_path / f"train.{fmt}"), split="train",
+        main = datasets.load_dataset(builder, data_files=str(tmp_path / "pairs" / f"train.{fmt}"), split="train",
                                      cache_dir=cache)
         assert main.column_names == EXPECTED_COLUMNS and main.num_rows == 4
 
 
+def test_the_pairs_folder_loads_as_one_dataset_and_old_trl_files_inside_it_are_removed(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    import datasets
+
+    old = tmp_path / "pairs" / "trl"
+    old.mkdir(parents=True)
+    (old / "train.jsonl").write_text('{"prompt": "q", "chosen": "a", "rejected": "b"}\n')  # an earlier layout
+    write_pairs(make_pairs(), tmp_path / "pairs")
+    assert not old.exists()
+    ds = datasets.load_dataset(str(tmp_path / "pairs"), cache_dir=str(tmp_path / "cache"))
+    assert {s: ds[s].num_rows for s in ds} == {"train": 4, "test": 1}
+    assert ds["train"].column_names == EXPECTED_COLUMNS
+
+
 def test_standard_trl_format(tmp_path):
-    write_pairs(make_pairs(), tmp_path, formats=["jsonl"], trl_format="standard")
-    row = json.loads((tmp_path / "trl" / "test.jsonl").read_text())
+    write_pairs(make_pairs(), tmp_path / "pairs", formats=["jsonl"], trl_format="standard")
+    row = json.loads((tmp_path / "pairs-trl" / "test.jsonl").read_text())
     assert row == {"prompt": "question two", "chosen": "text of e", "rejected": "text of f"}
 
 
 def test_atomic_write_leaves_nothing_on_failure(tmp_path):
-    write_pairs(make_pairs()[:1], tmp_path)  # an earlier run: train only
+    write_pairs(make_pairs()[:1], tmp_path / "pairs")  # an earlier run: train only
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
 
     def exploding():
@@ -223,17 +253,68 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
         raise RuntimeError("judge store went away")
 
     with pytest.raises(RuntimeError, match="went away"):
-        write_pairs(exploding(), tmp_path, batch_size=2)
+        write_pairs(exploding(), tmp_path / "pairs", batch_size=2)
     after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     assert after == before  # old files intact, no temp files, no test split
 
 
 def test_stale_split_files_are_removed(tmp_path):
-    write_pairs(make_pairs(), tmp_path)
-    assert (tmp_path / "test.parquet").exists()
-    write_pairs(make_pairs()[:4], tmp_path)  # train only this time
-    assert not (tmp_path / "test.parquet").exists() and not (tmp_path / "trl" / "test.jsonl").exists()
-    assert (tmp_path / "train.parquet").exists()
+    write_pairs(make_pairs(), tmp_path / "pairs")
+    assert (tmp_path / "pairs" / "test.parquet").exists()
+    write_pairs(make_pairs()[:4], tmp_path / "pairs")  # train only this time
+    assert not (tmp_path / "pairs" / "test.parquet").exists() and not (tmp_path / "pairs-trl" / "test.jsonl").exists()
+    assert (tmp_path / "pairs" / "train.parquet").exists()
+
+
+# ---------------------------------------------------------------- safety veto and crisis tier
+
+def safe(rid: str, overall: float, safety: float) -> ScoredResponse:
+    return resp(rid, overall, scores={**{p: overall for p in PRINCIPLE_KEYS}, "safety": safety})
+
+
+def test_a_response_at_or_below_the_safety_floor_is_never_chosen():
+    rs = [safe("a", 4.5, 2.0), safe("b", 3.4, 4.0), safe("c", 2.0, 3.0)]
+    vetoed = Counter()
+    pairs = build_pairs("q", "s1", "train", rs, safety_floor=2.0, vetoed=vetoed)
+    assert ids(pairs) == [("b", "c")]  # a (safety 2) would win both its pairs
+    assert vetoed == {"unsafe_chosen": 2}
+    assert ids(build_pairs("q", "s1", "train", rs)) == [("a", "b"), ("a", "c"), ("b", "c")]  # no veto asked
+
+
+def test_a_pair_whose_chosen_side_is_less_safe_by_the_margin_is_dropped():
+    rs = [safe("a", 4.5, 3.0), safe("b", 3.0, 4.0), safe("c", 2.0, 3.5)]
+    vetoed = Counter()
+    pairs = build_pairs("q", "s1", "train", rs, safety_floor=2.0, safety_margin=1.0, vetoed=vetoed)
+    # a-b: a is 1.0 less safe (dropped); a-c: 0.5 less safe (kept); b-c: b is safer (kept)
+    assert ids(pairs) == [("a", "c"), ("b", "c")] and vetoed == {"less_safe": 1}
+
+
+def test_a_vetoed_test_pair_leaves_the_speech_without_a_pair():
+    rs = [safe("a", 4.5, 1.0), safe("b", 3.0, 4.0), safe("c", 2.0, 3.0)]
+    vetoed = Counter()
+    assert build_pairs("q", "s1", "test", rs, safety_floor=2.0, vetoed=vetoed) == [] and vetoed == {"unsafe_chosen": 1}
+
+
+def test_the_veto_reads_the_calibrated_safety_when_calibration_orders_the_run():
+    # a weak judge's raw safety bunches near 2 (here a: 1.9, under the floor); calibrated, it spreads out
+    a, b = safe("a", 4.0, 1.9), safe("b", 2.0, 1.8)
+    assert build_pairs("q", "s1", "train", [a, b], safety_floor=2.0) == []
+    a.safety, b.safety = 4.0, 2.0
+    assert ids(build_pairs("q", "s1", "train", [a, b], safety_floor=2.0, safety_margin=1.0)) == [("a", "b")]
+    a.safety = 1.5  # relatively unsafe in this run: never chosen
+    assert build_pairs("q", "s1", "train", [a, b], safety_floor=2.0) == []
+
+
+def test_the_veto_needs_a_safety_score():
+    rs = [resp("a", 4.0, scores={"empathy": 4.0}), resp("b", 2.0, scores={"empathy": 2.0})]
+    with pytest.raises(ValueError, match="no safety score"):
+        build_pairs("q", "s1", "train", rs, safety_floor=2.0)
+
+
+def test_pairs_carry_the_crisis_tier_of_their_question():
+    risky = "I have pills saved up and I plan to kill myself tonight. Nothing matters anymore."
+    assert [p.crisis_tier for p in build_pairs(risky, "s1", "train", FOUR)] == ["high"] * 4
+    assert {p.crisis_tier for p in build_pairs("I argue with my sister.", "s1", "train", FOUR)} == {"none"}
 
 
 # ---------------------------------------------------------------- published schema
@@ -254,6 +335,7 @@ def test_published_schema_imports(tmp_path):
     pq.write_table(published_table(), path)
     t = load_pair_table(path)
     assert t.column_names == EXPECTED_COLUMNS + ["ID", "prefID"]
+    assert t["crisis_tier"].to_pylist() == ["none"] * 3  # screened from the question
     assert t["split"].to_pylist() == ["train"] * 3
     assert t["speech_id"][0].as_py() == text_id("client speech 0")
     assert t["chosen_id"][0].as_py() == text_id(text_id("client speech 0"), "gpt-4o")

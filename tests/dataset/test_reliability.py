@@ -5,11 +5,11 @@ finishes, every planned response is stored as ok or as a recorded failure, every
 has a recorded judge failure, nothing is lost, and a rerun makes no call for what is already stored.
 """
 
-import asyncio
 import json
 
 from psychocounsel.dataset import pipeline
 from psychocounsel.config import RunConfig
+from psychocounsel.runner import StageProgress
 from psychocounsel.testing.fakeserver import fake_server
 
 N_SPEECHES = 30
@@ -37,19 +37,10 @@ def config(tmp_path, base_url):
 
 
 def run_stages(cfg):
-    run = pipeline.Run(cfg, progress=pipeline.StageProgress(enabled=False))
+    run = pipeline.Run(cfg, progress=StageProgress(enabled=False))
     try:
-        pipeline.stage_ingest(run)
-
-        async def both():
-            try:
-                return await pipeline.stage_generate(run), await pipeline.stage_judge(run)
-            finally:
-                await run.aclose()
-
-        gen, jud = asyncio.run(both())
-        res = pipeline.stage_pairs(run)
-        return run, gen, jud, res, pipeline.status(run)
+        out = pipeline.run_all(run, report=False)
+        return run, out["generate"], out["judge"], out["pairs"], pipeline.status(run)
     finally:
         run.close()
 
@@ -88,7 +79,8 @@ def test_faulty_server_run_finishes_with_every_outcome_accounted_for(tmp_path):
         _, gen2, jud2, _, st2 = run_stages(cfg2)
         calls = srv2.stats()["requests"]
     assert gen2["done_before"] == gen["generated"] and jud2["done_before"] == jud["judged"]
-    assert st2["generate"] == {"planned": planned, "ok": planned, "failed": 0, "pending": 0}
+    assert {k: st2["generate"][k] for k in ("planned", "ok", "failed", "pending")} == {
+        "planned": planned, "ok": planned, "failed": 0, "pending": 0}
     # a failed response costs one generation plus at most two judge attempts; a failed judgment at most two
     # new attempts (bad replies already cached replay for free): nothing that succeeded is asked again
     assert calls <= 3 * gen["failed"] + 2 * jud["failed"]

@@ -9,10 +9,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from psychocounsel import PRINCIPLE_KEYS
-from psychocounsel.errors import InputError
 from psychocounsel.dataset.pairs import build_pairs, write_pairs
 from psychocounsel.dataset.records import ScoredResponse
 from psychocounsel.dataset.stats import dataset_report, summary_text
+from psychocounsel.errors import InputError
 
 SCRIPT = "<script>alert(1)</script>"
 
@@ -147,3 +147,37 @@ def test_summary_text_of_a_run(pair_dir, tmp_path):
     text = summary_text(dataset_report(pair_dir, tmp_path / "report", responses=responses_table()))
     for word in ("m1", "m4", "safety", "Responses", "25.0%"):
         assert word in text
+
+
+# ---------------------------------------------------------------- crisis tiers, cut replies, vetoed pairs
+
+RISKY = "I have pills saved up and I plan to kill myself tonight. Nothing matters anymore."
+
+
+def test_pairs_are_counted_by_the_crisis_tier_of_their_speech(tmp_path):
+    pairs = (build_pairs("I keep worrying about work.", "s1", "train", RESPONSES["s1"])
+             + build_pairs(RISKY, "s2", "test", RESPONSES["s2"]))
+    write_pairs(pairs, tmp_path / "pairs")
+    rep = dataset_report(tmp_path / "pairs", tmp_path / "report")
+    assert rep["crisis_tiers"] == {"none": {"pairs": 4, "by_split": {"train": 4, "test": 0}},
+                                   "possible": {"pairs": 0, "by_split": {"train": 0, "test": 0}},
+                                   "high": {"pairs": 1, "by_split": {"train": 0, "test": 1}}}
+    assert "crisis tier" in (tmp_path / "report" / "report.html").read_text()
+    assert "high" in summary_text(rep)
+
+
+def test_cut_and_invalid_replies_and_vetoed_pairs_are_reported(pair_dir, tmp_path):
+    table = responses_table()
+    truncated = [rid in ("a", "h") for rid in table["response_id"].to_pylist()]
+    errors = [("truncated: cut at max_tokens=256" if rid == "h" else None) for rid in table["response_id"].to_pylist()]
+    table = table.append_column("truncated", pa.array(truncated)).append_column("generate_error", pa.array(errors))
+    rep = dataset_report(pair_dir, tmp_path / "report", responses=table,
+                         vetoed={"unsafe_chosen": 3, "less_safe": 1})
+    r = rep["responses"]
+    assert r["truncated"] == 2 and r["truncated_kept"] == 1 and r["invalid"] == 0
+    assert r["pairs_with_truncated_side"] == 3  # a is chosen in three train pairs
+    assert rep["vetoed"] == {"unsafe_chosen": 3, "less_safe": 1}
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "cut at max_tokens" in page and "vetoed" in page
+    text = summary_text(rep)
+    assert "truncated" in text and "vetoed" in text

@@ -10,9 +10,9 @@ from click.testing import CliRunner
 from psychocounsel import PRINCIPLE_KEYS
 from psychocounsel.errors import InputError, UserError
 from psychocounsel.measures.rm_metrics import preference_metrics
-from psychocounsel.training.scorers import RewardScorer, load_scorer
 from psychocounsel.evaluation.rm_eval import eval_rm_cmd, evaluate_reward_model, score_cmd, score_file
 from psychocounsel.training.common import chat
+from psychocounsel.training.scoring import RewardScorer, load_scorer
 
 IM_START = "<|im_start|>"
 
@@ -157,8 +157,10 @@ class WordCounter:
 
     name = "word-counter"
 
-    def score_batch(self, questions, responses):
+    def score_batch(self, questions, responses, on_batch=None):
         words = np.array([len(r.split()) for r in responses], dtype=float)
+        if on_batch:
+            on_batch(len(responses))
         return {"overall": 0.1 * words, "empathy": -words, "clarity": words}
 
 
@@ -193,7 +195,7 @@ def test_a_multi_head_checkpoint_returns_its_heads_and_their_mean(tiny_model_dir
 def test_the_per_principle_reward_model_plugs_in(tiny_model_dir, tmp_path):
     from transformers import AutoTokenizer
 
-    from psychocounsel.training.multihead import MultiHeadRewardModel
+    from psychocounsel.training.multihead.model import MultiHeadRewardModel
 
     path = tmp_path / "multihead"
     MultiHeadRewardModel.from_backbone(str(tiny_model_dir), ["empathy", "safety"]).save_pretrained(
@@ -285,3 +287,14 @@ def test_commands(length_rm, tmp_path):
     res = runner.invoke(main, ["score", str(length_rm), str(src), str(tmp_path / "w.csv"), "--weights", "safety=3"])
     assert res.exit_code == 2 and "per-principle" in res.output
     assert math.isfinite(float((tmp_path / "s.csv").read_text().splitlines()[1].rsplit(",", 1)[1]))
+
+
+def test_scoring_reports_progress_for_every_distinct_row(tmp_path):
+    # the progress bar's total is the distinct (speech, response) rows; every one of them must be reported
+    pairs = write_pairs(tmp_path / "test.parquet")
+    seen = []
+    res = evaluate_reward_model(WordCounter(), pairs, n_boot=0, on_batch=seen.append)
+    table = pq.read_table(pairs)
+    distinct = {(q, r) for q, c, x in zip(*(table[k].to_pylist() for k in ("question", "chosen", "rejected")))
+                for r in (c, x)}
+    assert sum(seen) == len(distinct) and res["n_pairs"] == table.num_rows

@@ -1,18 +1,21 @@
-"""Agreement statistics against hand-worked tables and Krippendorff's published example; the loaders
-and the ``agree`` command on small files."""
+"""Agreement statistics against hand-worked tables and Krippendorff's published example."""
 
 import json
 import math
+from decimal import Decimal
+from fractions import Fraction
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from psychocounsel.measures.agreement import (agreement_report, coincidence_matrix, cohen_kappa, confusion_matrix,
-    krippendorff_alpha, percent_agreement)
-from psychocounsel.evaluation.agree import compare_files, read_labels
-from psychocounsel.cli import main
-from psychocounsel.errors import InputError, UserError
+from psychocounsel.measures.agreement import (
+    agreement_report,
+    cohen_kappa,
+    coincidence_matrix,
+    confusion_matrix,
+    krippendorff_alpha,
+    percent_agreement,
+)
 
 # Two raters, 50 items, labels yes/no:
 #                 b = yes   b = no
@@ -30,7 +33,7 @@ def test_percent_and_kappa_by_hand():
     assert percent_agreement(A_YN, B_YN) == pytest.approx(0.7)
     assert cohen_kappa(A_YN, B_YN) == pytest.approx(0.4)
     labels, t = confusion_matrix(A_YN, B_YN, labels=["yes", "no"])
-    assert t.tolist() == [[20, 5], [10, 15]]
+    assert labels == ["yes", "no"] and t.tolist() == [[20, 5], [10, 15]]
     # kappa is symmetric in the raters
     assert cohen_kappa(B_YN, A_YN) == pytest.approx(0.4)
 
@@ -160,64 +163,92 @@ def test_report_intervals_and_missing_items():
     assert rep == agreement_report(a, b, level="ordinal", n_boot=500)  # seeded
 
 
-# -- files and the command ------------------------------------------------------------------------
-def _files(tmp_path):
-    judge = tmp_path / "judge.jsonl"
-    rows = [{"id": f"p{i}", "verdict": v, "scores": {"safety": s}}
-            for i, (v, s) in enumerate([("A", 5), ("B", 4), ("A", 2), ("tie", 5), ("A", 3), ("B", 1)])]
-    judge.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    human = tmp_path / "human.csv"
-    human.write_text("pair,label,safety\np0,A,5\np1,B,4\np2,B,2\np3,tie,4\np4,,3\np9,A,1\n")
-    return judge, human
+# -- label types and order ------------------------------------------------------------------------
+# Two raters, five items: (1,2) (2,2) (3,3) (4,5) (1,1). Coincidences: o_11 = 2, o_12 = o_21 = 1, o_22 = 2,
+# o_33 = 2, o_45 = o_54 = 1; margins n_1..n_5 = 3, 3, 2, 1, 1; n = 10.
+# interval: observed sum o (c-k)^2 = 4 (the four off-diagonal cells, each 1 apart)
+#   expected sum n_c n_k (c-k)^2 = 2 * (9 + 24 + 27 + 48 + 6 + 12 + 27 + 2 + 8 + 1) = 328
+#   alpha = 1 - 9 * 4 / 328 = 73/82 = 0.890244
+FIVE = [[1, 2], [2, 2], [3, 3], [4, 5], [1, 1]]
 
 
-def test_compare_judge_file_with_human_csv(tmp_path):
-    judge, human = _files(tmp_path)
-    res = compare_files(judge, human, columns=["verdict"], column_b="label", key_b="pair", n_boot=100)
-    r = res["columns"]["verdict"]
-    # shared ids p0..p4; p4 has no human label -> 4 compared: A/A, B/B, A/B, tie/tie
-    assert res["n_shared"] == 5 and r["n"] == 4 and r["n_missing"] == 1
-    assert r["percent"] == 0.75
-    # numbers in JSON and text in CSV are one label: "5" == 5
-    res = compare_files(judge, human, columns=["scores.safety"], column_b="safety", key_b="pair", n_boot=0)
-    assert res["columns"]["scores.safety"]["percent"] == pytest.approx(4 / 5)
+@pytest.mark.parametrize("cast", [int, float, np.int64, np.int32, np.uint8, np.float64, np.float32, Decimal, Fraction],
+                         ids=lambda c: c.__name__)
+def test_interval_alpha_takes_any_numeric_label_type(cast):
+    data = [[cast(v) for v in row] for row in FIVE]
+    assert krippendorff_alpha(data, "interval") == pytest.approx(73 / 82)
+    a, b = [r[0] for r in data], [r[1] for r in data]
+    assert agreement_report(a, b, level="interval", n_boot=0)["alpha"] == pytest.approx(73 / 82)
 
 
-def test_loader_errors_name_file_line_and_column(tmp_path):
-    judge, human = _files(tmp_path)
-    with pytest.raises(InputError, match=r"human\.csv:1 \(column 'id'\).*no id in key column 'id'.*pair, label"):
-        read_labels(human, ["label"], key="id")
-    dup = tmp_path / "dup.csv"
-    dup.write_text("id,label\nx,1\ny,2\nx,3\n")
-    with pytest.raises(InputError, match=r"dup\.csv:4 \(column 'id'\): duplicate id 'x' \(first at line 2\)"):
-        read_labels(dup)
-    with pytest.raises(InputError, match=r"judge\.jsonl:1 \(column 'label'\): no row has column 'label'"):
-        read_labels(judge)
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"id": 1, "label": "a"}\n{"id": 2, "label": [1, 2]}\n')
-    with pytest.raises(InputError, match=r"bad\.jsonl:2 \(column 'label'\): expected a label"):
-        read_labels(bad)
-    other = tmp_path / "other.csv"
-    other.write_text("id,label\nq1,A\n")
-    with pytest.raises(UserError, match="share no id"):
-        compare_files(human, other, key="pair", key_b="id")
-    # a field absent from some JSON rows (a failed judgment) is a missing label, not an error
-    part = tmp_path / "part.jsonl"
-    part.write_text('{"id": 1, "label": "a"}\n{"id": 2, "error": "unparseable"}\n')
-    assert read_labels(part).labels["label"] == {"1": "a", "2": None}
-    with pytest.raises(InputError, match="file not found"):
-        read_labels(tmp_path / "nope.csv")
+def test_numpy_arrays_go_straight_in():
+    arr = np.array(FIVE)
+    assert krippendorff_alpha(arr, "interval") == pytest.approx(73 / 82)
+    assert agreement_report(arr[:, 0], arr[:, 1], level="interval", n_boot=0)["alpha"] == pytest.approx(73 / 82)
+    # a float array's NaN is a missing label whatever the float width, as a Python float NaN is
+    half = np.array([[1, 2], [2, 2], [3, 3], [4, 5], [1, 1], [5, np.nan]], dtype=np.float32)
+    assert krippendorff_alpha(half, "interval") == pytest.approx(73 / 82)
+    rep = agreement_report(half[:, 0], half[:, 1], level="interval", n_boot=0)
+    assert rep["n_missing"] == 1 and rep["alpha"] == pytest.approx(73 / 82)
+    # numbers of mixed types are one ordered scale: ordinal alpha equals the all-int one
+    mixed = [[np.int64(1), 2.0], [Decimal(2), 2], [3, np.float32(3)], [Fraction(4), 5], [1, 1]]
+    assert krippendorff_alpha(mixed, "ordinal") == pytest.approx(krippendorff_alpha(FIVE, "ordinal"))
 
 
-def test_agree_command(tmp_path):
-    judge, human = _files(tmp_path)
-    out = tmp_path / "agree.json"
-    r = CliRunner().invoke(main, ["agree", str(judge), str(human), "--column", "verdict", "--column-b", "label",
-                                  "--key-b", "pair", "--bootstrap", "100", "--out", str(out)])
-    assert r.exit_code == 0, r.output
-    assert "75.0%" in r.output and "shared ids" in r.output
-    data = json.loads(out.read_text())
-    assert data["columns"]["verdict"]["n"] == 4
-    # a user mistake is one line and exit code 2
-    r = CliRunner().invoke(main, ["agree", str(judge), str(human)])
-    assert r.exit_code == 2 and "no row has column 'label'" in r.output and "Traceback" not in r.output
+def test_interval_alpha_still_refuses_what_is_not_a_number():
+    for bad in (True, np.bool_(True), "3", complex(1, 1)):
+        with pytest.raises(ValueError, match="interval alpha needs numeric labels"):
+            krippendorff_alpha([[bad, 1], [2, 2]], "interval")
+    with pytest.raises(ValueError, match="finite"):
+        krippendorff_alpha([[float("inf"), 1], [2, 2]], "interval")
+
+
+def test_text_labels_need_an_explicit_order_for_ordinal_alpha_and_weighted_kappa():
+    a, b = ["low", "mid", "high", "low"], ["low", "high", "high", "mid"]
+    # alphabetical order (high < low < mid) would be a silent wrong scale: refused, with the fix named
+    with pytest.raises(ValueError, match=r"ordinal alpha.*order.*values="):
+        krippendorff_alpha(list(zip(a, b)), "ordinal")
+    with pytest.raises(ValueError, match=r"weighted kappa.*order.*labels="):
+        cohen_kappa(a, b, weights="linear")
+    with pytest.raises(ValueError, match=r"ordinal alpha.*order.*labels="):
+        agreement_report(a, b, level="ordinal", n_boot=0)
+    # given the order, they are the numbers of the same data coded 1 < 2 < 3
+    order = ["low", "mid", "high"]
+    code = {"low": 1, "mid": 2, "high": 3}
+    na, nb = [code[x] for x in a], [code[x] for x in b]
+    assert krippendorff_alpha(list(zip(a, b)), "ordinal", values=order) == pytest.approx(
+        krippendorff_alpha(list(zip(na, nb)), "ordinal"))
+    assert cohen_kappa(a, b, labels=order, weights="linear") == pytest.approx(cohen_kappa(na, nb, weights="linear"))
+    rep = agreement_report(a, b, level="ordinal", labels=order, n_boot=0)
+    assert rep["labels"] == order
+    assert rep["alpha"] == pytest.approx(agreement_report(na, nb, level="ordinal", n_boot=0)["alpha"])
+    # nominal statistics do not depend on an order, so text labels need none
+    assert cohen_kappa(a, b) == pytest.approx(cohen_kappa(na, nb))
+    assert krippendorff_alpha(list(zip(a, b))) == pytest.approx(krippendorff_alpha(list(zip(na, nb))))
+
+
+def test_alpha_report_interval_is_the_plain_bootstrap_of_alpha():
+    """Many raters with gaps: the vectorised interval equals alpha recomputed on each resample by the plain
+    function (the same seeded draws); n counts only pairable items, and grouping draws items together."""
+    from psychocounsel.measures.agreement import alpha_report
+    from psychocounsel.measures.bootstrap import bootstrap_by_group
+
+    rng = np.random.default_rng(1)
+    data = [[int(v) if v > 0 else None for v in rng.integers(0, 6, size=3)] for _ in range(40)]
+    rep = alpha_report(data, "ordinal", [1, 2, 3, 4, 5], n_boot=300, seed=4)
+    pairable = [row for row in data if sum(v is not None for v in row) >= 2]
+    assert rep["n"] == rep["n_units"] == len(pairable) < len(data)
+    assert rep["alpha"] == pytest.approx(krippendorff_alpha(data, "ordinal", [1, 2, 3, 4, 5]))
+    rows = np.empty(len(pairable), dtype=object)
+    rows[:] = pairable
+    lo, hi = bootstrap_by_group(lambda r: krippendorff_alpha(list(r), "ordinal", [1, 2, 3, 4, 5]), None, rows,
+                                n_boot=300, seed=4)
+    assert rep["alpha_ci"] == pytest.approx([lo, hi])
+    # Units in groups (an item's two responses) are drawn together, as bootstrap_by_group draws groups.
+    groups = [i // 2 for i in range(len(pairable))]
+    grouped = alpha_report(pairable, "ordinal", [1, 2, 3, 4, 5], groups=groups, n_boot=300, seed=4)
+    assert grouped["n"] == len(set(groups)) and grouped["n_units"] == len(pairable)
+    lo, hi = bootstrap_by_group(lambda r: krippendorff_alpha(list(r), "ordinal", [1, 2, 3, 4, 5]), groups, rows,
+                                n_boot=300, seed=4)
+    assert grouped["alpha_ci"] == pytest.approx([lo, hi])
+    assert alpha_report([[None, 1]], n_boot=10)["alpha"] is None  # nothing pairable: no figure, no crash

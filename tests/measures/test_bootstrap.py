@@ -6,8 +6,13 @@ import math
 import numpy as np
 import pytest
 
-from psychocounsel.measures.bootstrap import (bootstrap_by_group, bootstrap_ci, resample_weights, weighted_mean,
-    wilson_ci)
+from psychocounsel.measures.bootstrap import (
+    bootstrap_by_group,
+    bootstrap_ci,
+    resample_weights,
+    weighted_mean,
+    wilson_ci,
+)
 from psychocounsel.measures.rm_metrics import pair_accuracy
 
 

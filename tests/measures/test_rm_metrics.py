@@ -3,8 +3,17 @@ import math
 import numpy as np
 import pytest
 
-from psychocounsel.measures.rm_metrics import (accuracy, brier, ece, pair_accuracy, pair_outcomes,
-    preference_metrics, reliability_bins, roc_auc, sigmoid)
+from psychocounsel.measures.rm_metrics import (
+    accuracy,
+    brier,
+    ece,
+    pair_accuracy,
+    pair_outcomes,
+    preference_metrics,
+    reliability_bins,
+    roc_auc,
+    sigmoid,
+)
 
 
 def test_auc_with_ties_matches_mann_whitney_by_hand():
@@ -40,7 +49,7 @@ def test_brier_and_accuracy_by_hand():
 def test_pairs_in_both_orders_by_hand():
     rc, rr = np.array([2.0, 1.0, 0.0, 0.0]), np.array([0.0, 0.0, 1.0, 0.0])  # margins 2, 1, -1, 0
     probs, labels = pair_outcomes(rc, rr)
-    s = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    s = lambda x: 1 / (1 + math.exp(-x))
     assert probs == pytest.approx([s(2), s(1), s(-1), 0.5, s(-2), s(-1), s(1), 0.5])
     assert labels.tolist() == [1, 1, 1, 1, 0, 0, 0, 0]
     m = preference_metrics(rc, rr, n_boot=0)
@@ -70,3 +79,19 @@ def test_auc_on_margins_survives_sigmoid_saturation():
     m = preference_metrics([60.0, -50.0], [0.0, 0.0], n_boot=0)
     assert m["auc"] == pytest.approx(3 / 4)  # pos {60, -50} vs neg {-60, 50}: 1 + 1 + 1 + 0 of 4
     assert sigmoid(np.array([800.0, -800.0])).tolist() == [1.0, 0.0]  # no overflow
+
+
+def test_a_value_on_a_bin_edge_opens_that_bin():
+    # 0.29 * 100 is 28.999999999999996 in floating point, so int(p * B) put 0.29 in bin 28; the edge
+    # 29/100 is the same double as the literal 0.29, so comparing with the edges puts it in bin 29.
+    for p, n_bins, want in [(0.29, 100, 29), (0.57, 100, 57), (0.58, 100, 58), (0.58, 50, 29)]:
+        count = reliability_bins([p], [1], n_bins=n_bins)["count"]
+        assert count.index(1) == want, (p, n_bins)
+    # every edge i/B (as a double) opens bin i, for every bin count up to 200; 1.0 stays in the last bin
+    for n_bins in range(1, 201):
+        edges = np.arange(n_bins + 1) / n_bins
+        count = reliability_bins(edges, np.ones(n_bins + 1), n_bins=n_bins)["count"]
+        assert count == [1] * (n_bins - 1) + [2], n_bins
+    # the ECE moves with it: 0.285 and 0.29 are two bins, not one bin of mean 0.2875 and frequency 0.5
+    # bin 28: |0 - 0.285| * 1/2; bin 29: |1 - 0.29| * 1/2
+    assert ece([0.285, 0.29], [0, 1], n_bins=100) == pytest.approx((0.285 + 0.71) / 2)

@@ -8,8 +8,18 @@ import pytest
 
 from psychocounsel.measures.bootstrap import bootstrap_by_group, weighted_mean
 from psychocounsel.measures.rm_metrics import sigmoid
-from psychocounsel.measures.winrate import (PairOutcome, _fit_glm, combine_orders, flip_rate, mean_with_ci,
-    lc_win_rate, summarize, summarize_outcomes, weighted_lc_win_rate, win_rate)
+from psychocounsel.measures.winrate import (
+    PairOutcome,
+    _fit_glm,
+    combine_orders,
+    flip_rate,
+    lc_win_rate,
+    mean_with_ci,
+    summarize,
+    summarize_outcomes,
+    weighted_lc_win_rate,
+    win_rate,
+)
 
 
 # -- both orders ----------------------------------------------------------------------------------
@@ -109,6 +119,38 @@ def test_lc_recovers_planted_length_free_win_rate():
     lc = lc_win_rate(s, lp, lr)
     assert abs(lc.value - win_rate(s)) < 0.02 and abs(lc.coef_length) < 0.2
 
+
+
+def _simulate_difficulty(n, seed, *, len_per_sd, mean_gap, theta0=0.4, beta=1.0, tie_share=0.2):
+    """Speeches of varying difficulty h ~ N(0, 1): the policy's logit drops by h on harder speeches, and
+    the reference's answer grows by ``len_per_sd`` characters per sd of h. The policy writes ``mean_gap``
+    characters more than the reference on average. Returns scores, lengths and the true length-free win
+    rate averaged over the speeches, mean sigmoid(theta0 - h): what the leaderboard's difficulty term targets."""
+    rng = np.random.default_rng(seed)
+    h = rng.normal(0.0, 1.0, n)
+    len_ref = (800 + len_per_sd * h + rng.normal(0, 150, n)).clip(50)
+    len_pol = (800 + mean_gap + rng.normal(0, 250, n)).clip(50)
+    d = len_pol - len_ref
+    p = sigmoid(theta0 + beta * np.tanh(d / d.std(ddof=1)) - h)
+    q = (p - 0.5 * tie_share) / (1 - tie_share)
+    s = np.where(rng.random(n) < tie_share, 0.5, (rng.random(n) < q).astype(float))
+    return s, len_pol, len_ref, float(np.mean(sigmoid(theta0 - h)))
+
+
+def test_lc_is_biased_when_difficulty_drives_the_length_difference():
+    # The minimal GLM has no speech-difficulty term. When harder speeches get longer reference answers
+    # (100 characters per sd of a difficulty worth 1 logit) the fit reads "equal length" off the speeches
+    # where the gap is zero, and those are harder than average when the policy writes longer on average.
+    # At n = 40,000 one fit's sd is ~0.3 points; the bounds are ~3 sd around the measured -2.0 / +1.9.
+    bias = {}
+    for gap in (+100, -100):
+        s, lp, lr, truth = _simulate_difficulty(40_000, 7, len_per_sd=100.0, mean_gap=gap)
+        bias[gap] = 100 * (lc_win_rate(s, lp, lr).value - truth)
+    assert -3.0 < bias[+100] < -1.0, bias  # policy longer on average: reads low
+    assert 1.0 < bias[-100] < 3.0, bias  # policy shorter on average: reads high
+    # control: the same speeches with difficulty unrelated to length: no bias beyond noise
+    s, lp, lr, truth = _simulate_difficulty(40_000, 7, len_per_sd=0.0, mean_gap=+100)
+    assert abs(100 * (lc_win_rate(s, lp, lr).value - truth)) < 1.0
 
 def test_lc_fit_is_the_penalised_fractional_likelihood_optimum():
     s, lp, lr = _simulate(300, 0.3, 1.0, seed=3)

@@ -49,6 +49,19 @@ def test_braces_in_values_are_never_rendered():
     assert out == "Client: I said {response} {x} / ok"
 
 
+def test_compiled_template_fills_as_one_pass_render(tmp_path):
+    f = tmp_path / "c.txt"
+    f.write_text("<<<user>>>\nRubric: {rubric}\nClient: {speech}\nReply: {response}. JSON {\"a\": 1} {other}")
+    p = load_prompt(str(f))
+    t = p.compile("user", ("speech", "response"), rubric="score {speech} kindly", other="x")
+    # a fixed value that spells a placeholder stays literal, as do a speech's braces
+    values = {"speech": "I said {response}", "response": "ok"}
+    assert t.fill(**values) == p.render("user", rubric="score {speech} kindly", other="x", **values)
+    assert t.fixed_chars == len(t.fill(speech="", response=""))
+    with pytest.raises(UserError, match=r"c.txt: placeholder \{other\} has no value"):
+        p.compile("user", ("speech", "response"), rubric="r")
+
+
 def test_missing_placeholder_is_an_error(tmp_path):
     f = tmp_path / "p.txt"
     f.write_text("Hello {name}, about {topic}.")

@@ -1,18 +1,33 @@
-"""The judge's pure core: messages, response_format, parsing replies, overall, calibration, G-Eval."""
+"""The principle judge's pure core: the scorer's requests, response_format, parsing replies, overall,
+calibration, G-Eval."""
 
 import json
 
 import pytest
 
 from psychocounsel import PRINCIPLE_KEYS
+from psychocounsel.config import SamplingConfig
 from psychocounsel.errors import UserError
-from psychocounsel.rubric.score import (JudgeParseError, SCORE_CUE, build_judge_messages, calibrate,
-    expected_score, geval_prefix_and_suffixes, geval_scores, judge_response_format, judge_tag, overall,
-    parse_judgment)
 from psychocounsel.rubric.principles import load_principles
 from psychocounsel.rubric.prompts import load_prompt
+from psychocounsel.rubric.score import (SCORE_CUE, JudgeParseError, PrincipleScorer, calibrate, expected_score,
+                                        format_principles, geval_scores, judge_response_format, json_template,
+                                        overall, parse_judgment)
 
 P = load_principles()
+SAMPLING = SamplingConfig(temperature=0.0, max_tokens=600)
+
+
+def scorer(prompt="judge_v1", principles=P, **kw):
+    return PrincipleScorer(principles, load_prompt(prompt), "judge", SAMPLING, **kw)
+
+
+def json_messages(principles, prompt, speech, response):
+    return PrincipleScorer(principles, prompt, "judge", SAMPLING).messages(speech, response)
+
+
+def geval_prompt(principles, prompt, speech, response):
+    return PrincipleScorer(principles, prompt, "judge", SAMPLING, mode="geval").geval_prompt(speech, response)
 SPEECH = "I keep snapping at my kids after work and then I feel like a terrible {mother}."
 RESPONSE = "It sounds like you're exhausted, and the guilt afterwards hurts. What happens right before?"
 GOOD = {"empathy": 5, "relevance": 4, "clarity": 5, "safety": 5, "exploration": 4, "autonomy": 3, "staging": 4}
@@ -26,7 +41,7 @@ def reply(**changes):
 # --- messages and schema ----------------------------------------------------------------------------------
 
 def test_judge_messages_show_every_principle_speech_and_response():
-    msgs = build_judge_messages(P, load_prompt("judge_v1"), SPEECH, RESPONSE)
+    msgs = json_messages(P, load_prompt("judge_v1"), SPEECH, RESPONSE)
     assert [m["role"] for m in msgs] == ["system", "user"]
     assert "counseling supervisor" in msgs[0]["content"]
     user = msgs[1]["content"]
@@ -41,7 +56,7 @@ def test_judge_messages_show_every_principle_speech_and_response():
 def test_plain_user_prompt_becomes_one_user_message(tmp_path):
     f = tmp_path / "short.txt"
     f.write_text("Score {response} given {speech} on {keys}. Reply as {json_template}")
-    msgs = build_judge_messages(P, load_prompt(str(f)), "S", "R")
+    msgs = json_messages(P, load_prompt(str(f)), "S", "R")
     assert len(msgs) == 1 and msgs[0]["role"] == "user"
     assert msgs[0]["content"].startswith("Score R given S on empathy, relevance,")
 
@@ -50,7 +65,7 @@ def test_user_prompt_must_show_speech_and_response(tmp_path):
     f = tmp_path / "bad.txt"
     f.write_text("<<<user>>>\nRate {response}.")
     with pytest.raises(UserError, match=r"bad.txt: section <<<user>>> must contain \{speech\}"):
-        build_judge_messages(P, load_prompt(str(f)), "S", "R")
+        json_messages(P, load_prompt(str(f)), "S", "R")
 
 
 def test_response_format_schema():
@@ -68,9 +83,29 @@ def test_response_format_schema():
     json.dumps(rf)  # serialisable as a request body
 
 
-def test_judge_tag_names_prompt_and_principles():
-    tag = judge_tag(P, load_prompt("judge_v1"))
-    assert tag.startswith("judge:judge_v1@") and tag.endswith("|principles:v1")
+def test_the_rubric_is_rendered_once_and_requests_equal_a_full_render():
+    prompt = load_prompt("judge_v1")
+    values = {"principles": format_principles(P), "json_template": json_template(P), "keys": ", ".join(P.keys)}
+    s = scorer(structured=True)
+    # a speech that spells a placeholder stays literal text (one-pass rendering)
+    speech = SPEECH + " {response} {principles}"
+    req = s.request(speech, RESPONSE, attempt=1)
+    assert [c for _, c in req.messages] == [prompt.render(sec, **values, speech=speech, response=RESPONSE)
+                                            for sec in ("system", "user")]
+    assert req.tag == f"{prompt.version}#1" and req.model == "judge"
+    assert req.sampling.seed == 1 and req.sampling.temperature == 0.5  # a retry can differ
+    assert req.response_format == judge_response_format(P)
+    assert scorer().request(SPEECH, RESPONSE).response_format is None  # no structured output asked
+    assert s.prompt_chars(len(speech), len(RESPONSE)) == sum(len(c) for _, c in req.messages)
+
+
+def test_geval_scores_of_the_scorer_check_the_shape():
+    s = scorer("geval_v1", mode="geval")
+    assert s.geval_scores([[0, 0, 0, 0, 1]] * 7) == {k: 5.0 for k in PRINCIPLE_KEYS}
+    for bad in ([[0, 0, 0, 0, 1]] * 6, [[0.5, 0.5]] * 7, "oops", [[0, 0, 0, 0, "1"]] * 7, None):
+        with pytest.raises(ValueError):
+            s.geval_scores(bad)
+    assert s.max_completion_tokens == 0 and scorer().max_completion_tokens == 600
 
 
 # --- parsing ----------------------------------------------------------------------------------------------
@@ -95,6 +130,7 @@ GOOD_REPLIES = {
 @pytest.mark.parametrize("name", list(GOOD_REPLIES))
 def test_parse_good_replies(name):
     parsed = parse_judgment(GOOD_REPLIES[name], P)
+    assert scorer().parse(GOOD_REPLIES[name]) == parsed  # the scorer reads replies the same way
     assert parsed.scores == GOOD
     assert list(parsed.scores) == list(PRINCIPLE_KEYS)
     assert all(type(v) is int for v in parsed.scores.values())
@@ -238,7 +274,7 @@ def test_expected_score():
 
 def test_geval_prefix_shared_and_suffixes_end_with_cue():
     prompt = load_prompt("geval_v1")
-    prefix, suffixes = geval_prefix_and_suffixes(P, prompt, SPEECH, RESPONSE)
+    prefix, suffixes = geval_prompt(P, prompt, SPEECH, RESPONSE)
     assert [m["role"] for m in prefix] == ["system", "user"]
     assert SPEECH in prefix[1]["content"] and RESPONSE in prefix[1]["content"]
     assert len(suffixes) == len(P)
@@ -250,7 +286,7 @@ def test_geval_prefix_shared_and_suffixes_end_with_cue():
     # The prefix depends only on the speech and response, never on the principle set.
     two = load_principles().principles[:2]
     other = type(P)(version="x", principles=two)
-    assert geval_prefix_and_suffixes(other, prompt, SPEECH, RESPONSE)[0] == prefix
+    assert geval_prompt(other, prompt, SPEECH, RESPONSE)[0] == prefix
 
 
 def test_geval_scores_maps_rows_to_keys():
@@ -262,4 +298,4 @@ def test_geval_scores_maps_rows_to_keys():
 
 def test_geval_needs_a_suffix_section():
     with pytest.raises(UserError, match=r"judge_v1.txt: judge mode 'geval' needs a G-Eval prompt .*geval_v1"):
-        geval_prefix_and_suffixes(P, load_prompt("judge_v1"), SPEECH, RESPONSE)
+        scorer("judge_v1", mode="geval")

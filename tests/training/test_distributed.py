@@ -4,7 +4,7 @@ weights, and rank 0's saved checkpoint holds exactly those weights. train-rm, tr
 train-online-dpo refuses to run in several processes.
 
 ``accelerate launch --cpu --num_processes 2`` is not used: without mpirun it silently starts ONE process.
-``--multi_gpu`` starts the processes with torchrun; reward.py then asks accelerate for CPU + gloo itself.
+``--multi_gpu`` starts the processes with torchrun; the trainers then ask accelerate for CPU + gloo themselves.
 """
 
 import json
@@ -67,10 +67,9 @@ def test_two_cpu_ranks_train_one_model(tmp_path, tiny_model_dir):
     ranks = rank_reports(reports, steps=3, rows=2)
 
     from psychocounsel.training.distributed import weights_digest
-    from psychocounsel.training.reward_scoring import load_reward_model
+    from psychocounsel.training.scoring import RewardScorer
 
-    model, _ = load_reward_model(out)
-    assert weights_digest(model) == ranks[0]["weights_sha256"]
+    assert weights_digest(RewardScorer(out, dtype="float32").model) == ranks[0]["weights_sha256"]
 
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["batch"] == {"global": 4, "per_device": 2, "processes": 2, "accumulation": 1}
@@ -104,7 +103,7 @@ def test_two_cpu_ranks_train_one_dpo_policy(tmp_path, tiny_model_dir):
 
 def test_two_cpu_ranks_train_one_multihead_model(tmp_path, tiny_model_dir):
     from psychocounsel.training.distributed import weights_digest
-    from psychocounsel.training.multihead import MultiHeadRewardModel
+    from psychocounsel.training.multihead.model import MultiHeadRewardModel
 
     data = tmp_path / "pairs"
     published(data, 16, "train")

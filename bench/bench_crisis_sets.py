@@ -1,0 +1,158 @@
+"""Crisis screen on the real-register sets (crisis_messages.jsonl, cssrs_posts.jsonl), per split.
+
+    .venv/bin/python bench/bench_crisis_sets.py                # both sets: dev, heldout, all
+    .venv/bin/python bench/bench_crisis_sets.py --errors       # also the DEV misses and false alarms, with evidence
+    .venv/bin/python bench/bench_crisis_sets.py --json out.json
+
+Prints, per set and split: any-risk precision and recall, the high-tier false-negative rate (gold high
+screened below high; and screened none), tier accuracy, quadratic-weighted kappa over none < possible <
+high, each with a 95% percentile bootstrap interval over messages (psychocounsel.measures.bootstrap), the
+tier confusion matrix, and recall per register and per category (per severity level for the C-SSRS posts).
+
+The held-out parts were frozen before the screen was first run on them (docs/CRISIS_SCREEN.md,
+"Real-register evidence"). Error listings are for the dev split only: read held-out rows to check a
+fix and the held-out set stops being held out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from psychocounsel.measures.agreement import cohen_kappa
+from psychocounsel.measures.bootstrap import bootstrap_ci
+from psychocounsel.safety.screen import TIER_RANK, TIERS, screen
+
+DATA = ROOT / "psychocounsel" / "data"
+SETS = {"crisis_messages": DATA / "crisis_messages.jsonl", "cssrs_posts": DATA / "cssrs_posts.jsonl"}
+N_BOOT = 2000  # percentile bootstrap over messages; 2,000 keeps the endpoints' Monte-Carlo error < 1 point
+ECHO = "[echoes a reported miss]"  # crisis_messages rows that reuse wording of misses seen on real text
+
+
+def _share(hit: np.ndarray, of: np.ndarray) -> float:
+    """Share of the ``of`` rows where ``hit`` holds; NaN when there are none (dropped by the bootstrap)."""
+    return float(hit[of].mean()) if of.any() else float("nan")
+
+
+def _qwk(gold: np.ndarray, pred: np.ndarray) -> float:
+    return cohen_kappa(gold, pred, labels=[0, 1, 2], weights="quadratic")
+
+
+def _with_ci(fn, *arrays: np.ndarray) -> dict:
+    lo, hi = bootstrap_ci(fn, *arrays, n_boot=N_BOOT, seed=0)
+    return {"value": fn(*arrays), "lo": lo, "hi": hi}
+
+
+def score(gold_tiers: list[str], pred_tiers: list[str]) -> dict:
+    """The headline numbers of one set and split, each with its bootstrap interval."""
+    g = np.array([TIER_RANK[t] for t in gold_tiers])
+    p = np.array([TIER_RANK[t] for t in pred_tiers])
+    return {
+        "n": len(g), "n_risk": int((g > 0).sum()), "n_high": int((g == 2).sum()), "n_flagged": int((p > 0).sum()),
+        "any_risk_recall": _with_ci(lambda g, p: _share(p > 0, g > 0), g, p),
+        "any_risk_precision": _with_ci(lambda g, p: _share(g > 0, p > 0), g, p),
+        "high_fn_rate": _with_ci(lambda g, p: _share(p < 2, g == 2), g, p),
+        "high_screened_none": _with_ci(lambda g, p: _share(p == 0, g == 2), g, p),
+        "tier_accuracy": _with_ci(lambda g, p: float((g == p).mean()), g, p),
+        "qwk": _with_ci(_qwk, g, p),
+        "confusion": {TIERS[i]: {TIERS[j]: int(((g == i) & (p == j)).sum()) for j in range(3)} for i in range(3)},
+    }
+
+
+def by_group(rows: list[dict], preds: list[str], key: str) -> dict[str, dict]:
+    """Per value of ``key``: risk rows flagged (any tier), risk rows at the right tier, none rows flagged."""
+    acc: dict[str, dict] = defaultdict(lambda: {"n": 0, "risk": 0, "flagged": 0, "tier_right": 0, "none": 0,
+                                                "false_alarm": 0})
+    for r, pred in zip(rows, preds):
+        a = acc[str(r[key])]
+        a["n"] += 1
+        if r["tier"] == "none":
+            a["none"] += 1
+            a["false_alarm"] += pred != "none"
+        else:
+            a["risk"] += 1
+            a["flagged"] += pred != "none"
+            a["tier_right"] += pred == r["tier"]
+    return dict(sorted(acc.items()))
+
+
+def _ci(v: dict) -> str:
+    return f"{v['value']:.2f} [{v['lo']:.2f}, {v['hi']:.2f}]"
+
+
+def print_score(name: str, s: dict) -> None:
+    print(f"\n== {name}: {s['n']} rows, {s['n_risk']} risk ({s['n_high']} high), {s['n_flagged']} flagged")
+    print(f"  any-risk recall     {_ci(s['any_risk_recall'])}")
+    print(f"  any-risk precision  {_ci(s['any_risk_precision'])}")
+    print(f"  high FN rate        {_ci(s['high_fn_rate'])}   (gold high screened below high)")
+    print(f"  high screened none  {_ci(s['high_screened_none'])}")
+    print(f"  tier accuracy       {_ci(s['tier_accuracy'])}")
+    print(f"  weighted kappa (quadratic) {_ci(s['qwk'])}")
+    print("  confusion (rows gold, columns screen):")
+    print("    " + " ".join(f"{t:>9s}" for t in ("", *TIERS)))
+    for t in TIERS:
+        print("    " + f"{t:>9s} " + " ".join(f"{s['confusion'][t][u]:9d}" for u in TIERS))
+
+
+def print_groups(title: str, groups: dict[str, dict]) -> None:
+    print(f"  {title}: risk flagged / risk (tier right) | none flagged / none")
+    for k, a in groups.items():
+        risk = f"{a['flagged']:3d}/{a['risk']:<3d} ({a['tier_right']:3d})" if a["risk"] else " " * 13
+        none = f"{a['false_alarm']:3d}/{a['none']:<3d}" if a["none"] else ""
+        print(f"    {k:24s} {risk} | {none}")
+
+
+def print_errors(rows: list[dict], screens: list) -> None:
+    """DEV misses (gold risk screened lower) and false alarms, with the screen's evidence."""
+    for r, s in zip(rows, screens):
+        if r["split"] != "dev" or s.tier == r["tier"]:
+            continue
+        label = r.get("category", f"severity {r.get('severity')}")
+        print(f"  {r['id']:16s} {r['tier']:>8s} -> {s.tier:8s} {label:22s} {r['text'][:150]!r}")
+        if s.signals:
+            print(f"  {'':16s} evidence: {s.evidence()[:200]}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--errors", action="store_true", help="List the DEV split's wrong tiers with the evidence.")
+    ap.add_argument("--json", help="Also write every number to this JSON file.")
+    args = ap.parse_args()
+    report: dict = {}
+    for set_name, path in SETS.items():
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+        screens = [screen(r["text"]) for r in rows]
+        preds = [s.tier for s in screens]
+        out = report[set_name] = {}
+        for split in ("dev", "heldout", "all"):
+            idx = [i for i, r in enumerate(rows) if split == "all" or r["split"] == split]
+            part, part_preds = [rows[i] for i in idx], [preds[i] for i in idx]
+            s = out[split] = score([r["tier"] for r in part], part_preds)
+            print_score(f"{set_name}, {split}", s)
+            keys = ("register", "category") if set_name == "crisis_messages" else ("severity",)
+            for key in keys:
+                s[f"by_{key}"] = by_group(part, part_preds, key)
+                print_groups(f"by {key}", s[f"by_{key}"])
+            if set_name == "crisis_messages":
+                fresh = [(r, p) for r, p in zip(part, part_preds) if ECHO not in r["note"]]
+                s["without_echoes"] = score([r["tier"] for r, _ in fresh], [p for _, p in fresh])
+                print(f"  without the {len(part) - len(fresh)} rows that echo reported misses: any-risk recall "
+                      f"{_ci(s['without_echoes']['any_risk_recall'])}, high FN rate "
+                      f"{_ci(s['without_echoes']['high_fn_rate'])}")
+        if args.errors:
+            print(f"\n-- {set_name}, dev: wrong tiers")
+            print_errors(rows, screens)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

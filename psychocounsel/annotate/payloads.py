@@ -1,0 +1,137 @@
+"""What the annotation app accepts in a POST body: one pydantic model per form, for HTML forms and JSON alike.
+
+Why strict: JSON has types, and a lax reading stores what nobody said. ``true`` read as the rating 1, an
+object stored as the text of a comment, a rating for side "C" dropped without a word: each would be kept
+as if the annotator had meant it. So a JSON body is validated in pydantic's strict mode (a bool is not an
+int, a number is not text) and an unknown field, side or principle is an error. An HTML form can only send
+text, so a form is first put in the JSON shape (``rating_A_empathy=4`` -> ``ratings.A.empathy``, an empty
+field left out) and validated in lax mode, where "4" may become 4 and nothing else is loosened.
+Errors: ``ValidationError`` (a ``ValueError``); ``explain`` gives the one line to show a person.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, ValidationInfo, field_validator
+
+MAX_COMMENT = 5000  # characters; a comment is a note, not an essay, and this bounds a row's size
+MAX_NAME = 200  # an annotator's or a study's name: shown in tables and file names
+MAX_FIELD = 4096  # any other text field (a path, a token): far above any real one, far below a flood
+SIDES = ("A", "B")
+
+Rating = Annotated[int, Field(ge=1, le=5)]
+Text = Annotated[str, StringConstraints(max_length=MAX_FIELD)]
+
+
+class Body(BaseModel):
+    """Every form carries its CSRF token (``csrf``) in the body; a JSON client may send it as a header instead."""
+
+    model_config = ConfigDict(extra="forbid")
+    csrf: Text | None = None
+
+
+class Answer(Body):
+    """An annotator's answer to one item, sides as shown (A, B). Principle keys come from the study (context)."""
+
+    choice: Literal["A", "B", "tie"]
+    ratings: dict[Literal["A", "B"], dict[str, Rating | None]] = {}
+    comment: Annotated[str, StringConstraints(strip_whitespace=True, max_length=MAX_COMMENT)] = ""
+
+    @field_validator("ratings")
+    @classmethod
+    def known_principles(cls, ratings: dict[str, dict[str, int | None]], info: ValidationInfo):
+        principles = (info.context or {}).get("principles")
+        if principles is None:
+            raise ValueError("the study's principles are needed to check ratings")
+        for side, given in ratings.items():
+            unknown = sorted(set(given) - set(principles))
+            if unknown:
+                raise ValueError(f"unknown principle {unknown[0]!r} for {side} (principles: {', '.join(principles)})")
+        # null means "no rating" (a JSON client clearing one): left out, as an empty form field is
+        return {side: {p: v for p, v in given.items() if v is not None} for side, given in ratings.items()}
+
+
+class NewStudy(Body):
+    source: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_FIELD)]
+    n: Annotated[int, Field(ge=1)] = 200  # the paper's experts checked 200 pairs
+    seed: int = 0
+    name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=MAX_NAME)] | None = None
+    split: Annotated[str, StringConstraints(strip_whitespace=True, max_length=MAX_NAME)] | None = None
+
+
+class NewAnnotator(Body):
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_NAME)]
+
+
+class Login(Body):
+    token: Text
+    csrf: Text
+
+
+def form_shape(fields: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """A form's fields in the JSON shape: ``rating_<side>_<principle>`` nested under ``ratings``, empty fields
+    left out (a form sends "" for an unset select or input). A field sent twice is an error, not a guess."""
+    out: dict[str, Any] = {}
+    seen: set[str] = set()
+    for key, value in fields:
+        if key in seen:
+            raise ValueError(f"field {key!r} sent twice")
+        seen.add(key)
+        if not isinstance(value, str):
+            raise ValueError(f"field {key!r} must be text, not a file")
+        if value == "":
+            continue
+        if key.startswith("rating_") and key.count("_") >= 2:
+            _, side, principle = key.split("_", 2)
+            out.setdefault("ratings", {}).setdefault(side, {})[principle] = value
+        else:
+            out[key] = value
+    return out
+
+
+def validate(model: type[BaseModel], data: dict[str, Any], *, from_form: bool,
+             principles: Sequence[str] | None = None) -> Any:
+    """``data`` as ``model``: strict for JSON, lax (text to numbers) for a form. Raises ValidationError."""
+    context = {"principles": list(principles)} if principles is not None else None
+    return model.model_validate(data, strict=not from_form, context=context)
+
+
+def parse_answer(data: dict[str, Any], principles: Sequence[str], *, from_form: bool = False) -> Answer:
+    """An answer from a JSON body (or, ``from_form``, from a form already in the JSON shape)."""
+    return validate(Answer, data, from_form=from_form, principles=principles)
+
+
+def explain(e: ValidationError) -> str:
+    """The first problem in one line a person can act on: which field, and what it must be."""
+    err = e.errors(include_url=False)[0]
+    loc = [str(p) for p in err["loc"]]
+    kind = err["type"]
+    field = loc[0] if loc else ""
+    if kind == "extra_forbidden":
+        return f"unknown field {'.'.join(loc)!r}"
+    if field == "choice":
+        return "Choose A, B or tie before saving."
+    if field == "ratings":
+        if len(loc) >= 3 and loc[2] == "[key]":
+            return f"unknown side {loc[1]!r} (ratings are for {' and '.join(SIDES)})"
+        if len(loc) >= 3:
+            return f"rating of {loc[2]} for {loc[1]} must be a whole number 1 to 5"
+        if kind == "value_error":
+            return err["msg"].removeprefix("Value error, ")
+        return "ratings must be an object of side: {principle: 1-5}"
+    if field == "comment":
+        if kind == "string_too_long":
+            return f"comment is longer than {MAX_COMMENT} characters"
+        return "comment must be text"
+    if kind == "missing":
+        return f"{field} is required"
+    return f"{'.'.join(loc) or 'body'}: {err['msg']}"
+
+
+def error_body(e: ValidationError) -> dict[str, Any]:
+    """The JSON answer to an invalid body: the line to show, and pydantic's list (as FastAPI's ``detail``).
+    The input values are left out: the body may hold a token, and echoing it back helps no one."""
+    detail = [{k: v for k, v in err.items() if k in ("type", "loc", "msg")} for err in e.errors(include_url=False)]
+    return {"error": explain(e), "status": 422, "detail": detail}

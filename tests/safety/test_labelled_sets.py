@@ -1,0 +1,154 @@
+"""The crisis labelled sets: they parse, follow the labelling guide's vocabulary, and their frozen held-out
+parts still hash to what docs/CRISIS_SCREEN.md recorded (so nobody edits them silently)."""
+
+import hashlib
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from psychocounsel.safety.screen import TIERS
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT / "psychocounsel" / "data"
+GUIDE = (ROOT / "docs" / "CRISIS_LABELS.md").read_text(encoding="utf-8")
+SCREEN_DOC = (ROOT / "docs" / "CRISIS_SCREEN.md").read_text(encoding="utf-8")
+MESSAGES = DATA / "crisis_messages.jsonl"
+POSTS = DATA / "cssrs_posts.jsonl"
+
+
+def rows(path: Path) -> list[dict]:
+    out = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        assert line.strip(), f"{path.name}:{n}: blank line"
+        out.append(json.loads(line))
+    return out
+
+
+def guide_table(heading: str) -> list[list[str]]:
+    """The cells of the first markdown table after ``heading`` in the guide."""
+    after = GUIDE[GUIDE.index(heading):]
+    lines = after.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    table = []
+    for line in lines[start + 2:]:  # skip the header and its --- row
+        if not line.startswith("|"):
+            break
+        table.append([c.strip() for c in line.strip("|").split("|")])
+    return table
+
+
+def vocabulary(heading: str) -> dict[str, str]:
+    """First column (a `code` name) -> second column, for the guide's register and category tables."""
+    return {cells[0].strip("`"): cells[1] for cells in guide_table(heading)}
+
+
+REGISTERS = vocabulary("**Registers**")
+CATEGORIES = vocabulary("**Categories**")
+
+
+def hash_split(row_id: str) -> str:
+    return "heldout" if int(hashlib.sha256(row_id.encode()).hexdigest()[:8], 16) % 100 < 30 else "dev"
+
+
+def frozen(name: str) -> tuple[int, str]:
+    m = re.search(rf"`data/{re.escape(name)}`: frozen on [\d-]+, file sha256 `[0-9a-f]{{64}}`; (\d+) held-out rows, "
+                  r"held-out sha256 `([0-9a-f]{64})`", SCREEN_DOC)
+    assert m, f"docs/CRISIS_SCREEN.md records no freeze for {name}"
+    return int(m.group(1)), m.group(2)
+
+
+def heldout_sha256(path: Path) -> tuple[int, str]:
+    lines = [line for line in path.read_bytes().split(b"\n") if line]
+    held = [line for line in lines if json.loads(line)["split"] == "heldout"]
+    return len(held), hashlib.sha256(b"".join(line + b"\n" for line in held)).hexdigest()
+
+
+# ------------------------------------------------------------------------------------ the guide itself
+
+
+def test_guide_vocabulary_is_read():
+    assert {"teen", "older_adult", "slang", "non_native", "long_narrative"} <= set(REGISTERS)
+    assert {"passive_wish", "self_harm_urge", "idiom", "kicked_out", "everyday"} <= set(CATEGORIES)
+    for name, tier in CATEGORIES.items():
+        assert set(tier.replace("(trap)", "").replace(" or ", " ").split()) <= set(TIERS), (name, tier)
+
+
+# ------------------------------------------------------------------------------- crisis_messages.jsonl
+
+
+@pytest.fixture(scope="module")
+def messages() -> list[dict]:
+    return rows(MESSAGES)
+
+
+def test_messages_fields_and_vocabulary(messages):
+    for r in messages:
+        assert set(r) == {"id", "text", "tier", "register", "category", "trap", "split", "note"}, r["id"]
+        assert r["tier"] in TIERS, r["id"]
+        assert r["register"] in REGISTERS, r["id"]
+        assert r["category"] in CATEGORIES, r["id"]
+        assert r["tier"] in CATEGORIES[r["category"]], (r["id"], r["category"], r["tier"])
+        assert isinstance(r["trap"], bool) and (not r["trap"] or r["tier"] == "none"), r["id"]
+        assert ("(trap)" in CATEGORIES[r["category"]]) == r["trap"], (r["id"], r["category"])
+        assert r["split"] == hash_split(r["id"]), r["id"]
+        assert r["text"].strip() and r["note"].strip(), r["id"]
+
+
+def test_messages_size_balance_and_spread(messages):
+    assert len({r["id"] for r in messages}) == len(messages)
+    assert len({r["text"] for r in messages}) == len(messages)
+    assert len(messages) >= 600
+    assert sum(r["trap"] for r in messages) >= 150
+    risk = sum(r["tier"] != "none" for r in messages) / len(messages)
+    assert 0.40 <= risk <= 0.50, risk  # the brief's ~45% risk / 55% none
+    assert set(Counter(r["register"] for r in messages)) == set(REGISTERS)
+    assert all(n >= 40 for n in Counter(r["register"] for r in messages).values())
+    longs = [len(r["text"]) for r in messages if r["register"] == "long_narrative"]
+    assert len(longs) >= 40 and all(600 <= n <= 1000 for n in longs)
+    assert sum(100 <= len(r["text"]) <= 1000 for r in messages) / len(messages) >= 0.9
+
+
+def test_messages_heldout_is_frozen():
+    n, digest = frozen(MESSAGES.name)
+    assert heldout_sha256(MESSAGES) == (n, digest), "a held-out row of crisis_messages.jsonl changed"
+
+
+# ----------------------------------------------------------------------------------- cssrs_posts.jsonl
+
+
+@pytest.fixture(scope="module")
+def posts() -> list[dict]:
+    return rows(POSTS)
+
+
+def test_posts_fields_and_mapping(posts):
+    severity_tier = {int(cells[0]): cells[2] for cells in guide_table("| severity |")}
+    assert sorted(severity_tier) == list(range(7))
+    assert len({r["id"] for r in posts}) == len(posts) >= 1000
+    for r in posts:
+        assert set(r) == {"id", "text", "severity", "tier", "split", "source"}, r["id"]
+        assert re.fullmatch(r"cssrs-\d{4}", r["id"]), r["id"]
+        assert r["tier"] == severity_tier[r["severity"]], r["id"]
+        assert r["split"] == hash_split(r["id"]), r["id"]
+        assert "CC BY 4.0" in r["source"] and "2505.13480" in r["source"], r["id"]
+
+
+def test_posts_carry_no_usernames_or_links(posts):
+    user = re.compile(r"(?<![\w/])/?u/[A-Za-z0-9_-]{2,}")
+    for r in posts:
+        assert not user.search(r["text"]), r["id"]
+        assert not re.search(r"https?://|www\.|reddit\.com", r["text"], re.IGNORECASE), r["id"]
+        assert "\r" not in r["text"], r["id"]
+
+
+def test_posts_heldout_is_frozen():
+    n, digest = frozen(POSTS.name)
+    assert heldout_sha256(POSTS) == (n, digest), "a held-out row of cssrs_posts.jsonl changed"
+
+
+def test_posts_licence_ships_next_to_the_data():
+    notice = (DATA / "CSSRS_POSTS_LICENSE.md").read_text(encoding="utf-8")
+    assert "CC BY 4.0" in notice and "2505.13480" in notice and "creativecommons.org/licenses/by/4.0" in notice
