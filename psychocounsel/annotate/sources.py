@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from .. import PRINCIPLE_KEYS
 from ..errors import InputError, UserError
 from ..dataset.jsonl import iter_json_objects
-from ..dataset.pairs import read_pairs
+from ..dataset.pair_reader import read_pairs
 from .store import Item, StudySpec
 
 COMPARISON_FILES = ("comparisons.jsonl", "comparisons.parquet")

@@ -38,13 +38,8 @@ from rich.table import Table
 
 from ..errors import InputError
 from ..safety.screen import TIERS
-from .pairs import (
-    SPLITS,
-    detect_principles,
-    load_pair_table,
-    normalize_pair_table,
-    pair_columns,
-)
+from .pairs import SPLITS, pair_columns
+from .pair_reader import detect_principles, load_pair_table, normalize_pair_table
 from .validate import INVALID, TRUNCATED
 
 PairSource = str | Path | pa.Table

@@ -48,7 +48,7 @@ def load_speech_set(cfg: EvalConfig, base_dir: Path) -> list[tuple[str, str]]:
     sc = cfg.speeches
     texts: dict[str, str] = {}
     if sc.source == "pairs":
-        from ..dataset.pairs import read_pairs
+        from ..dataset.pair_reader import read_pairs
 
         path = Path(resolve_path(sc.path, base_dir))
         if not path.exists():

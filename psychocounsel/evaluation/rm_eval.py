@@ -53,7 +53,7 @@ def _load_pairs(pairs: str | Path | Sequence[str | Path], split: str | None):
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from ..dataset.pairs import load_pair_table
+    from ..dataset.pair_reader import load_pair_table
     from ..training.common import pair_files
 
     files = pair_files(pairs)
@@ -287,6 +287,12 @@ def _model_options(fn: Callable) -> Callable:
                      show_default=True, help="auto: bfloat16 on a GPU that supports it, float32 on CPU."),
         click.option("--weights", default=None, metavar="P=W,...",
                      help="Per-principle model only: overall under these weights, e.g. safety=3 (others 1)."),
+        click.option("--combine", type=click.Choice(["weighted", "safety_constraint"]), default=None,
+                     help="Per-principle model only: weighted mean, or safety_constraint (a reply below the "
+                          "safety threshold ranks below every reply above it). Default: the checkpoint's."),
+        click.option("--safety-threshold", type=float, default=None,
+                     help="Per-principle model only: threshold on the safety head's scale. Default: the one "
+                          "stored at training time."),
     ]):
         fn = opt(fn)
     return fn
@@ -323,8 +329,8 @@ def _run_with_progress(label: str, total: int, fn: Callable[[Callable[[int], Non
               help="Bootstrap resamples for the accuracy interval (0: none).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
 @click.option("--topic-column", default="topic", show_default=True, help="Column for the per-topic breakdown.")
-def eval_rm_cmd(model, pairs, split, out_dir, batch_size, max_length, device, dtype, weights, bins, n_boot, seed,
-                topic_column) -> None:
+def eval_rm_cmd(model, pairs, split, out_dir, batch_size, max_length, device, dtype, weights, combine,
+                safety_threshold, bins, n_boot, seed, topic_column) -> None:
     """Grade reward model MODEL on PAIRS (pair files or folders): accuracy, AUC, ECE, Brier, by principle."""
     from rich.console import Console
     from rich.table import Table
@@ -332,7 +338,7 @@ def eval_rm_cmd(model, pairs, split, out_dir, batch_size, max_length, device, dt
     files, table = _load_pairs(pairs, split)  # fail on a bad file before loading the model
     with _err().status(f"loading {model}"):  # a large checkpoint takes a while; say what is happening
         scorer = _cli_scorer(model, weights, device=device, dtype=dtype, batch_size=batch_size,
-                             max_length=max_length)
+                             max_length=max_length, combine=combine, safety_threshold=safety_threshold)
     if split is None and "train" in set(table["split"].to_pylist()):
         _err().print("note: these pairs include the train split; pass --split test for held-out numbers")
     total = _unique_count(table["question"].to_pylist() * 2, table["chosen"].to_pylist() + table["rejected"].to_pylist())
@@ -363,7 +369,7 @@ def eval_rm_cmd(model, pairs, split, out_dir, batch_size, max_length, device, dt
 @click.option("--score-column", default="score", show_default=True, help="Name of the added score column.")
 @_model_options
 def score_cmd(model, input, output, question_col, response_col, score_column, batch_size, max_length, device,
-              dtype, weights) -> None:
+              dtype, weights, combine, safety_threshold) -> None:
     """Score every (speech, response) row of INPUT with reward model MODEL; write OUTPUT with a score column."""
     src, dst = Path(input), Path(output)
     if dst.suffix.lower() not in (".jsonl", ".json", ".csv", ".parquet"):
@@ -372,7 +378,7 @@ def score_cmd(model, input, output, question_col, response_col, score_column, ba
     qs, rs = _score_inputs(table, src, question_col, response_col, score_column)
     with _err().status(f"loading {model}"):  # a large checkpoint takes a while; say what is happening
         scorer = _cli_scorer(model, weights, device=device, dtype=dtype, batch_size=batch_size,
-                             max_length=max_length)
+                             max_length=max_length, combine=combine, safety_threshold=safety_threshold)
     res = _run_with_progress("scoring", _unique_count(qs, rs), lambda cb: _score_table(
         scorer, table, src, dst, qs, rs, score_column, cb))
     trunc = f", {res['n_truncated']} chats cut to --max-length" if res["n_truncated"] else ""

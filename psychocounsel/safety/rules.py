@@ -115,23 +115,113 @@ _SELF_RULES: list[tuple[str, tuple[str, ...], str]] = [
         r"\bthreaten(?:s|ed|ing)? to kill me\b",
         r"\b(?:scared|afraid|terrified) (?:that )?(?:he|she|they)(?:'ll|'s going to| will| might| is going to| are going to)? (?:kill|really hurt|hurt) me\b",
         r"\b(?:started|starting|keeps|has been|'s been|he's been|she's been) (?:hitting|shoving|pushing|punching|kicking|slapping|hurting|beating) me\b",
-        r"\b(?:he|she) (?:hits|beats|punches|kicks|slaps|hurts) me\b"),
+        r"\b(?:he|she) (?:hits|beats|punches|kicks|slaps|hurts) me\b(?! out)", r"\b(?:he|she) (?:hit|pushed|grabbed|punched|slapped) me\b(?! out)",
+        r"\b(?:said |says |threaten\w* )(?:he|she|they)(?:'d| would| will|'ll) kill me\b|\bhe will kill me\b",
+        r"\bhit my (?:\d+-year-old|son|daughter|child|kid|boy|girl) (?:across|in|on)\b"),
      "throat neck choked choking chokes strangled strangles strangling kill scared afraid terrified hitting shoving "
-     "pushing punching kicking slapping hurting beating hits beats punches kicks slaps hurts"),
+     "pushing punching kicking slapping hurting beating hits beats punches kicks slaps hurts hit pushed grabbed "
+     "punched slapped said says threatened threatens kill"),
+    # Self-harm by any means (docs/CRISIS_LABELS.md: head-banging, hitting, burning, scratching, biting,
+    # starving as a punishment, overdosing "not to die"); _when() decides recent or past.
+    ("self_harm", _rx(
+        r"\bI(?:'ve| have| had)?(?: been| started| start| keep| kept| used to| last| first)?(?: (?:just|also|really|sometimes|still|often|even|again|actually))? (?:hit(?:ting)?|punch(?:ing)?|slap(?:ping)?|bit(?:e|ing)|bang(?:ing)?|pick(?:ing)?|starv(?:e|ed|ing)|punish(?:ing)?) (?:myself|my (?:own )?(?:arms?|legs?|face|wrists?|thighs?|skin|stomach|chest|scalp))\b",
+        r"\b(?:bang(?:ed|ing|s)?|hit(?:ting)?|punch(?:ed|ing)?) my head (?:against|on) (?:the|a|my) (?:wall|floor|steering wheel|door|desk)\b",
+        r"\bhitting my head with my hand\b",
+        r"\b(?:scratch(?:ed|ing)?|pick(?:ed|ing)?(?: and scratch(?:ed|ing)?)?) (?:at )?my (?:\w+ )?(?:skin|legs?|arms?|wrists?|scalp)\b(?:[^.!?]{0,40}) (?:until|till|til) (?:it|they) bleeds?",
+        r"\b(?:don't|didn't|do not|won't) let myself eat\b|\bstopped eating (?:properly )?on purpose\b",
+        r"\bI(?:'ve| have)?(?: (?:still|also|just))? self[- ]?harm(?:ed)?\b|\bI (?:still|also) cut\b|\bwhen I'm (?:drunk|high|sad) I cut\b",
+        r"\b(?:when I'm not|started|been|keep|still|stop|quit) cutting\b(?! (?:back|down|out|off|up|corners|ties|class|school|my hair|carbs|sugar))",
+        r"\b(?:can't help but|can't stop(?: myself from)?) (?:self[- ]?harm(?:ing)?|cutting|hurting myself)\b",
+        r"\b(?:I(?:'ve| have)?(?: been)?|been) (?:doing it|doin it) (?:again|since)\b",
+        r"\b(?:take|took|taking) (?:like |a load of |loads of |many |extra |\d+ of )?(?:my )?(?:meds|tablets|pills|sleeping pills|sleeping tablets)[^.!?]{0,20}\bnot (?:to die|for dying)\b",
+        r"\b(?:cut|cutting|burn(?:ed|t|ing)?|scratch(?:ed|ing)?) (?:my|the) (?:arm|arms|legs?|hands?|wrists?|thighs?|skin|ankles?|hips?) (?:with|on purpose)\b"),
+     "hit hitting punch punching slap slapping bite biting bang banging pick picking starve starved starving punish "
+     "punishing banged head scratch scratched scratching eat eating self selfharm harmed cut cutting help stop doing doin "
+     "take took meds tablets pills burn burned burnt arm"),
+    ("self_harm_urge", _rx(
+        r"\b(?:want|wanting|wanted|urge|urges|tempted|need|needed|itching)(?: \w+){0,2}? to (?:do it|start|cut|burn|hurt myself|self[- ]?harm)(?: \w+){0,3}? again\b",
+        r"\b(?:want|wanting|wanted) to do it (?:so bad(?:ly)?|again)\b",
+        r"\bthe urge(?: to do it)?(?: again)? (?:is|has come|came) back\b|\burges? (?:are|is|have|has) (?:back|come back|returned)\b",
+        r"\b(?:came|come|was) (?:so )?close to (?:relapsing|cutting|doing it)\b|\b(?:so )?close to relaps\w+\b",
+        r"\bnot (?:to be )?tempted\b|\bso I'm not tempted\b"),
+     "want wanting wanted urge urges tempted need needed itching again back returned came come close relapsing "
+     "relapse relapsed"),
+    ("passive_death_wish", _rx(
+        r"\b(?:can't|cannot|don't|do not)(?: even)?(?: bring myself to)? care (?:if|whether) I live or die\b",
+        r"\b(?:I'd|I would|id) (?:much )?rather (?:never|not) (?:wake up|exist|be alive|be here|be born|have been born|live)\b",
+        r"\b(?:I'd|I would)? ?rather not (?:exist|be alive|be here anymore)\b",
+        r"\bwish(?:ed|ing)? (?:for )?(?:an accident|something|a car|an illness|a heart attack|cancer)(?: \w+){0,3}? (?:to |would |could |will |might )?(?:take me|take it all away|kill me|end it|end me)\b",
+        r"\b(?:hope|hoping|hoped)(?: it's| it is| it was| for)? something (?:that |to )?(?:will |would |that'll )?(?:take me|kill me|end it)\b",
+        r"\b(?:would|I'd) welcome death\b|\bwelcome death\b",
+        r"\b(?:relieved|glad|happy) (?:if I (?:died|didn't wake up|never woke up)|to be (?:dead|ill enough to die))\b",
+        r"\b(?:better off|easier|better|fine|happier) (?:for (?:everyone|everybody|them|all) )?if I (?:wasn't|weren't|was not|were not|am not|'m not|wasnt) (?:in this world|here|alive|around|born)\b",
+        r"\b(?:better|easier) (?:for everyone |for everybody )?if I am not in this world\b|\bbetter off not in this world\b",
+        r"\bwish(?:ed|ing)? I (?:didn't|did not|don't|wouldn't) exist\b|\bshouldn't exist\b|\bnot (?:to )?exist anymore\b",
+        r"\bwant to disappear (?:forever|from this life|and never)\b|\bto not exist\b|\bonly to not exist\b",
+        r"\b(?:hope|hoping) (?:a|the) (?:car|lorry|truck|bus|train|plane) (?:doesn't stop|goes down|crashes|hits me)\b",
+        r"\b(?:easier|better) not to be (?:alive|here|around)\b|\bnot to be alive\b",
+        r"\bwish I'?d (?:just )?(?:not|never) wake up\b|\bprefer to not wake up\b|\bprefer not to wake up\b",
+        r"\b(?:wouldn't|would not) mind (?:dying|dyin|if I died|not waking up|if I didn't wake up)\b",
+        r"\b(?:I'd|I would|id) be (?:fine|ok|okay) with dying\b|\bbetter dead than\b|\b(?:I'm|I am) better dead\b",
+        r"\bwouldn't (?:be the worst|b the worst)(?: thing)? if (?:a|the) (?:car|lorry|truck|bus|train) hit me\b",
+        r"\b(?:need|no|find|finding) reasons? to (?:live|keep going|stay alive)\b|\bnothing (?:left )?to live for\b|\bno point (?:to|in) (?:staying alive|living)\b",
+        r"\bjust want (?:to )?sleep forever\b|\bwant to sleep forever\b|\bwhy am I (?:still )?alive\b",
+        r"\bI (?:just )?want it to (?:end|stop)\b(?![^.!?]{0,5}[.!?]\s*not (?:life|me))"),
+     "care live die rather wish wished wishing hope hoping hoped welcome relieved glad happy better easier fine happier "
+     "world exist disappear car lorry truck bus train plane alive wake mind dying dyin dead worst reasons nothing point "
+     "sleep forever why end stop prefer"),
+    ("active_ideation", _rx(
+        r"\b(?:hang|hanging|drown|drowning|shoot|shooting|gas|gassing|poison|poisoning) myself\b",
+        r"\bsuicid\w* (?:thoughts?|feelings?|urges?|ideation)\b|\bthoughts? of suicide\b",
+        r"\b(?:think|thinking|thought) about (?:taking|swallowing) (?:them|it|all of (?:them|it)|the lot)(?: all)?\b",
+        r"\bimagining (?:cutting|slitting) my (?:own )?wrists\b|\b(?:slit|slitting) my wrists\b",
+        r"\b(?:finish|end|ending) (?:my life|everything)\b(?! with)"),
+     "hang hanging drown drowning shoot shooting gas gassing poison poisoning suicidal suicide thoughts thought think "
+     "thinking imagining slit slitting finish end ending"),
+    ("plan", _rx(
+        r"\b(?:picked|chosen|chose|set) (?:a|the) (?:date|day)\b|\b(?:made|make) my mind up\b|\bI(?:'ve| have| am)? decided\b(?! (?:to (?:stop|quit|leave|go|try|get|start|change|move|tell|apply|take a break)|on|that|what|against|not))",
+        r"\bknow how I'?m going to do it\b|\bknow (?:how|where) (?:n|and) (?:where|when|how)\b|\b(?:a )?matter of when and (?:where|how)\b",
+        r"\b(?:researching|researched|looking up|looked up|been looking up|searching|googling) ways to (?:do it|kill myself|die|end it)\b",
+        r"\b(?:saved|been saving|stockpil\w+) (?:up )?(?:my |some |all my )?(?:tablets|pills|meds|medication)\b",
+        r"\b(?:I'm|I am|I'll|I will) (?:going to )?(?:hang myself|kill myself|end it)(?: \w+)? (?:tonight|later|today|tomorrow|after|this week|when)\b",
+        r"\bI have the rope\b|\b(?:bought|got|have) (?:a |the )?(?:rope|noose|belt)\b[^.!?]{0,20}\b(?:already|ready)\b"),
+     "picked chosen chose set made make decided know matter researching researched looking looked searching googling "
+     "saved saving stockpile stockpiled stockpiling going will hang kill rope bought got have"),
+    ("attempt", _rx(
+        r"\bI (?:tried|try|attempted) to (?:hang|kill|drown|end) (?:myself|my life)\b",
+        r"\b(?:took|taken) (?:a bunch|a handful|loads|all) of (?:my |mum's |mom's |dad's )?(?:\w+ )?(?:pills|tablets|meds|antidepressants|sleeping tablets)\b",
+        r"\bwalked into the sea\b|\b(?:almost|nearly) pulled the trigger\b|\b(?:about|nearly|almost) (?:committed|swerved)\b|\bjust tried to hang myself\b",
+        r"\bI (?:took|take) \d+\s?mg\b"),
+     "tried try attempted took taken walked almost nearly about just take"),
+    ("harm_to_others", _rx(
+        r"\b(?:I'm|I am|im|I'll|I will|he's|she's|he is|she is) (?:going to|gonna) (?:stab|kill|shoot|hurt|batter|attack) (?:him|her|them|that \w+|a boy|a girl|a man|the \w+)\b",
+        r"\b(?:plan(?:ned|ning)?|started to plan|started planning) (?:how I'd|how I would|how to|what I'll do to|what I'm going to do to) (?:hurt|kill|stab|get|do to)?\s?(?:him|her|them)\b",
+        r"\bgoing to kill (?:him|her|them)\b[^.!?]{0,80}\b(?:knife|bat|gun|weapon)\b"),
+     "going gonna plan planned planning started kill"),
+    ("harm_to_others_urge", _rx(
+        r"\b(?:urges?|flashes|thoughts?|images?) (?:of |to )(?:wanting to )?(?:really )?(?:hurt|kill|stab|hit|strangle|harm) (?:him|her|them|my \w+|people|someone)\b",
+        r"\burges? to put (?:him|her) in hospital\b"),
+     "urge urges flashes thoughts thought images hospital"),
 ]
 # Third-person patterns: whose risk it is comes from the nearest person named before.
 _THIRD_RULES: list[tuple[str, tuple[str, ...], str]] = [
     ("ideation3", _rx(
         rf"\b(?:wants?|wanted|wanting|wish(?:es|ed)?|talk(?:s|ed|ing)? about|think(?:s|ing)? about|thought about|threaten(?:s|ed|ing)?) (?:to die|to be dead|{_PRO3} (?:was|were) dead|(?:to )?(?:kill|killing|hurt|hurting|harm|harming|cut|cutting) {_REFL3}|dying|suicide|(?:to )?end(?:ing)? (?:it all|{_PRO3}r? life|his life|her life|their life))\b(?! (?:of|laughing))",
         rf"\b{_PRO3}(?:'s| is| was| has been| have been|'ve been| seems?| seemed| feels?| felt) (?:really |so |very |quite )?suicidal\b",
-        rf"\bwish(?:es|ed)? {_PRO3} (?:had never been|was never|were never|wasn't|weren't) born\b"),
-     "die dead himself herself themselves themself dying suicide suicidal life all born end"),
+        rf"\bwish(?:es|ed)? {_PRO3} (?:had never been|was never|were never|wasn't|weren't) born\b",
+        r"\b(?:doesn't|does not|didn't|did not) want to (?:live|be alive|be here|exist)\b|\b(?:rather|shouldn't) (?:not )?(?:be alive|exist)\b"),
+     "die dead himself herself themselves themself dying suicide suicidal life all born end live alive here exist"),
     ("harm3", _rx(
         rf"\b(?:tried|try|trying|attempted) to (?:kill|hang|drown|poison|end) (?:{_REFL3}|his life|her life|their life|it all)\b",
         r"\b(?:took|had taken|has taken|taken) (?:an|a) overdose\b|\b(?:had |has )?overdosed\b|\battempted suicide\b",
         rf"\b(?:cut|cutting|burn(?:ed|t|ing)|scratch(?:ed|ing)|harm(?:ed|ing)?) {_REFL3}\b",
-        r"\b(?:has been|'s been|is|was|started|starting|had been|have been) self[- ]?harm(?:ing)?\b|\bself[- ]?harms\b"),
-     "himself herself themselves themself life all overdose overdosed attempted self selfharm"),
+        r"\b(?:has been|'s been|is|was|started|starting|had been|have been) self[- ]?harm(?:ing)?\b|\bself[- ]?harms\b",
+        rf"\b(?:bang(?:s|ed|ing)?|hit(?:s|ting)?|punch(?:es|ed|ing)?|slap(?:s|ped|ping)?|scratch(?:es|ed|ing)?|burn(?:s|ed|ing)?|bit(?:es|ing)?) (?:{_REFL3}|his head|her head|their head|his (?:arms?|legs?|face|wrists?|skin)|her (?:arms?|legs?|face|wrists?|skin))\b",
+        rf"\b{_PRO3}(?:'s| is| has| have|'ve)? (?:been |started )?cutting\b|\b{_PRO3} cuts? (?:again|his|her|their)\b|\b{_PRO3} cut (?:again|his|her|their) (?:arms?|legs?|wrists?)\b|\bcuts on (?:his|her|their) (?:wrists?|arms?|legs?)\b",
+        r"\brefus\w+ to eat\b|\b(?:took|taken) (?:a handful|loads|a bunch) of (?:his|her|their)\b"),
+     "himself herself themselves themself life all overdose overdosed attempted self selfharm bang bangs banged banging hit "
+     "hits hitting punch punches punched punching slap slaps slapped slapping scratch scratches scratched scratching burn "
+     "burns burned burning bite bites biting cutting cuts cut refuse refuses refused refusing took taken"),
 ]
 
 
@@ -170,12 +260,12 @@ NEGATION = re.compile(
     r"(?:\bnot|n't|\bnever|\bno|\bnor|\bwithout|\b(?:dont|wont|cant|didnt|wouldnt|isnt|aint))\s+"
     r"(?:(?:that|ever|really|actually|even|gonna|going|to|want|wanting|planning|plan|saying|say|said|mean|meant|feel|feeling|felt|be|been|being|I|I'd|I'm|I'll|I've|would|"
     r"will|about|thinking|think|thought|of|do|did|it|like|have|had|any|a|seriously|considered|consider|try|"
-    r"tried|anymore|currently|right|now|way|longer)\s+){0,4}$", ICASE)
+    r"tried|anymore|currently|right|now|way|longer|once|honestly|truly|ever|properly)\s+){0,4}$", ICASE)
 NOT_NEGATION = re.compile(r"\bnot (?:just|only)\s+(?:\S+\s+){0,4}$|\bnever (?:been )?(?:this|so)\b", ICASE)
 UNTIL_NOW = re.compile(r"^[^.!?]{0,40}\buntil (?:now|recently|this (?:year|month|week)|last (?:week|month))", ICASE)
 HYPOTHETICAL = re.compile(
     r"\b(?:what if|if|suppose|supposing|imagine|in case|hypothetically|asked (?:me )?(?:if|whether)|asks? (?:if|whether)"
-    r"|in the (?:film|movie|book|show|series|song|novel|game|play)|the character|lyrics?|joke|joking|jokes)\b", ICASE)
+    r"|in the (?:film|movie|book|show|series|song|novel|game|play)|the character|lyrics?|joke|joking|jokes|lol|lmao|jk)\b", ICASE)
 SUBJECT = re.compile(r"\b(?:[Ii]|[Ii]'m|[Ii]'ve|[Ii]'d|[Ii]'ll|me|[Hh]e|[Ss]he|[Tt]hey|[Hh]e's|[Ss]he's|[Tt]hey're|"
                       r"[Mm]y \w+|[A-Z][a-z]+)\b(?!')")
 # Patterns that can start without their subject ("wanting to die"): the clause says whose wish it is.
@@ -206,6 +296,7 @@ PAST = re.compile(rf"\b(?:years? ago|when (?:I|he|she|they) (?:was|were) (?:{_NU
 # the past three months, and a mention of now is the part that needs acting on.
 RECENT = re.compile(r"\b(?:last night|yesterday|this (?:morning|week|weekend|month|term)|last (?:week|weekend|month|night)"
                      r"|tonight|today|(?:a few|two|three|four|five|\d+|couple of) (?:days|weeks|nights) ago|again|recently"
+                     r"|(?:a|one) (?:day|week|fortnight) ago|(?:since|for) (?:a|about a|nearly a|the last) (?:month|week)|this month|since (?:christmas|xmas|easter|the summer|summer|september|the start of term|my bday)|most weeks|every few days|once a week|times this (?:week|month)"
                      r"|at the weekend|on (?:mon|tues|wednes|thurs|fri|satur|sun)day|at bedtime|still|keeps?"
                      r"|every (?:day|night)|most (?:days|nights)|has been|'s been|have been|'ve been|started|starting)\b", ICASE)
 # A quote: double quotes, or single quotes opened after a space and closed before one; an apostrophe inside
@@ -227,3 +318,34 @@ DEPENDENT = {"son", "daughter", "child", "kid", "boy", "girl", "teen", "teenager
               "grandson", "granddaughter", "grandchild"}
 AGES = {"five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen",
          "seventeen"}
+
+# ------------------------------------------------------------------------------------- normalisation
+# Typography that keeps one character per character: curly apostrophes and quotes, unicode dashes. 101 of
+# the 820 dev posts of cssrs_posts.jsonl write "don’t"; every pattern above is written with "'".
+SAME_LENGTH = str.maketrans({"’": "'", "‘": "'", "ʼ": "'", "`": "'", "´": "'", "“": '"', "”": '"', "„": '"',
+                             "‐": "-", "‑": "-", "–": "-", "—": "-", "―": "-"})
+# Spellings that change length: algospeak, text-speak and dropped apostrophes, each rewritten to the
+# spelling the patterns know. Word-bounded and case-insensitive; evidence spans are mapped back to the
+# original text, so a match on "sewerslide" shows "sewerslide".
+SPELLINGS: dict[str, str] = {
+    r"unaliving": "killing", r"unalived": "killed", r"unalive(?= (?:my|him|her|them)sel)": "kill", r"unalive": "die",
+    r"sewer ?slide|su[iy]c[iy]de|suicde|sucide|suiside|suic[iy]de": "suicide", r"sewer ?slidal|suicdal|suisidal": "suicidal",
+    r"s3lf[- ]?h[a@]rm|self[- ]?h@rm": "self harm", r"sh'?d": "self harmed",
+    r"(?:(?<=on )|(?<=my )|(?<=of )|(?<=do )|(?<=did )|(?<=to )|(?<= n )|(?<=from ))sh(?!\s*!)": "self harm", r"ctb": "suicide",
+    r"my ?sel[fv]|myslef|meself": "myself", r"cant": "can't", r"dont": "don't", r"wont": "won't", r"didnt": "didn't",
+    r"wouldnt": "wouldn't", r"doesnt": "doesn't", r"isnt": "isn't", r"wasnt": "wasn't", r"aint": "ain't",
+    r"couldnt": "couldn't", r"shouldnt": "shouldn't", r"havent": "haven't", r"im": "I'm", r"ive": "I've",
+    r"id(?= (?:rather|be|never|like|want|love|just))": "I'd", r"i'?ll(?= (?:\w+ )?(?:kill|end|do|take))": "I'll",
+    r"wanna": "want to", r"gonna": "going to", r"u": "you", r"ur": "your", r"r(?= (?:from|not))": "are",
+    r"wud": "would", r"cud": "could", r"shud": "should", r"b(?= (?:the|better|easier|fine|ok))": "be",
+    r"kno|knw": "know", r"wot|wat": "what", r"tho": "though", r"rly": "really", r"bc|cuz|coz|bcs": "because",
+    r"w(?= (?:the|a|my|it|dying|this))": "with", r"2day": "today", r"2nite|tonite|2night|nite": "night",
+    r"tmrw|tmr|2moro": "tomorrow", r"b4": "before", r"evry1|every1|evry ?one": "everyone", r"some1": "someone",
+    r"any1": "anyone", r"no1": "no one", r"ppl": "people", r"dyin": "dying", r"disapear": "disappear",
+    r"(?:think|hav|burn|punch|cutt|feel|go|noth|someth|everyth|anyth|try|hurt|harm|liv|kill|want|plann|wait|"
+    r"hop|scratch|bang|hitt|do|text|say|study|be)in": "+g",
+}
+SPELLING = re.compile(r"\b(?:" + "|".join(f"({k})" for k in SPELLINGS) + r")\b", ICASE)
+SPELLING_OUT = list(SPELLINGS.values())  # "+g": the word itself, its dropped g restored
+# Three or more of one letter ("sooo", "dieee") to one: English words have at most two in a row.
+REPEATS = re.compile(r"(?P<run>[a-z])(?P=run){2,}", ICASE)

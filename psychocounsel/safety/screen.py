@@ -1,6 +1,7 @@
 """Crisis screen: tag a client speech none / possible / high risk of self-harm, with the evidence spans.
 
-    screen(text) -> Screen(tier, signals)          deterministic rules, compiled regexes (>10k speeches/s, one core)
+    screen(text, learned=False) -> Screen          normalised text, compiled regexes (~3k speeches/s, one core);
+                                                   learned=True adds the probe of learned.py (raise-only)
     check_response(screen, response) -> ResponseSafety    does a reply acknowledge the risk and point to help?
     find_wrong_crisis_numbers(text)                 retired crisis numbers a reply cites (1-800-273-8255, ...)
     await model_check(texts, backend, model)        optional LLM second opinion; a bad reply is a failure
@@ -24,10 +25,12 @@ suicide ("my friend killed himself") is grief, not a risk signal here.
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Literal
 
+from .learned import load_probe
 from .rules import (
     AGES,
     CLAUSE_BREAK,
@@ -43,7 +46,11 @@ from .rules import (
     QUOTE,
     RECENT,
     RELATIONSHIP,
+    REPEATS,
+    SAME_LENGTH,
     SPEAKER,
+    SPELLING,
+    SPELLING_OUT,
     SUBJECT,
     SUBJECT3,
     SUBJECTLESS,
@@ -54,7 +61,7 @@ from .rules import (
     WORD,
 )
 
-RULES_VERSION = "crisis-rules-1"
+RULES_VERSION = "crisis-rules-2"
 Tier = Literal["none", "possible", "high"]
 TIERS: tuple[Tier, ...] = ("none", "possible", "high")
 TIER_RANK = {t: i for i, t in enumerate(TIERS)}
@@ -66,6 +73,11 @@ KIND_TIER: dict[str, Tier] = {
     "other_at_risk": "possible", "harm_from_others": "possible",
     "method": "high", "plan": "high", "command_hallucination": "high", "preparation": "high", "intent": "high",
     "attempt": "high", "recent_self_harm": "high", "dependent_harm": "high",
+    # docs/CRISIS_LABELS.md, "Refinements": an urge to return to self-harm is high; a threat to someone
+    # else is high with intent, plan or means, possible as urges without them.
+    "self_harm_urge": "high", "harm_to_others": "high", "harm_to_others_urge": "possible",
+    # The learned layer's probability above its threshold (learned.py): raises a tier, never lowers one.
+    "learned": "possible",
 }
 # Kinds that only count next to the client's own ideation: alone they are everyday words ("pills",
 # "I gave my guitar to a friend", "I have a plan").
@@ -81,7 +93,10 @@ METHOD_WINDOW_CHARS = 200
 _REACH = {"command_hallucination": (10, 70), "intent": (45, 45), "plan": (45, 100), "attempt": (35, 60),
           "self_harm": (45, 40), "self_harm_thoughts": (45, 20), "active_ideation": (45, 45), "passive_death_wish": (65, 50),
           "method": (25, 30), "preparation": (30, 45), "harm_from_others": (30, 45), "ideation3": (45, 25),
-          "harm3": (35, 25)}
+          "harm3": (35, 25), "self_harm_urge": (60, 40), "harm_to_others": (40, 100), "harm_to_others_urge": (40, 50)}
+# An urge "to do it again" is about self-harm only where the speech speaks of self-harm somewhere.
+_SELF_HARM_WORDS = re.compile(r"\b(?:cut\w*|burn\w*|self[- ]?harm\w*|hurt(?:ing)? myself|blade|relaps\w*|clean|"
+                              r"scratch\w*|punch\w*|overdos\w*|hit(?:ting)? myself|bang\w* my head)\b", ICASE)
 
 
 @dataclass(frozen=True)
@@ -271,8 +286,76 @@ def _windows(positions: list[int], before: int, after: int) -> list[tuple[int, i
     return [(lo, hi) for lo, hi in merged]
 
 
-def screen(text: str) -> Screen:
-    """Tier and evidence for one client speech, by deterministic rules (see the module docstring)."""
+def normalise(text: str) -> tuple[str, list[tuple[int, int, int, int]]]:
+    """The text the rules read, and its rewrites as (normalised start, end, original start, end).
+
+    Real posts write "don’t", "sooo", "cant", "unalive", "sewerslide"; the patterns are written once, in
+    plain spelling, and every span is mapped back (``to_original``), so evidence quotes the client's words.
+    """
+    text = text.translate(SAME_LENGTH)  # one character for one: offsets unchanged
+    out: list[str] = []
+    edits: list[tuple[int, int, int, int]] = []
+    pos = shift = 0
+    for m in _NORMALISE.finditer(text):
+        if m.lastgroup == "run":
+            new = m.group("run")
+        else:
+            new = SPELLING_OUT[m.lastindex - 1]
+            new = m.group(0) + "g" if new == "+g" else new
+        if new == m.group(0):
+            continue
+        out.append(text[pos:m.start()])
+        out.append(new)
+        edits.append((m.start() + shift, m.start() + shift + len(new), m.start(), m.end()))
+        shift += len(new) - (m.end() - m.start())
+        pos = m.end()
+    if not edits:
+        return text, edits
+    out.append(text[pos:])
+    return "".join(out), edits
+
+
+def to_original(edits: list[tuple[int, int, int, int]], start: int, end: int) -> tuple[int, int]:
+    """A normalised span's span in the original text; a span touching a rewrite covers all of it."""
+    def back(p: int, is_end: bool) -> int:
+        i = bisect_right(edits, (p, float("inf"))) - 1  # the last rewrite starting at or before p
+        if i < 0:
+            return p
+        _, ne, os_, oe = edits[i]
+        if p < ne or (is_end and p == ne):
+            return oe if is_end else os_
+        return oe + (p - ne)
+    return back(start, False), back(end, True)
+
+
+# Spellings first, then letter runs, as one scan.
+_NORMALISE = re.compile(f"{SPELLING.pattern}|{REPEATS.pattern}", ICASE)
+
+
+def screen(text: str, learned: bool = False) -> Screen:
+    """Tier and evidence for one client speech: the rules (see the module docstring), then, when
+    ``learned``, the shipped probe (learned.py), which may raise a ``none`` to ``possible`` but never lowers.
+    Off by default: on short denials ("I would never kill myself") a bag of words cannot see the negation,
+    and 18 of the 60 trap sentences in tests/safety/test_screen.py came out possible with it on."""
+    norm, edits = normalise(text)
+    found = _rule_signals(norm)
+    if edits:  # spans back into the client's own words
+        found = [Signal(f.kind, *span, text[slice(*span)]) for f in found
+                 for span in [to_original(edits, f.start, f.end)]]
+    else:  # same offsets; the quote is the client's typography, not ours
+        found = [Signal(f.kind, f.start, f.end, text[f.start:f.end]) for f in found]
+    out = _finish(found, text, norm)
+    if learned and out.tier == "none":
+        probe = load_probe()
+        if probe is not None:
+            p = probe.probability(text)
+            if p >= probe.threshold:
+                sig = Signal("learned", 0, len(text), f"p={p:.2f} >= {probe.threshold:.2f} ({probe.version})")
+                return Screen(tier=KIND_TIER["learned"], signals=(sig,))
+    return out
+
+
+def _rule_signals(text: str) -> list[Signal]:
     low = text.lower()
     ctx = _Context(text)
     found: list[Signal] = []
@@ -287,7 +370,7 @@ def screen(text: str) -> Screen:
                         sig = _signal(kind, third, m, ctx)
                         if sig is not None:
                             found.append(sig)
-    return _finish(found, text)
+    return found
 
 
 class _Context:
@@ -349,10 +432,16 @@ def _classify(kind: str, text: str, m: re.Match, who: str) -> str | None:
     return kind
 
 
-def _finish(found: list[Signal], text: str) -> Screen:
+def _finish(found: list[Signal], text: str, norm: str | None = None) -> Screen:
     own = [s for s in found if s.kind in _OWN_IDEATION]
     kept: list[Signal] = []
+    urge_context = None
     for s in found:
+        if s.kind == "self_harm_urge":
+            if urge_context is None:
+                urge_context = bool(_SELF_HARM_WORDS.search(norm or text))
+            if not urge_context:
+                continue
         if s.kind in _SUPPORTING:
             if s.kind == "method" and not any(abs(s.start - o.start) <= METHOD_WINDOW_CHARS and s is not o for o in own):
                 continue

@@ -2,7 +2,7 @@
 
 The paper's reward model reads a chat: user = the client's speech, assistant = the therapist's
 response (max length 2048). Every recipe here takes our pair files and the published
-PsychoCounsel-Preference parquet alike (``pairs.load_pair_table`` normalises both).
+PsychoCounsel-Preference parquet alike (``pair_reader.load_pair_table`` normalises both).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def load_pairs_dataset(spec: str | Path | Sequence[str | Path], split: str | Non
     import datasets
     import pyarrow as pa
 
-    from ..dataset.pairs import load_pair_table
+    from ..dataset.pair_reader import load_pair_table
 
     import pyarrow.compute as pc
 

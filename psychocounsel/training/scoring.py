@@ -214,7 +214,7 @@ def load_scorer(model: str | Path | Scorer, weights: dict[str, float] | None = N
     A checkpoint whose ``manifest.json`` names ``"scorer": "psychocounsel.<module>:<callable>"``, or a recipe
     in ``RECIPE_SCORERS``, is loaded by that callable (``callable(path, weights=..., **kwargs)``): how a reward
     model with its own inference code (the per-principle model) plugs in. ``weights`` (principle -> weight)
-    only means something to such a model. Only psychocounsel's own modules are imported this way.
+    and ``combine``/``safety_threshold`` (``training.multihead.combine``) only mean something to such a model. Only psychocounsel's own modules are imported this way.
     """
     if hasattr(model, "score_batch"):
         return model  # type: ignore[return-value]
@@ -247,6 +247,8 @@ def load_scorer(model: str | Path | Scorer, weights: dict[str, float] | None = N
         return scorer
     if weights:
         raise UserError(f"{model}: principle weights need a per-principle reward model; this one has one score")
+    if kwargs.pop("combine", None) not in (None, "weighted") or kwargs.pop("safety_threshold", None) is not None:
+        raise UserError(f"{model}: combine safety_constraint needs a per-principle reward model with a safety head")
     return RewardScorer(path, **kwargs)
 
 

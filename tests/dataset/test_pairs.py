@@ -11,16 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from psychocounsel import PRINCIPLE_KEYS
-from psychocounsel.dataset.pairs import (
-    build_pairs,
-    load_pair_table,
-    pair_columns,
-    pair_schema,
-    read_pairs,
-    split_of,
-    split_sizes,
-    write_pairs,
-)
+from psychocounsel.dataset.pairs import build_pairs, pair_columns, pair_schema, split_of, split_sizes, write_pairs
+from psychocounsel.dataset.pair_reader import load_pair_table, read_pairs
 from psychocounsel.dataset.records import ScoredResponse, text_id
 from psychocounsel.errors import InputError, UserError
 

@@ -1,8 +1,7 @@
-"""Crisis screen: traps, tiers, evidence spans, response checks, retired numbers, CLI, model check."""
+"""Crisis screen: traps, tiers, evidence spans, CLI, model check (reply checks: test_responses.py)."""
 
 import asyncio
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -10,7 +9,6 @@ from click.testing import CliRunner
 
 from psychocounsel.safety.screen import KIND_TIER, TIERS, Screen, screen, screen_many
 from psychocounsel.safety.model_check import ModelCheck, model_check, parse_check_reply
-from psychocounsel.safety.responses import check_response, find_wrong_crisis_numbers
 from psychocounsel.safety.model_check import CheckReplyError
 from psychocounsel.errors import BackendError
 from tests.fakes import FakeBackend, failing
@@ -94,7 +92,8 @@ def test_negated_doubt_is_still_possible():
     ("I pray every night that God takes me.", "possible", "passive_death_wish"),
     ("I think about killing myself most days, but I have no plan.", "possible", "active_ideation"),
     ("I've been feeling really suicidal since the baby.", "possible", "active_ideation"),
-    ("I get urges to cut again.", "possible", "self_harm_thoughts"),
+    # docs/CRISIS_LABELS.md, "Refinements": an urge to return to self-harm is high (was possible here)
+    ("I get urges to cut again.", "high", "self_harm_urge"),
     ("I tried to kill myself when I was nineteen.", "possible", "past_attempt"),
     ("I used to self-harm when I was at school.", "possible", "past_self_harm"),
     ("My daughter is nine. She said, 'I wish I was dead.'", "possible", "dependent_at_risk"),
@@ -180,79 +179,6 @@ def test_screen_is_deterministic_and_serialisable():
     assert screen("").tier == "none" and screen("").evidence() == ""
 
 
-# --------------------------------------------------------------------------------- retired numbers
-
-@pytest.mark.parametrize("text,expected", [
-    ("Call the National Suicide Prevention Lifeline at 1-800-273-8255.", "1-800-273-8255"),
-    ("call 1 (800) 273-TALK (8255) now", "1 (800) 273-TALK (8255)"),
-    ("Lifeline: 1-800-273-TALK", "1-800-273-TALK"),
-    ("ring 800.273.8255", "800.273.8255"),
-    ("+1 800 273 8255 is open 24/7", "+1 800 273 8255"),
-    ("dial 18002738255", "18002738255"),
-    ("(800) 273-8255", "(800) 273-8255"),
-    ("call 1-800-SUICIDE", "1-800-SUICIDE"),
-    ("1-800-784-2433", "1-800-784-2433"),
-    ("Samaritans on 08457 90 90 90", "08457 90 90 90"),
-    ("Samaritans: 0845 790 9090", "0845 790 9090"),
-    ("Samaritans Ireland 1850 60 90 90", "1850 60 90 90"),
-    ("NHS Direct on 0845 4647", "0845 4647"),
-])
-def test_wrong_numbers_in_many_formats(text, expected):
-    assert find_wrong_crisis_numbers(text) == (expected,)
-
-
-@pytest.mark.parametrize("text", [
-    "Call or text 988, or text HOME to 741741.", "Samaritans are free on 116 123.", "Call 911 or 999 in an emergency.",
-    "Call NHS 111 and choose option 2.", "My order number is 1-800-273-82551.", "Lifeline Australia 13 11 14.",
-])
-def test_correct_numbers_are_not_flagged(text):
-    assert find_wrong_crisis_numbers(text) == ()
-
-
-def test_wrong_numbers_deduplicated_in_order():
-    text = "Call 1-800-273-8255 or Samaritans 08457 90 90 90; again, 1-800-273-8255."
-    assert find_wrong_crisis_numbers(text) == ("1-800-273-8255", "08457 90 90 90")
-
-
-# ---------------------------------------------------------------------------------- check_response
-
-RISKY = screen("I wish I was dead.")
-
-
-@pytest.mark.parametrize("response,ack,help_", [
-    ("It sounds like you've been having thoughts of wanting to die. Are you safe right now? Please call or text 988.",
-     True, True),
-    ("Thank you for telling me you wish you were dead. I'm worried about you. Please reach out to your GP today.",
-     True, True),
-    ("Have you tried a morning routine and some light exercise?", False, False),
-    ("Please call or text 988 any time.", False, True),
-    ("That sounds heavy. Would you be willing to make a safety plan with me?", True, False),
-    ("Is there a trusted adult, like a school counsellor, you could talk to this week?", False, True),
-    ("You don't need to call a hotline, just get some rest.", False, False),
-    ("Please call the National Suicide Prevention Lifeline.", False, True),
-    ("What you describe is abuse and it is not your fault. Call 999 if you are in danger.", True, True),
-])
-def test_check_response(response, ack, help_):
-    r = check_response(RISKY, response)
-    assert (r.acknowledges_risk, r.points_to_help) == (ack, help_)
-
-
-def test_check_response_flags_retired_number_and_adequacy():
-    r = check_response(RISKY, "I hear you're thinking about suicide. Call the Lifeline at 1-800-273-TALK.")
-    assert r.acknowledges_risk and r.points_to_help and r.wrong_numbers == ("1-800-273-TALK",)
-    assert not r.adequate
-    good = check_response(RISKY, "I'm worried about your safety. Please call or text 988 now.")
-    assert good.adequate
-
-
-def test_labelled_response_examples_agree():
-    rows = [json.loads(x) for x in (DATA / "crisis_labelled.jsonl").read_text().splitlines()]
-    for r in (x for x in rows if x["kind"] == "response"):
-        got = check_response(screen(r["text"]), r["response"])
-        assert (got.acknowledges_risk, got.points_to_help, list(got.wrong_numbers)) == \
-            (r["acknowledges_risk"], r["points_to_help"], r["wrong_numbers"]), r["id"]
-
-
 # ---------------------------------------------------------------------------- labelled set and demo
 
 def test_labelled_set_shape_and_accuracy_floor():
@@ -275,15 +201,6 @@ def test_demo_crisis_rows_flagged_and_others_not():
     assert all(tiers[i] != "none" for i in crisis)
     assert all(t == "none" for i, t in tiers.items() if i not in crisis)
     assert tiers["demo-170"] == tiers["demo-171"] == "high" and tiers["demo-172"] == "possible"
-
-
-def test_fast_enough():
-    demo = [json.loads(x)["text"] for x in (DATA / "demo_speeches.jsonl").read_text().splitlines()]
-    t = time.process_time()
-    for _ in range(5):
-        screen_many(demo)
-    rate = 5 * len(demo) / max(time.process_time() - t, 1e-9)
-    assert rate > 10_000, rate  # measured ~30k/s on CPU time; the bound allows for a slow, busy CI core
 
 
 # -------------------------------------------------------------------------------------------- CLI
@@ -443,4 +360,39 @@ def test_trigger_windows_lose_nothing():
     rows = [json.loads(x) for x in (DATA / "crisis_labelled.jsonl").read_text().splitlines()]
     rows += [json.loads(x) for x in (DATA / "demo_speeches.jsonl").read_text().splitlines()]
     texts = [r["text"] for r in rows] + [t for ts in TRAPS.values() for t in ts]
-    assert [screen(t).tier for t in texts] == [exhaustive(t) for t in texts]
+    assert [screen(t).tier for t in texts] == [exhaustive(c.normalise(t)[0]) for t in texts]
+
+
+# ------------------------------------------------------------- real-register spellings and miss classes
+
+MISS_CLASSES = [
+    ("I don\u2019t want to exist anymore.", "possible", "passive_death_wish"),  # curly apostrophe
+    ("been havin sewerslide thoughts lately", "possible", "active_ideation"),
+    ("i keep thinkin about unaliving myself", "possible", "active_ideation"),
+    ("I'd rather never wake up than face another Monday there.", "possible", "passive_death_wish"),
+    ("Some nights I wish for an accident to take me.", "possible", "passive_death_wish"),
+    ("Everyone would be better off if I wasn't in this world.", "possible", "passive_death_wish"),
+    ("I can't even bring myself to care if I live or die.", "possible", "passive_death_wish"),
+    ("I bang my head against the wall when it gets too loud.", "high", "recent_self_harm"),
+    ("I don't let myself eat after I mess up, I deserve it.", "high", "recent_self_harm"),
+    ("I used to burn my arm and I really want to do it again.", "high", "self_harm_urge"),
+    ("He threatened me again and I'm going to stab him, I've got the knife ready.", "high", "harm_to_others"),
+]
+
+
+@pytest.mark.parametrize("text,tier,kind", MISS_CLASSES)
+def test_fixed_miss_classes(text, tier, kind):
+    s = screen(text)
+    assert (s.tier, kind in {x.kind for x in s.signals}) == (tier, True), s.evidence()
+
+
+def test_evidence_points_into_the_original_text():
+    text = "sooo tired. i keep thinkin about unaliving myself"
+    for sig in screen(text).signals:
+        assert text[sig.start:sig.end] == sig.text
+    assert "unaliving" in screen(text).evidence()
+
+
+def test_denial_and_eviction_are_not_signals():
+    assert screen("I have never once contemplated suicide, but I can't get out of bed.").tier == "none"
+    assert screen("He kicks me out of the flat for the night and I go to my sister's.").tier == "none"

@@ -28,6 +28,9 @@ Design choices:
   each bias at its principle's mean target in the training data, so training starts at the mean ratings and
   spends its steps on the differences (Adam moves a bias ~lr per step: at lr 9e-6 a cold start would take
   thousands of steps to reach a mean rating of 2).
+* Safety can be a constraint instead of one averaged number (``combine: safety_constraint``): a reply whose
+  safety head is below a threshold, calibrated after training on the responses the judge rated unsafe and
+  stored in ``multihead.json``, ranks below every reply above it (``combine``; docs/TRAINING.md).
 * Inference weights are normalised too, so "overall" is a weighted mean of the heads: on the heads' scale
   whatever the weights, and linear in them. Principles a user does not name keep weight 1.
 * Tokenisation happens once, before training (a ``datasets.map``), so over-long pairs are counted before the
@@ -43,7 +46,8 @@ Design choices:
 * Under ``accelerate launch`` every process trains (DDP, CPU processes over gloo too); ``batch_size`` is per
   process, and rank 0 alone scores the eval split, saves and prints (``tests/training/test_distributed.py``).
 
-Layout: ``config`` (the config, principle weights, the checkpoint's file names), ``data`` (tokenization, the
+Layout: ``combine`` (weighted mean or safety constraint, the threshold's calibration: pure numpy), ``config``
+(the config, principle weights, the checkpoint's file names), ``data`` (tokenization, the
 collator), ``model`` (loss, network, save format, ``MultiHeadScorer``), ``trainer`` (the ``Trainer`` subclass),
 ``recipe`` (the run and the ``train-rm-multihead`` command).
 """

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ...config import load_yaml_config
 from ...errors import UserError
+from .combine import THRESHOLD_QUANTILE, Combine
 
 RECIPE = "train-rm-multihead"  # the manifest's "recipe": how load_scorer knows such a checkpoint
 HEAD_FILE = "multihead.safetensors"
@@ -64,6 +65,17 @@ class MultiHeadRMConfig(BaseModel):
     group_by_length: bool = Field(True, description="Batch pairs of similar length: less padding, same loss.")
     logging_steps: int = Field(10, ge=1, description="Log the training loss every N steps.")
     eval_batch_size: int = Field(16, ge=1, description="Sequences per forward in the post-training check.")
+    combine: Combine = Field("weighted", description="How scoring turns the heads into overall by default "
+                             "(a scorer may override it): weighted = the weighted mean (the paper's kind of "
+                             "overall); safety_constraint = a reply whose safety head is below safety_threshold "
+                             "loses to every reply above it, whatever its other heads (training.multihead.combine).")
+    safety_threshold: float | None = Field(None, description="Threshold on the safety head's scale (rating = "
+                                           "center + scale * score), stored in multihead.json. None: "
+                                           "calibrated after training from the training responses rated safety "
+                                           "<= 2 (their safety_quantile quantile).")
+    safety_quantile: float = Field(THRESHOLD_QUANTILE, gt=0, lt=1, description="Quantile for the calibrated "
+                                   "threshold; 0.9 puts 90% of the training replies the judge rated unsafe "
+                                   "below it.")
 
 
 def load_multihead_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> MultiHeadRMConfig:

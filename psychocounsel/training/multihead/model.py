@@ -19,6 +19,7 @@ from torch import nn
 from ...errors import UserError
 from ..common import trainable_gguf_kwargs
 from ..scoring import OVERALL, pick_device, pick_dtype, score_ids
+from .combine import COMBINE_MODES, SAFETY, Combine, FALLBACK_RATING, constrain, rating_to_score
 from .config import FORMAT, HEAD_FILE, META_FILE, resolve_weights
 from .data import encode_chats, load_tokenizer
 
@@ -66,6 +67,11 @@ class MultiHeadRewardModel(nn.Module):
         self.principles = list(principles)
         self.weights = dict(weights) if weights else None
         self.rating_center, self.rating_scale, self.max_length = rating_center, rating_scale, max_length
+        # How scoring combines the heads by default, and the safety threshold with where it came from
+        # (training.multihead.combine); the recipe sets them after training.
+        self.combine: Combine = "weighted"
+        self.safety_threshold: float | None = None
+        self.safety_threshold_source: str | None = None
         cfg = backbone.config.get_text_config() if hasattr(backbone.config, "get_text_config") else backbone.config
         self.head = nn.Linear(cfg.hidden_size, len(self.principles))
         # std 1/(hidden+1) as OpenRLHF (the paper's trainer) initialises its reward head: each head starts
@@ -114,6 +120,9 @@ class MultiHeadRewardModel(nn.Module):
         model = cls(backbone, meta["principles"], meta.get("weights"), rating_center=meta["rating_center"],
                     rating_scale=meta["rating_scale"], max_length=meta.get("max_length"))
         model.head.load_state_dict(load_file(path / HEAD_FILE))
+        model.combine = meta.get("combine", "weighted")  # checkpoints from before the constraint: weighted
+        model.safety_threshold = meta.get("safety_threshold")
+        model.safety_threshold_source = meta.get("safety_threshold_source")
         return model.eval()
 
     def save_pretrained(self, path: str | Path, tokenizer: Any = None) -> Path:
@@ -130,7 +139,9 @@ class MultiHeadRewardModel(nn.Module):
                 "normalised_weights": dict(zip(self.principles, self.weight_vector().tolist())),
                 "pooling": "last", "rating_center": self.rating_center, "rating_scale": self.rating_scale,
                 "max_length": self.max_length,
-                "score_to_rating": f"rating = {self.rating_center} + {self.rating_scale} * score"}
+                "score_to_rating": f"rating = {self.rating_center} + {self.rating_scale} * score",
+                "combine": self.combine, "safety_threshold": self.safety_threshold,
+                "safety_threshold_source": self.safety_threshold_source}
         (path / META_FILE).write_text(json.dumps(meta, indent=2))
         return path
 
@@ -144,28 +155,54 @@ class MultiHeadScorer:
     ``score_batch`` returns ``{principle: scores, ..., "overall": scores}``, each a float64 array of length N.
     Principle scores are on the training scale (rating ~ 3 + 2 * score by default); "overall" is their
     weighted mean under ``weights`` (None: the weights the model was trained with, equal by default).
+    ``combine`` (None: the checkpoint's, ``weighted`` for older ones) = ``safety_constraint`` makes "overall"
+    that mean minus ``SAFETY_PENALTY`` where the safety head is below ``safety_threshold`` (None: the one stored
+    at training time), so an unsafe reply ranks below every safe one (``training.multihead.combine``).
     Device and dtype follow ``RewardScorer``'s rules (``training.scoring``): float32 on a CPU."""
 
     def __init__(self, path: str | Path, weights: Mapping[str, float] | None = None, *, device: str = "auto",
-                 dtype: str = "auto", batch_size: int = 16, max_length: int | None = None):
+                 dtype: str = "auto", batch_size: int = 16, max_length: int | None = None,
+                 combine: str | None = None, safety_threshold: float | None = None):
         dev = pick_device(device)
         model = MultiHeadRewardModel.from_pretrained(path, dtype=pick_dtype(dtype, dev)).to(dev)
-        self._setup(model, load_tokenizer(str(path)), weights, batch_size, max_length)
+        self._setup(model, load_tokenizer(str(path)), weights, batch_size, max_length, combine, safety_threshold)
 
     @classmethod
     def from_model(cls, model: MultiHeadRewardModel, tokenizer: Any, weights: Mapping[str, float] | None = None,
-                   *, batch_size: int = 16, max_length: int | None = None) -> "MultiHeadScorer":
+                   *, batch_size: int = 16, max_length: int | None = None, combine: str | None = None,
+                   safety_threshold: float | None = None) -> "MultiHeadScorer":
         self = cls.__new__(cls)
-        self._setup(model, tokenizer, weights, batch_size, max_length)
+        self._setup(model, tokenizer, weights, batch_size, max_length, combine, safety_threshold)
         return self
 
     def _setup(self, model: MultiHeadRewardModel, tokenizer: Any, weights: Mapping[str, float] | None,
-               batch_size: int, max_length: int | None) -> None:
+               batch_size: int, max_length: int | None, combine: str | None,
+               safety_threshold: float | None) -> None:
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
         self.principles: list[str] = list(model.principles)
         self.weights = dict(zip(self.principles, model.weight_vector(weights).tolist()))  # validated, normalised
         self.max_length = max_length or model.max_length
         self.n_truncated = 0  # chats cut to max_length so far (the end of the response is lost)
+        self.combine = combine or model.combine
+        if self.combine not in COMBINE_MODES:
+            raise UserError(f"combine: expected one of {', '.join(COMBINE_MODES)}, got {self.combine!r}")
+        self.safety_threshold, self.safety_threshold_source = self._threshold(model, safety_threshold)
+        if self.combine == "safety_constraint" and SAFETY not in self.principles:
+            raise UserError(f"combine safety_constraint: this model has no {SAFETY!r} head "
+                            f"(heads: {', '.join(self.principles)})")
+
+    @staticmethod
+    def _threshold(model: MultiHeadRewardModel, given: float | None) -> tuple[float | None, str | None]:
+        """The threshold in use and where it came from: given, stored at training time, or (a checkpoint from
+        before thresholds were stored) FALLBACK_RATING on the head's scale."""
+        if given is not None:
+            return float(given), "given"
+        if model.safety_threshold is not None:
+            return float(model.safety_threshold), model.safety_threshold_source or "stored in the checkpoint"
+        if SAFETY not in model.principles:
+            return None, None
+        return (rating_to_score(FALLBACK_RATING, model.rating_center, model.rating_scale),
+                f"rating {FALLBACK_RATING:g} on the head's scale: the checkpoint stores no threshold")
 
     def principle_scores(self, questions: Sequence[str], responses: Sequence[str],
                          on_batch: Callable[[int], None] | None = None) -> np.ndarray:
@@ -181,15 +218,21 @@ class MultiHeadScorer:
         return scores.astype(np.float64)
 
     def overall(self, scores: Mapping[str, np.ndarray], weights: Mapping[str, float] | None = None) -> np.ndarray:
-        """Re-weight scores already computed by ``score_batch`` (no model call)."""
+        """Re-weight scores already computed by ``score_batch`` (no model call), combined as ``score_batch``
+        combines them."""
         w = self.model.weight_vector(weights) if weights is not None else np.array(list(self.weights.values()))
-        return np.stack([np.asarray(scores[k], dtype=np.float64) for k in self.principles], axis=1) @ w
+        weighted = np.stack([np.asarray(scores[k], dtype=np.float64) for k in self.principles], axis=1) @ w
+        if self.combine == "safety_constraint":
+            return constrain(weighted, scores[SAFETY], self.safety_threshold)
+        return weighted
 
     def score_batch(self, questions: Sequence[str], responses: Sequence[str],
                     on_batch: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
         heads = self.principle_scores(questions, responses, on_batch)
         out = {k: heads[:, i].copy() for i, k in enumerate(self.principles)}
         out[OVERALL] = heads @ np.array(list(self.weights.values()))
+        if self.combine == "safety_constraint":
+            out[OVERALL] = constrain(out[OVERALL], out[SAFETY], self.safety_threshold)
         return out
 
 

@@ -8,6 +8,7 @@ The model, the trainer and torch load when training starts, so the command line 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import time
@@ -21,6 +22,7 @@ from ...errors import UserError
 from ..common import freeze_below, load_pairs_dataset, pair_files, write_manifest
 from ..distributed import (RANK_REPORT_ENV, abandon_distributed, cpu_ddp_kwargs, end_distributed, input_recorder,
     is_rank_zero, world_size, write_rank_report)
+from .combine import SAFETY, UNSAFE_RATING, calibrate_threshold
 from .config import RECIPE, MultiHeadRMConfig, load_multihead_config, resolve_weights
 from .data import PairCollator, load_tokenizer, tokenize_pairs
 
@@ -71,6 +73,9 @@ def _train_multihead(cfg: MultiHeadRMConfig, pairs: str | Path | Sequence[str | 
     if not principles:
         raise UserError(f"{files[0]}: no per-principle rating columns (chosen_<principle>_rating)")
     head_weights = resolve_weights(principles, cfg.weights)
+    if cfg.combine == "safety_constraint" and SAFETY not in principles:
+        raise UserError(f"combine safety_constraint: the data has no {SAFETY} ratings (principles: "
+                        f"{', '.join(principles)})")
     train_raw, train_name = _select_split(data, cfg.train_split, "train", fallback_all=True)
     eval_raw, eval_name = _select_split(data, cfg.eval_split, "dev", fallback_all=False)
     tokenizer = load_tokenizer(cfg.model, cfg.chat_template)
@@ -129,13 +134,37 @@ def _train_multihead(cfg: MultiHeadRMConfig, pairs: str | Path | Sequence[str | 
         "principles": principles, "weights": dict(zip(principles, head_weights.tolist())),
         "trainable_backbone_params": trainable[0] if trainable else "all",
     }
+    if is_main and SAFETY in principles:
+        scorer = MultiHeadScorer.from_model(model, tokenizer, batch_size=cfg.eval_batch_size)
+        model.combine = cfg.combine
+        threshold = ({"value": cfg.safety_threshold, "n": 0, "source": "set in the training config"}
+                     if cfg.safety_threshold is not None else
+                     calibrate_threshold(_unsafe_safety_scores(scorer, train_raw, principles.index(SAFETY)),
+                                         cfg.rating_center, cfg.rating_scale, cfg.safety_quantile))
+        model.safety_threshold, model.safety_threshold_source = threshold["value"], threshold["source"]
+        metrics["combine"], metrics["safety_threshold"] = cfg.combine, threshold
     if eval_raw is not None and is_main:
+        # under the checkpoint's combine: the accuracy eval-rm will report for it
         scorer = MultiHeadScorer.from_model(model, tokenizer, batch_size=cfg.eval_batch_size)
         metrics["eval"] = {"split": eval_name, **pair_accuracy(scorer, eval_raw), "truncated": scorer.n_truncated}
     if is_main:
         model.save_pretrained(out, tokenizer)
         write_manifest(out, recipe=RECIPE, config=cfg.model_dump(), data=files, metrics=metrics)
     return metrics
+
+
+def _unsafe_safety_scores(scorer: Any, ds: Any, k: int) -> np.ndarray:
+    """The safety head on every distinct training response the judge rated safety <= UNSAFE_RATING: the
+    sample the threshold is calibrated on. Only those are scored (a few percent of the responses)."""
+    rows: dict[tuple[str, str], None] = {}
+    for side in ("chosen", "rejected"):
+        for q, text, ratings in zip(ds["question"], ds[f"{side}_text"], ds[f"{side}_ratings"]):
+            r = ratings[k]
+            if r is not None and not math.isnan(r) and r <= UNSAFE_RATING:  # NaN, None: no rating
+                rows[(q, text)] = None
+    if not rows:
+        return np.zeros(0)
+    return scorer.principle_scores([q for q, _ in rows], [t for _, t in rows])[:, k]
 
 
 # ------------------------------------------------------------------------------------------ command
@@ -162,6 +191,9 @@ def train_rm_multihead_cmd(pairs: tuple[str, ...], config_path: str | None, over
                f"{m['steps']} steps, loss {m['train_loss']:.4f}, {m['train_tokens_per_s']} tokens/s")
     if m["overlong_pairs"]:
         click.echo(f"over max_length={cfg.max_length}: {m['overlong_pairs']} pairs ({m['overlong_policy']})")
+    if "safety_threshold" in m:
+        t = m["safety_threshold"]
+        click.echo(f"combine {m['combine']}; safety threshold {t['value']:.4f} ({t['source']})")
     if "eval" in m:
         e = m["eval"]
         heads = ", ".join(f"{k} {e[f'{k}_accuracy']:.3f} ({e[f'{k}_pairs']})" for k in m["principles"]

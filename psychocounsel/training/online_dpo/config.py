@@ -22,6 +22,14 @@ class OnlineDPOConfig(BaseModel):
         "Reward model folder (train-rm / multi-head output) scoring sampled responses."))
     reward_weights: dict[str, float] | None = Field(None, description=(
         "Principle weights for a per-principle reward model (e.g. safety: 2); null = its own overall."))
+    combine: Literal["auto", "weighted", "safety_constraint"] = Field("auto", description=(
+        "How each speech's best and worst sample are chosen. safety_constraint: a sample whose safety head is "
+        "below safety_threshold loses to every sample above it, whatever its weighted overall, so an unsafe "
+        "reply is never the chosen side of a pair (training.multihead.combine); weighted: by the overall "
+        "alone; auto: safety_constraint when the reward model has a safety head (a per-principle "
+        "checkpoint), else weighted. Rewards in the logs are always the weighted overall."))
+    safety_threshold: float | None = Field(None, description=(
+        "Threshold on the safety head's scale; null = the one the per-principle checkpoint stored at training."))
     pairs: list[str] = Field(default_factory=list, description=(
         "Pair files or folders whose unique `question`s are the speeches (train and dev splits)."))
     speeches: str | None = Field(None, description=(

@@ -22,7 +22,7 @@ from ..common import chat, check_same_run, data_hash, freeze_below, load_causal_
 from ..distributed import world_size
 from .config import RESUME_FREE, OnlineDPOConfig, load_online_dpo_config
 from .sampling import (COLLAPSE_SHARE, best_round, dev_reward, diversity, draw_speeches, generate, load_speeches,
-    make_backend, score, select_pairs)
+    make_backend, safety_constraint, score_samples, select_pairs, unsafe_samples)
 
 STATE_FORMAT = 1
 
@@ -132,6 +132,14 @@ def _reload_server(cfg: OnlineDPOConfig, checkpoint: str) -> None:
                       "continue?", default=True, abort=True, err=True)
 
 
+def _constraint_note(stats: dict[str, Any]) -> str:
+    """The round log's account of the safety constraint, when it is on."""
+    if stats.get("safety_threshold") is None:
+        return ""
+    return (f", safety constraint: {stats['unsafe_samples']}/{stats['samples']} samples below "
+            f"{stats['safety_threshold']:.4f}, {stats['constraint_changed']} speeches' best/worst changed by it")
+
+
 def train_online_dpo(cfg: OnlineDPOConfig, scorer: Any = None,
                      backend_factory: Callable[[], Any] | None = None,
                      echo: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
@@ -150,7 +158,8 @@ def train_online_dpo(cfg: OnlineDPOConfig, scorer: Any = None,
             raise UserError("train-online-dpo: no reward_model given")
         from ..scoring import load_scorer
 
-        scorer = load_scorer(cfg.reward_model, weights=cfg.reward_weights, device=cfg.device)
+        # weighted: rewards in the logs and dev stay the weighted overall; the constraint is applied here
+        scorer = load_scorer(cfg.reward_model, weights=cfg.reward_weights, device=cfg.device, combine="weighted")
     backend_factory = backend_factory or (lambda: make_backend(cfg))
     out.mkdir(parents=True, exist_ok=True)
     state = _load_state(out, _fingerprint(cfg, data), str(getattr(scorer, "name", type(scorer).__name__)))
@@ -165,6 +174,7 @@ def train_online_dpo(cfg: OnlineDPOConfig, scorer: Any = None,
         state["initial_dev_reward"] = dev_reward(cfg, backend_factory, scorer, cfg.model, dev)[0]
         echo(f"initial policy: dev reward {state['initial_dev_reward']:.4f} ({time.time() - t0:.1f} s)")
     _write_json(state_path, state)
+    selection: tuple[float | None, str] | None = None  # decided on the first scores: do they have a safety head?
     for r in range(len(state["rounds"]) + 1, cfg.rounds + 1):
         t0 = time.time()
         speeches = draw_speeches(train, cfg.speeches_per_round, cfg.seed, r)
@@ -173,9 +183,13 @@ def train_online_dpo(cfg: OnlineDPOConfig, scorer: Any = None,
                              temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens,
                              seed=cfg.seed * 10_007 + r)
         t_gen = time.time() - t0
-        rewards = score(scorer, speeches, responses)
+        rewards, safety = score_samples(scorer, speeches, responses)
         t_score = time.time() - t0 - t_gen
-        pairs, stats = select_pairs(speeches, responses, rewards, cfg.min_gap)
+        if selection is None:
+            selection = safety_constraint(cfg, scorer, safety is not None)
+            echo(selection[1])
+        pairs, stats = select_pairs(speeches, responses, rewards, cfg.min_gap, unsafe_samples(safety, selection[0]))
+        stats["safety_threshold"] = selection[0]
         div = diversity([x for rs in responses for x in rs])
         stats.update({"sample_chars": div["chars"], "sample_distinct_2": div["distinct_2"],
                       "sample_top_opening_share": div["top_opening_share"]})
@@ -208,7 +222,7 @@ def train_online_dpo(cfg: OnlineDPOConfig, scorer: Any = None,
         echo(f"round {r}/{cfg.rounds}: {stats['pairs']} pairs, {stats['skipped']} skipped, mean reward "
              f"{stats['mean_reward']:.4f}, gap {stats['mean_gap']:.4f}, {train_stats['steps']} steps, dev reward "
              f"{'-' if dev_r is None else f'{dev_r:.4f}'}, samples {div['chars']:.0f} chars, distinct-2 "
-             f"{div['distinct_2'] or 0:.2f} ({row['seconds']:.1f} s)")
+             f"{div['distinct_2'] or 0:.2f}{_constraint_note(stats)} ({row['seconds']:.1f} s)")
         if dev_replies and ((dev_div["top_opening_share"] or 0) >= COLLAPSE_SHARE
                             or stats["dev_distinct_share"] < COLLAPSE_SHARE):
             echo(f"warning: round {r}'s greedy dev replies: {dev_div['top_opening_share']:.0%} open with the same five "

@@ -13,6 +13,7 @@ import numpy as np
 
 from ...errors import UserError
 from ..common import chat, pair_files
+from ..multihead.combine import SAFETY, below_threshold, rank_key
 from .config import OnlineDPOConfig
 
 
@@ -20,29 +21,48 @@ from .config import OnlineDPOConfig
 
 
 def select_pairs(questions: Sequence[str], responses: Sequence[Sequence[str]], rewards: Sequence[Sequence[float]],
-                 min_gap: float = 0.0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+                 min_gap: float = 0.0, unsafe: Sequence[Sequence[bool]] | None = None,
+                 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Best (argmax) and worst (argmin) response per speech as a DPO pair; first index wins ties.
 
-    A speech is skipped when its gap is below ``min_gap``, or zero (equal rewards state no preference), or
-    best and worst are the same text. Returns the pairs and the round's reward statistics.
+    ``unsafe`` (the samples below the safety threshold; None: no constraint) ranks by (safe, reward) instead of
+    the reward alone: an unsafe sample is worst before any safe one, and best only when all are unsafe. A pair
+    with one unsafe side is a preference whatever the reward gap, so ``min_gap`` applies to pairs whose sides
+    are both safe or both unsafe. A speech is skipped when its gap is below ``min_gap``, or zero (equal ranks
+    state no preference), or best and worst are the same text. Returns the pairs and the round's reward
+    statistics (rewards and gaps are the reward model's overall in both modes).
     """
     pairs, skipped, gaps, best, worst, means = [], 0, [], [], [], []
-    for q, resp, rew in zip(questions, responses, rewards, strict=True):
+    n_unsafe, changed = 0, 0
+    unsafe_rows = unsafe if unsafe is not None else [None] * len(questions)
+    for q, resp, rew, bad in zip(questions, responses, rewards, unsafe_rows, strict=True):
         r = np.asarray(rew, dtype=np.float64)
-        hi, lo = int(np.argmax(r)), int(np.argmin(r))
-        gap = float(r[hi] - r[lo])
+        key = r if bad is None else rank_key(r, bad)
+        hi, lo = int(np.argmax(key)), int(np.argmin(key))
+        gap, key_gap = float(r[hi] - r[lo]), float(key[hi] - key[lo])
         gaps.append(gap), best.append(float(r[hi])), worst.append(float(r[lo])), means.append(float(r.mean()))
-        if gap <= 0 or gap < min_gap or resp[hi] == resp[lo]:
+        if bad is not None:
+            n_unsafe += int(np.sum(bad))
+            changed += int(hi != int(np.argmax(r)) or lo != int(np.argmin(r)))
+        if key_gap <= 0 or key_gap < min_gap or resp[hi] == resp[lo]:
             skipped += 1
             continue
-        pairs.append({"question": q, "chosen": resp[hi], "rejected": resp[lo],
-                      "chosen_reward": float(r[hi]), "rejected_reward": float(r[lo]), "gap": gap})
+        pair = {"question": q, "chosen": resp[hi], "rejected": resp[lo],
+                "chosen_reward": float(r[hi]), "rejected_reward": float(r[lo]), "gap": gap}
+        if bad is not None:
+            pair |= {"chosen_unsafe": bool(bad[hi]), "rejected_unsafe": bool(bad[lo])}
+        pairs.append(pair)
 
     def mean(x: list[float]) -> float | None:
         return float(np.mean(x)) if x else None
 
-    return pairs, {"speeches": len(gaps), "pairs": len(pairs), "skipped": skipped, "mean_reward": mean(means),
-                   "mean_best_reward": mean(best), "mean_worst_reward": mean(worst), "mean_gap": mean(gaps)}
+    stats = {"speeches": len(gaps), "pairs": len(pairs), "skipped": skipped, "mean_reward": mean(means),
+             "mean_best_reward": mean(best), "mean_worst_reward": mean(worst), "mean_gap": mean(gaps)}
+    if unsafe is not None:
+        # how often the constraint overruled the reward: the evidence that it is doing something
+        stats |= {"unsafe_samples": n_unsafe, "samples": sum(len(x) for x in responses),
+                  "constraint_changed": changed}
+    return pairs, stats
 
 
 # Greedy dev replies that mostly open with the same five words, or repeat each other, mean the policy is
@@ -107,7 +127,7 @@ def _read_speech_file(path: str, column: str) -> list[str]:
 
 
 def _split_questions(files: list[Path], split: str) -> list[str]:
-    from ...dataset.pairs import load_pair_table
+    from ...dataset.pair_reader import load_pair_table
 
     out: dict[str, None] = {}
     for f in files:
@@ -184,23 +204,65 @@ def generate(backend: Any, model: str, questions: Sequence[str], n: int, *, temp
     return [flat[i * n:(i + 1) * n] for i in range(len(questions))]
 
 
-def _overall(scores: Any, n: int) -> np.ndarray:
-    arr = scores["overall"] if isinstance(scores, dict) else scores
+def _column(scores: Any, key: str, n: int) -> np.ndarray:
+    arr = scores[key] if isinstance(scores, dict) else scores
     arr = np.asarray(arr, dtype=np.float64).reshape(-1)
     if len(arr) != n:
         raise ValueError(f"reward model returned {len(arr)} scores for {n} responses")
     return arr
 
 
-def score(scorer: Any, questions: Sequence[str], responses: Sequence[Sequence[str]]) -> list[np.ndarray]:
-    flat_q = [q for q, rs in zip(questions, responses) for _ in rs]
-    flat_r = [r for rs in responses for r in rs]
-    s = _overall(scorer.score_batch(flat_q, flat_r), len(flat_r)) if flat_r else np.zeros(0)
+def _per_speech(flat: np.ndarray, responses: Sequence[Sequence[str]]) -> list[np.ndarray]:
     out, k = [], 0
     for rs in responses:
-        out.append(s[k:k + len(rs)])
+        out.append(flat[k:k + len(rs)])
         k += len(rs)
     return out
+
+
+def score_samples(scorer: Any, questions: Sequence[str], responses: Sequence[Sequence[str]]
+                  ) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+    """Per speech: the overall of each sample, and its safety head (None when the reward model has none)."""
+    flat_q = [q for q, rs in zip(questions, responses) for _ in rs]
+    flat_r = [r for rs in responses for r in rs]
+    raw = scorer.score_batch(flat_q, flat_r) if flat_r else {"overall": np.zeros(0)}
+    overall = _column(raw, "overall", len(flat_r))
+    safety = _column(raw, SAFETY, len(flat_r)) if isinstance(raw, dict) and SAFETY in raw else None
+    return _per_speech(overall, responses), None if safety is None else _per_speech(safety, responses)
+
+
+def score(scorer: Any, questions: Sequence[str], responses: Sequence[Sequence[str]]) -> list[np.ndarray]:
+    """Per speech: the overall of each sample."""
+    return score_samples(scorer, questions, responses)[0]
+
+
+def safety_constraint(cfg: OnlineDPOConfig, scorer: Any, has_safety: bool) -> tuple[float | None, str]:
+    """The threshold best/worst choice uses (None: none, weighted overall alone) and a line for the log
+    saying which and why. ``auto`` turns the constraint on wherever a safety head and a threshold exist."""
+    if getattr(scorer, "combine", "weighted") != "weighted":  # its overall is already penalised: rewards would lie
+        raise UserError("train-online-dpo: give a scorer whose overall is the weighted mean (combine: weighted); "
+                        "the round applies the safety constraint to best/worst itself")
+    if cfg.combine == "weighted":
+        return None, "best/worst by the reward model's overall (combine: weighted)"
+    threshold = cfg.safety_threshold if cfg.safety_threshold is not None else getattr(scorer, "safety_threshold", None)
+    source = "safety_threshold in the config" if cfg.safety_threshold is not None else \
+        getattr(scorer, "safety_threshold_source", None) or "the reward model's"
+    if has_safety and threshold is not None:
+        return float(threshold), (f"best/worst by safety constraint (combine: {cfg.combine}): a sample whose "
+                                  f"safety head is below {float(threshold):.4f} ({source}) loses to any sample "
+                                  "above it, whatever its overall")
+    why = "the reward model has no safety head" if not has_safety else \
+        "no safety threshold is known (set safety_threshold)"
+    if cfg.combine == "safety_constraint":
+        raise UserError(f"combine safety_constraint: {why}")
+    return None, f"best/worst by the reward model's overall (combine: auto, and {why})"
+
+
+def unsafe_samples(safety: list[np.ndarray] | None, threshold: float | None) -> list[np.ndarray] | None:
+    """Per speech: which samples are below the threshold; None when no constraint applies."""
+    if safety is None or threshold is None:
+        return None
+    return [below_threshold(s, threshold) for s in safety]
 
 
 def dev_reward(cfg: OnlineDPOConfig, backend_factory: Callable[[], Any], scorer: Any, policy: str,

@@ -75,3 +75,45 @@ def test_weights_change_overall_linearly(random_heads):
     up = MultiHeadScorer(out, {"safety": 3}, dtype="float32").score_batch(qs, rs)["overall"]
     np.testing.assert_allclose(up, (heads.sum(axis=1) + 2 * s["safety"]) / 9)  # safety 3, six others 1
     np.testing.assert_allclose(base.overall(s, {"safety": 3}), up)  # re-weighting needs no model call
+
+
+def test_weighted_overall_is_the_old_formula_bit_for_bit(random_heads):
+    scorer = MultiHeadScorer(random_heads, {"safety": 3}, dtype="float32")
+    qs, rs = QUESTIONS, SAFE + UNSAFE
+    heads = scorer.principle_scores(qs, rs)
+    s = scorer.score_batch(qs, rs)
+    assert scorer.combine == "weighted"  # a checkpoint saved without a combine mode scores as before
+    np.testing.assert_array_equal(s["overall"], heads @ np.array(list(scorer.weights.values())))
+
+
+def test_safety_constraint_scorer_and_the_threshold_stored_in_the_checkpoint(random_heads, tmp_path):
+    qs, rs = QUESTIONS, SAFE + UNSAFE
+    weighted = MultiHeadScorer(random_heads, dtype="float32").score_batch(qs, rs)
+    threshold = float(np.median(weighted["safety"]))  # half the replies on each side
+    model = MultiHeadRewardModel.from_pretrained(random_heads)
+    model.combine, model.safety_threshold, model.safety_threshold_source = "safety_constraint", threshold, "test"
+    out = model.save_pretrained(tmp_path / "constrained", MultiHeadScorer(random_heads).tokenizer)
+    meta = json.loads((out / "multihead.json").read_text())
+    assert meta["combine"] == "safety_constraint" and meta["safety_threshold"] == threshold
+
+    scorer = MultiHeadScorer(out, dtype="float32")  # the checkpoint's mode and threshold, no data needed
+    assert (scorer.combine, scorer.safety_threshold) == ("safety_constraint", threshold)
+    s = scorer.score_batch(qs, rs)
+    below = weighted["safety"] < threshold
+    np.testing.assert_array_equal(s["overall"], weighted["overall"] - 1000.0 * below)
+    assert s["overall"][below].max() < s["overall"][~below].min()  # every unsafe reply below every safe one
+    np.testing.assert_array_equal(scorer.overall(s), s["overall"])  # re-combining needs no model call
+    # asking for weighted on the same checkpoint gives the plain weighted mean back
+    plain = MultiHeadScorer(out, dtype="float32", combine="weighted").score_batch(qs, rs)
+    np.testing.assert_array_equal(plain["overall"], weighted["overall"])
+
+
+def test_safety_constraint_needs_a_safety_head(tiny_model_dir, tmp_path):
+    from psychocounsel.errors import UserError
+
+    model = MultiHeadRewardModel.from_backbone(str(tiny_model_dir), ["empathy", "clarity"], max_length=64)
+    out = model.save_pretrained(tmp_path / "two", AutoTokenizer.from_pretrained(tiny_model_dir))
+    with pytest.raises(UserError, match="no 'safety' head"):
+        MultiHeadScorer(out, combine="safety_constraint")
+    with pytest.raises(UserError, match="combine: expected one of"):
+        MultiHeadScorer(out, combine="lexicographic")

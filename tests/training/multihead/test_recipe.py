@@ -49,6 +49,25 @@ def test_safety_head_learns_to_separate_chosen_from_rejected(trained):
     assert safety_gap > 1.5 and max(tied_gaps) < safety_gap / 5
 
 
+def test_training_stores_a_safety_threshold_calibrated_on_replies_rated_unsafe(trained):
+    data, out, output = trained
+    meta = json.loads((out / "multihead.json").read_text())
+    ds = load_pairs_dataset(data)
+    safety = list(PRINCIPLE_KEYS).index("safety")
+    unsafe = {(q, t) for side in ("chosen", "rejected") for q, t, rt in
+              zip(ds["question"], ds[f"{side}_text"], ds[f"{side}_ratings"], strict=True) if rt[safety] <= 2}
+    assert unsafe  # the rejected replies here are rated safety 1
+    scorer = MultiHeadScorer(out, dtype="float32")
+    heads = scorer.score_batch([q for q, _ in unsafe], [t for _, t in unsafe])["safety"]
+    assert meta["combine"] == "weighted"  # the preset keeps the paper's kind of overall
+    assert meta["safety_threshold"] == pytest.approx(float(np.quantile(heads, 0.9)), abs=1e-5)
+    assert f"on {len(unsafe)} training responses" in meta["safety_threshold_source"]
+    assert "safety threshold" in output
+    # under the constraint every judged-unsafe reply ranks below every chosen (safe) one here
+    constrained = MultiHeadScorer(out, dtype="float32", combine="safety_constraint")
+    assert pair_accuracy(constrained, ds)["overall_accuracy"] == 1.0
+
+
 def test_length_grouped_batches_cut_padding(tiny_model_dir, tmp_path):
     data = held_out_safety_pairs(tmp_path / "data", SAFER, RISKIER, "train")  # responses of 40-110 characters
     padding = {}

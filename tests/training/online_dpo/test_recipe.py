@@ -215,3 +215,30 @@ def test_openai_backend_reloads_the_server_each_round_and_skips_rounds_without_p
     assert all(r["checkpoint"] == str(tiny_model_dir) for r in state["rounds"])
     assert log.read_text().splitlines() == [str(tiny_model_dir)] * 3
     assert state["best_round"] == 0  # equal dev rewards: the earliest (the initial policy) wins
+
+
+class LongIsUnsafeScorer:
+    """Rewards longer replies, but marks each speech's longest sample unsafe (safety -1 < threshold 0): the
+    weighted overall alone would always choose the unsafe reply."""
+
+    name, safety_threshold, safety_threshold_source = "long-unsafe", 0.0, "stored at training"
+
+    def score_batch(self, questions, responses, on_batch=None):
+        longest: dict[str, int] = {}
+        for q, r in zip(questions, responses, strict=True):
+            longest[q] = max(longest.get(q, 0), len(r))
+        return {"overall": np.array([len(r) / 100 for r in responses]),
+                "safety": np.array([-1.0 if len(r) == longest[q] else 1.0
+                                    for q, r in zip(questions, responses, strict=True)])}
+
+
+def test_a_safety_head_makes_the_round_choose_by_the_constraint_and_say_so(tmp_path, tiny_model_dir):
+    lines: list[str] = []
+    state = train_online_dpo(base_cfg(tmp_path, tiny_model_dir, rounds=1, dev_speeches=0),
+                             scorer=LongIsUnsafeScorer(), echo=lines.append)
+    assert any(line.startswith("best/worst by safety constraint (combine: auto)") for line in lines), lines
+    assert any("samples below 0.0000" in line for line in lines if line.startswith("round 1/1")), lines
+    row = state["rounds"][0]
+    assert row["safety_threshold"] == 0.0 and row["unsafe_samples"] >= 3  # at least one longest per speech
+    pairs = [json.loads(x) for x in (tmp_path / "run" / "pairs.jsonl").read_text().splitlines()]
+    assert pairs and all(not p["chosen_unsafe"] and p["rejected_unsafe"] for p in pairs)

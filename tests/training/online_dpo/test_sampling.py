@@ -51,3 +51,66 @@ def test_draw_speeches_is_seeded_by_round():
     assert a == draw_speeches(pool, 10, seed=0, round_no=1) and len(set(a)) == 10
     assert a != draw_speeches(pool, 10, seed=0, round_no=2)
     assert sorted(draw_speeches(pool[:5], 10, 0, 1)) == sorted(pool[:5])
+
+
+class SafetyScorer:
+    """A per-principle reward model stand-in: fixed (overall, safety) per reply text, and a stored threshold."""
+
+    safety_threshold, safety_threshold_source = 0.0, "stored at training"
+
+    def __init__(self, table: dict[str, tuple[float, float]]):
+        self.table = table
+
+    def score_batch(self, questions, responses, on_batch=None):
+        return {"overall": np.array([self.table[r][0] for r in responses]),
+                "safety": np.array([self.table[r][1] for r in responses])}
+
+
+# speech "a": "warm" has the highest overall but misses the risk (safety -0.5 < 0); "ask" is safe
+TABLE = {"warm": (0.9, -0.5), "ask": (0.6, 0.4), "flat": (0.1, 0.2),
+         "u1": (0.7, -0.9), "u2": (0.2, -0.1)}
+
+
+def test_constrained_best_is_the_safe_reply_the_weighted_sum_would_have_passed_over():
+    from psychocounsel.training.online_dpo.config import OnlineDPOConfig
+    from psychocounsel.training.online_dpo.sampling import safety_constraint, score_samples, unsafe_samples
+
+    scorer = SafetyScorer(TABLE)
+    qs, resp = ["a", "b"], [["warm", "ask", "flat"], ["u1", "u2"]]
+    rewards, safety = score_samples(scorer, qs, resp)
+    threshold, line = safety_constraint(OnlineDPOConfig(), scorer, safety is not None)  # combine: auto
+    assert threshold == 0.0 and "safety constraint" in line and "stored at training" in line
+    weighted_pairs, _ = select_pairs(qs, resp, rewards)
+    assert weighted_pairs[0]["chosen"] == "warm"  # the weighted sum alone would teach the unsafe reply
+    pairs, st = select_pairs(qs, resp, rewards, unsafe=unsafe_samples(safety, threshold))
+    # a: "warm" is below the threshold, so it is the worst; best is "ask" (0.6 > 0.1)
+    assert (pairs[0]["chosen"], pairs[0]["rejected"]) == ("ask", "warm")
+    assert pairs[0]["chosen_unsafe"] is False and pairs[0]["rejected_unsafe"] is True
+    # the reward gap is still the overall's, negative here: the constraint, not the overall, decided
+    assert pairs[0]["gap"] == pytest.approx(0.6 - 0.9)
+    # b: both unsafe, so the overall ranks them as before
+    assert (pairs[1]["chosen"], pairs[1]["rejected"]) == ("u1", "u2")
+    assert st["unsafe_samples"] == 3 and st["samples"] == 5 and st["constraint_changed"] == 1
+    assert st["mean_best_reward"] == pytest.approx((0.6 + 0.7) / 2)  # overalls, never the penalised key
+    # min_gap does not drop a pair the constraint decides (its overall gap is negative)
+    assert len(select_pairs(qs, resp, rewards, 0.3, unsafe_samples(safety, threshold))[0]) == 2
+
+
+def test_constraint_choice_by_config_and_scorer():
+    from psychocounsel.errors import UserError
+    from psychocounsel.training.online_dpo.config import OnlineDPOConfig
+    from psychocounsel.training.online_dpo.sampling import safety_constraint
+
+    class Plain:  # a Bradley-Terry reward model: one score, no safety head
+        def score_batch(self, questions, responses, on_batch=None):
+            return np.zeros(len(responses))
+
+    assert safety_constraint(OnlineDPOConfig(), Plain(), has_safety=False)[0] is None  # auto: nothing changes
+    with pytest.raises(UserError, match="no safety head"):
+        safety_constraint(OnlineDPOConfig(combine="safety_constraint"), Plain(), has_safety=False)
+    scorer = SafetyScorer(TABLE)
+    assert safety_constraint(OnlineDPOConfig(combine="weighted"), scorer, True)[0] is None
+    assert safety_constraint(OnlineDPOConfig(safety_threshold=-0.3), scorer, True)[0] == -0.3
+    scorer.combine = "safety_constraint"  # its overall is already penalised: the logged rewards would lie
+    with pytest.raises(UserError, match="combine: weighted"):
+        safety_constraint(OnlineDPOConfig(), scorer, True)
