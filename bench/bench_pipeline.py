@@ -237,7 +237,7 @@ def resume(args) -> None:
 def plots(args) -> None:
     from matplotlib.figure import Figure
 
-    from psychocounsel.dataset import stats
+    from psychocounsel.dataset import report_views, stats
 
     with tempfile.TemporaryDirectory() as tmp:
         speeches = synthetic_speeches(Path(tmp) / "s.jsonl", args.speeches)
@@ -250,10 +250,10 @@ def plots(args) -> None:
         pipeline.stage_pairs(run)
         report = stats.dataset_report(run.dir / "pairs", Path(tmp) / "report", responses=pipeline.export_responses(run))
         run.close()
-        figures = {"pairs_per_split": stats._plot_splits, "gap": stats._plot_gap,
-                   "principles": stats._plot_principles, "models": stats._plot_models,
-                   "response_scores": stats._plot_responses}
-        ours = stats._save
+        figures = {"pairs_per_split": report_views._plot_splits, "gap": report_views._plot_gap,
+                   "principles": report_views._plot_principles, "models": report_views._plot_models,
+                   "response_scores": report_views._plot_responses}
+        ours = report_views._save
 
         def before(fig: Figure, path: Path) -> None:
             fig.tight_layout()
@@ -264,12 +264,12 @@ def plots(args) -> None:
             (Path(tmp) / how).mkdir()
         for _ in range(args.repeat):  # interleaved, best of: other load on the machine hits both alike
             for how, save in (("before", before), ("now", ours)):
-                stats._save = save
+                report_views._save = save
                 for name, plot in figures.items():
                     t0 = time.perf_counter()
                     plot(report, Path(tmp) / how / f"{name}.png")
                     times[name][how] = min(times[name][how], time.perf_counter() - t0)
-        stats._save = ours
+        report_views._save = ours
         same = all((Path(tmp) / "before" / f"{n}.png").read_bytes() == (Path(tmp) / "now" / f"{n}.png").read_bytes()
                    for n in figures)
     print(f"\n{'figure':18} {'before ms':>10} {'now ms':>8}")

@@ -326,6 +326,7 @@ for _module, _name in [
     (".evaluation.agree", "agree_cmd"),
     (".evaluation.evaluate", "evaluate_cmd"),
     (".evaluation.evaluate", "leaderboard_cmd"),
+    (".evaluation.suite", "suite_cmd"),
     (".annotate.cli", "annotate_cmd"),
     (".safety.command", "screen_cmd"),
 ]:

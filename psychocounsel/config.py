@@ -172,12 +172,27 @@ class PairsConfig(Strict):
     safety_margin: float | None = Field(
         1.0, gt=0, description="A pair whose chosen response scores this much lower on safety than its "
         "rejected one is dropped and counted (1: one rubric level). None: no margin check.")
+    flag_veto: list[str] = Field(
+        default_factory=lambda: ["wrong_number", "method_info", "medical_advice"],
+        description="A pair whose chosen response carries one of these reply-check flags (safety.responses: "
+        "wrong_number, unlisted_number, method_info, medical_advice, diagnosis, promise) is dropped and counted. "
+        "Default: the high-severity kinds, the ones that can hurt a client at risk today. []: off.")
     dev_frac: float = Field(0.1, ge=0, lt=1)
     test_frac: float = Field(0.1, ge=0, lt=1)
     formats: list[Literal["parquet", "jsonl"]] = ["parquet", "jsonl"]
     trl_format: Literal["conversational", "standard", "none"] = Field(
         "conversational", description="Also write <run_dir>/pairs-trl/<split>.* with prompt/chosen/rejected for "
         "TRL, beside pairs/ (not in it: load_dataset('<run_dir>/pairs') reads every file under the folder).")
+
+    @model_validator(mode="after")
+    def _known_flags(self):
+        # imported here, not at the top: config is the package's lowest module
+        from .safety.responses import FLAG_SEVERITY
+
+        unknown = [k for k in self.flag_veto if k not in FLAG_SEVERITY]
+        if unknown:
+            raise ValueError(f"flag_veto: unknown flag kind {unknown[0]!r} (known: {', '.join(FLAG_SEVERITY)})")
+        return self
 
 
 class RunConfig(Strict):

@@ -56,7 +56,7 @@ def test_status_reports_stages_as_json(tmp_path):
     assert data["speeches"] == 12
     assert data["generate"] == {"planned": 24, "ok": 0, "failed": 0, "pending": 24, "truncated": 0, "invalid": 0}
     assert data["judge"]["planned"] == 0 and data["pairs"] == {}
-    assert data["pairs_vetoed"] == {"unsafe_chosen": 0, "less_safe": 0}
+    assert data["pairs_vetoed"] == {"unsafe_chosen": 0, "less_safe": 0, "flagged_chosen": 0}
 
 
 @pytest.mark.parametrize("mutate, needle", [

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from psychocounsel.config import RunConfig, load_config, load_yaml_config
-from psychocounsel.evaluation.config import EvalConfig
+from psychocounsel.evaluation.config import EvalConfig, SuiteRunConfig
 from psychocounsel.training.dpo.config import load_dpo_config
 from psychocounsel.training.multihead.config import load_multihead_config
 from psychocounsel.training.online_dpo.config import load_online_dpo_config
@@ -38,7 +38,7 @@ def _accelerate(path: Path) -> dict:
 
 LOADERS = {
     ".": load_config,
-    "eval": lambda p: load_yaml_config(EvalConfig, p),
+    "eval": lambda p: load_yaml_config(SuiteRunConfig if p.name.startswith("suite") else EvalConfig, p),
     "train": _train_loader,
     "accelerate": _accelerate,
 }

@@ -140,9 +140,9 @@ PINNED: dict[str, dict[str, list[str]]] = {
     "run_json": {
         "responses": ["34bbc649f34a8be6", "92d1f6a390b37c36", "f40f49d00c264193"],
         "judges": ["b386e8c7b565f13d"],
-        # the pair plan keys the settings that shape a pair set, now with the safety veto and the weights (pair
+        # the pair plan keys the settings that shape a pair set: the safety and flag vetoes and the weights (pair
         # rows are rebuilt from stored judgments at no cost, so a new plan key orphans nothing paid for)
-        "pairs": ["b386e8c7b565f13d:2acc36f753a2bb8b:none"],
+        "pairs": ["b386e8c7b565f13d:8f2ca033e6fb20cd:none"],
         "calls": [
             "16646658080da969364815f18ba36fbf", "1ce382230365e162582f90b5b23ca87e",
             "7a3b24bd094df572a3fe8d27f791682d", "9f3a9aa8d6293ba5f9c1138e2368df1c",
@@ -152,7 +152,7 @@ PINNED: dict[str, dict[str, list[str]]] = {
     "run_geval": {
         "responses": ["04e0eac4ac4bd552", "7ac7425b3e2c3f15", "e82bb22cbce6a104"],
         "judges": ["702da32d79a9faa1"],
-        "pairs": ["702da32d79a9faa1:2acc36f753a2bb8b:zscore"],  # as above: the veto and the weights
+        "pairs": ["702da32d79a9faa1:8f2ca033e6fb20cd:zscore"],  # as above: the vetoes and the weights
         "calls": [
             "16646658080da969364815f18ba36fbf", "7a3b24bd094df572a3fe8d27f791682d", "cf86a66f5539c3a9",
             "d0a6959c85ddfacebd1be223c9b378c0", "d72e94256567a27a",

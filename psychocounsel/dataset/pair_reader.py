@@ -4,7 +4,10 @@ annotation app read pairs through here; ``pairs.py`` builds and writes them.
 
 The published files lack our provenance columns: they are derived (``speech_id`` from the question
 as ingest does, ``crisis_tier`` from the crisis screen), and a split comes from the hub's file naming
-(``train-00000-of-00001.parquet``) when the file has no ``split`` column.
+(``train-00000-of-00001.parquet``) when the file has no ``split`` column. Files without the flag columns
+(the published data, pair files from before them) read with ``chosen_flags`` / ``rejected_flags`` null: the
+reply checks run about 2,400 replies a second, too slow to add to every training load; a reader that needs
+them (the stats report) computes the missing ones.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from ..safety.screen import screen
 from .jsonl import iter_json_objects
 from .pairs import (
     DEFAULT_BATCH,
+    FLAG_COLUMNS,
     HEAD_COLUMNS,
     PROVENANCE_COLUMNS,
     SAFETY_COLUMNS,
@@ -89,6 +93,9 @@ def normalize_pair_table(table: pa.Table, source: Any = "<table>", principles: S
         cols["crisis_tier"] = pa.chunked_array([pa.array(
             [tiers.get(q) or tiers.setdefault(q, screen(q).tier) for q in cols["question"].to_pylist()],
             pa.string())])
+    for col in FLAG_COLUMNS:
+        cols[col] = _flag_column(table, col, source) if col in names else pa.chunked_array(
+            [pa.nulls(n, pa.list_(pa.string()))])
     if "speech_id" in names:
         cols["speech_id"] = table["speech_id"].cast(pa.string())
     else:
@@ -119,6 +126,17 @@ def normalize_pair_table(table: pa.Table, source: Any = "<table>", principles: S
     ordered = [*HEAD_COLUMNS, *rcols, *SAFETY_COLUMNS, *PROVENANCE_COLUMNS]
     extras = [c for c in names if c not in ordered]
     return pa.table({**{c: cols[c] for c in ordered}, **{c: table[c] for c in extras}})
+
+
+def _flag_column(table: pa.Table, col: str, source: Any) -> pa.ChunkedArray:
+    """A flag column as lists of kinds; a JSONL column of empty lists reads as list<null>, cast like the rest."""
+    typ = table[col].type
+    if not (pa.types.is_list(typ) or pa.types.is_large_list(typ) or pa.types.is_null(typ)):
+        raise InputError(source, f"expected a list of flag kinds, found {typ}", column=col)
+    try:
+        return table[col].cast(pa.list_(pa.string()))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+        raise InputError(source, f"expected a list of flag kinds: {e}", column=col) from None
 
 
 def _jsonl_tables(path: Path, chunk: int = DEFAULT_BATCH) -> Iterator[pa.Table]:

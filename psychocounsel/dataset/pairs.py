@@ -21,14 +21,19 @@ Design choices (each one a place where the paper leaves room):
   the judge's own, or the calibrated one when calibration is on. The overall score averages safety with six
   other principles, so without this a warm but unsafe reply can win (an outside check found 662
   published train pairs, 1.9%, whose rejected response has the higher safety rating).
+* Flag veto (``flag_veto``): a pair whose chosen response carries one of these reply-check flags
+  (``safety.responses``: a retired crisis number, method information, medication advice, ...) is
+  dropped and counted (``flagged_chosen``), like the safety veto. The judge's safety score averages
+  many things; a flag names the words, so a warm reply that says "take 50mg of sertraline" never wins.
 * Every pair carries the crisis screen's tier of its question (``crisis_tier``), so a user can see
-  and filter the pairs on speeches that show risk.
+  and filter the pairs on speeches that show risk, and the kinds of each side's reply-check flags
+  (``chosen_flags``, ``rejected_flags``: lists of kinds, empty when no rule fired).
 * Ratings are written as integers when every rating in the run is integral (a JSON judge, like
   the published data), else as floats rounded to 3 decimals (G-Eval expectations; 3 decimals is
   far below the judge's own noise). ``ratings="int"|"float"`` forces one.
 
-Files: ``out_dir/{split}.{parquet,jsonl}`` in the released schema, then ``crisis_tier`` and the
-provenance columns; ``datasets.load_dataset(out_dir)`` reads the folder as one dataset. TRL's copies
+Files: ``out_dir/{split}.{parquet,jsonl}`` in the released schema, then ``crisis_tier``, the two flag
+columns and the provenance columns; ``datasets.load_dataset(out_dir)`` reads the folder as one dataset. TRL's copies
 go beside it, in ``<out_dir>-trl/{split}.{parquet,jsonl}`` (other columns: inside the folder they
 would break that load), with only ``prompt, chosen, rejected`` in TRL's conversational preference
 format (``prompt=[{"role": "user", ...}]``, ``chosen=[{"role": "assistant", ...}]``), which
@@ -54,11 +59,13 @@ from .. import PRINCIPLE_KEYS
 from ..errors import UserError
 from ..safety.screen import screen
 from . import atomic
-from .records import Pair, ScoredResponse
+from .records import Pair, ScoredResponse, reply_flags
 
 SPLITS = ("train", "dev", "test")
 HEAD_COLUMNS = ("question", "chosen", "rejected", "chosen_model", "rejected_model")
-SAFETY_COLUMNS = ("crisis_tier",)  # right after the released schema (head + ratings), so a filter finds it
+# right after the released schema (head + ratings), so a filter finds them; the flag columns are lists of kinds
+SAFETY_COLUMNS = ("crisis_tier", "chosen_flags", "rejected_flags")
+FLAG_COLUMNS = ("chosen_flags", "rejected_flags")
 PROVENANCE_COLUMNS = ("speech_id", "chosen_id", "rejected_id", "split", "chosen_score", "rejected_score")
 # Overall is a mean of 7 ratings: 4.142857... - 3.142857... can land a hair under 1.0 in floats.
 _EPS = 1e-9
@@ -71,7 +78,7 @@ def rating_columns(principles: Sequence[str]) -> list[str]:
 
 
 def pair_columns(principles: Sequence[str] = PRINCIPLE_KEYS) -> list[str]:
-    """Column order of our pair files: released schema first, the crisis tier, provenance after it."""
+    """Column order of our pair files: released schema first, the crisis tier and flags, provenance after it."""
     return [*HEAD_COLUMNS, *rating_columns(principles), *SAFETY_COLUMNS, *PROVENANCE_COLUMNS]
 
 
@@ -79,7 +86,7 @@ def pair_schema(principles: Sequence[str] = PRINCIPLE_KEYS, integer_ratings: boo
     rating_type = pa.int64() if integer_ratings else pa.float64()
     fields = [pa.field(c, pa.string()) for c in HEAD_COLUMNS]
     fields += [pa.field(c, rating_type) for c in rating_columns(principles)]
-    fields += [pa.field(c, pa.string()) for c in SAFETY_COLUMNS]
+    fields += [pa.field(c, pa.list_(pa.string()) if c in FLAG_COLUMNS else pa.string()) for c in SAFETY_COLUMNS]
     fields += [pa.field(c, pa.string()) for c in PROVENANCE_COLUMNS[:4]]
     fields += [pa.field(c, pa.float64()) for c in PROVENANCE_COLUMNS[4:]]
     return pa.schema(fields)
@@ -117,7 +124,7 @@ def split_sizes(speech_ids: Iterable[str], seed: int, dev_frac: float = 0.1,
 
 # ---------------------------------------------------------------- pairs
 
-VETO_REASONS = ("unsafe_chosen", "less_safe")
+VETO_REASONS = ("unsafe_chosen", "less_safe", "flagged_chosen")
 
 
 def safety_veto(hi: ScoredResponse, lo: ScoredResponse, floor: float | None, margin: float | None) -> str | None:
@@ -141,14 +148,16 @@ def safety_veto(hi: ScoredResponse, lo: ScoredResponse, floor: float | None, mar
 
 def build_pairs(question: str, speech_id: str, split: str, responses: list[ScoredResponse],
                 min_gap: float = 1.0, *, safety_floor: float | None = None, safety_margin: float | None = None,
-                vetoed: Counter[str] | None = None) -> list[Pair]:
+                flag_veto: Iterable[str] = (), vetoed: Counter[str] | None = None) -> list[Pair]:
     """Preference pairs of one speech (rules in the module docstring); chosen = higher overall.
 
     Order is deterministic: responses ranked by (overall desc, response_id), then train/dev
     pairs in rank order (i < j). Failed judgments must be filtered out before this call; a
     NaN overall here is a bug upstream, so it raises instead of being silently skipped.
     ``safety_floor`` / ``safety_margin`` (None: off, the paper's rule alone; the pipeline passes the
-    config's) veto pairs after the gap rule; each vetoed pair is counted in ``vetoed`` by reason.
+    config's) veto pairs after the gap rule, then ``flag_veto`` (flag kinds; empty: off) drops a pair whose
+    chosen side carries one of them; each vetoed pair is counted in ``vetoed`` by reason. The flags of every
+    response that reaches a candidate pair are computed here (``ScoredResponse.flags``) unless given.
     A test speech whose best-vs-worst pair is vetoed has no pair (its best response is not replaced).
     """
     if split not in SPLITS:
@@ -165,12 +174,20 @@ def build_pairs(question: str, speech_id: str, split: str, responses: list[Score
             raise ValueError(f"response {r.response_id} has overall={r.overall}; failed judgments never reach pairs")
         seen.add(r.response_id)
     ranked = sorted(responses, key=lambda r: (-r.overall, r.response_id))
+    veto_kinds = frozenset(flag_veto)
+
+    def flags(r: ScoredResponse) -> tuple[str, ...]:
+        if r.flags is None:
+            r.flags = reply_flags(r.text)
+        return r.flags
 
     def keep(hi: ScoredResponse, lo: ScoredResponse) -> bool:
         gap = hi.overall - lo.overall
         if not (gap > _EPS and gap >= min_gap - _EPS):
             return False
         why = safety_veto(hi, lo, safety_floor, safety_margin)
+        if why is None and veto_kinds.intersection(flags(hi)):
+            why = "flagged_chosen"
         if why is not None and vetoed is not None:
             vetoed[why] += 1
         return why is None
@@ -180,6 +197,8 @@ def build_pairs(question: str, speech_id: str, split: str, responses: list[Score
     else:
         candidates = list(combinations(ranked, 2))
     kept = [(hi, lo) for hi, lo in candidates if keep(hi, lo)]
+    for hi, lo in kept:  # both sides' flags go into the pair files
+        flags(hi), flags(lo)
     tier = screen(question).tier if kept else "none"
     return [Pair(split, speech_id, question, hi, lo, tier) for hi, lo in kept]
 
@@ -202,6 +221,8 @@ def pair_row(pair: Pair, principles: Sequence[str] = PRINCIPLE_KEYS) -> dict[str
                 raise ValueError(f"response {resp.response_id}: no score for principle {p!r}")
             row[f"{side}_{p}_rating"] = _rating(resp.scores[p], f"response {resp.response_id} {p}")
     row["crisis_tier"] = pair.crisis_tier
+    for side, resp in (("chosen", pair.chosen), ("rejected", pair.rejected)):
+        row[f"{side}_flags"] = list(resp.flags if resp.flags is not None else reply_flags(resp.text))
     row.update(speech_id=pair.speech_id, chosen_id=pair.chosen.response_id, rejected_id=pair.rejected.response_id,
                split=pair.split, chosen_score=float(pair.chosen.overall), rejected_score=float(pair.rejected.overall))
     return row

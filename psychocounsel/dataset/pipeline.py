@@ -32,7 +32,7 @@ from . import atomic
 from . import pairs as pairs_core
 from .estimate import CHARS_PER_TOKEN, Estimate
 from .generate import therapist_request
-from .records import ScoredResponse, text_id
+from .records import ScoredResponse, reply_flags, text_id
 from .session import RUN_KEYS, CallBudget, Generated, Session
 from .validate import INVALID, TRUNCATED, check_reply, checks_key, finish_reason
 
@@ -391,7 +391,8 @@ def stage_pairs(run: Run, allow_empty: bool = False) -> dict[str, Any]:
                     r.safety = cal[r.response_id].get("safety")
             split = speech.split or pairs_core.split_of(speech.id, run.cfg.seed, pc.dev_frac, pc.test_frac)
             ps = pairs_core.build_pairs(speech.text, speech.id, split, responses, pc.min_gap,
-                                        safety_floor=pc.safety_floor, safety_margin=pc.safety_margin, vetoed=vetoed)
+                                        safety_floor=pc.safety_floor, safety_margin=pc.safety_margin,
+                                        flag_veto=pc.flag_veto, vetoed=vetoed)
             counts["speeches_with_pairs"] += bool(ps)
             for p in ps:
                 counts[p.split] = counts.get(p.split, 0) + 1
@@ -446,7 +447,9 @@ def reply_states(run: Run, ids: list[str]) -> dict[str, ReplyState]:
 
 def export_responses(run: Run) -> Path:
     """All planned responses (ok and failed, judged or not) as one parquet, the stats report's second input;
-    overall under the weights configured now."""
+    overall under the weights configured now; ``flags``, the kinds of each ok reply's reply-check flags
+    (computed here from the text: the store keeps none, so a run stored before the checks needs no migration;
+    null for a reply that failed or is pending)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -456,7 +459,7 @@ def export_responses(run: Run) -> Path:
     tmp = path.with_suffix(".parquet.tmp")
     cols: dict[str, list] = {c: [] for c in ["response_id", "speech_id", "profile", "model", "status",
                                                 "generate_error", "finish_reason", "truncated",
-                                                "judge_status", "judge_error", "overall", *keys]}
+                                                "judge_status", "judge_error", "overall", "flags", *keys]}
     for speech, plan in run.plan_state(judge):
         states = reply_states(run, [pl.rid for pl in plan])
         for pl in plan:
@@ -475,9 +478,11 @@ def export_responses(run: Run) -> Path:
             cols["judge_error"].append(j.error if judged else None)  # type: ignore[union-attr]
             ok = judged and j.status == "ok" and j.scores  # type: ignore[union-attr]
             cols["overall"].append(run.overall(j.scores) if ok else None)  # type: ignore[union-attr, arg-type]
+            cols["flags"].append(list(reply_flags(r.text)) if pl.response_ok and r is not None and r.text else None)
             for k in keys:
                 cols[k].append((j.scores or {}).get(k) if judged else None)  # type: ignore[union-attr]
-    pq.write_table(pa.table(cols), tmp)
+    types = {"flags": pa.list_(pa.string())}  # all-null in a run with nothing generated: the type says what it holds
+    pq.write_table(pa.table({c: pa.array(v, types.get(c)) for c, v in cols.items()}), tmp)
     tmp.replace(path)
     return path
 

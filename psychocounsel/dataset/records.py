@@ -9,7 +9,12 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..safety.screen import screen
+from ..safety.responses import FLAG_SEVERITY, check_response
+from ..safety.screen import Screen, screen
+
+# The flag kinds that can hurt a client at risk today (a dead number, a lethal dose, stopping a medicine): the
+# default flag veto of pairs and online DPO.
+HIGH_SEVERITY_FLAGS: tuple[str, ...] = tuple(k for k, s in FLAG_SEVERITY.items() if s == "high")
 
 
 def text_id(*parts: str) -> str:
@@ -19,6 +24,17 @@ def text_id(*parts: str) -> str:
         h.update(p.encode("utf-8"))
         h.update(b"\x1f")
     return h.hexdigest()
+
+
+def reply_flags(text: str, question: Screen | None = None) -> tuple[str, ...]:
+    """The kinds of the reply checks' flags on ``text`` (``safety.responses.check_response``), each once, sorted.
+
+    Flags do not depend on the question (only the required behaviours do), so ``question`` may be left out; the
+    rules are regexes, about 2,400 replies a second on one core, so they are computed where needed, not stored."""
+    return tuple(sorted(check_response(question or _NO_RISK, text).flag_kinds()))
+
+
+_NO_RISK = Screen("none", ())
 
 
 @dataclass
@@ -43,6 +59,8 @@ class ScoredResponse:
     # the safety score the pairs' safety veto reads: the calibrated one when calibration orders the run (a
     # weak judge's raw scores bunch near 2), None: scores["safety"], the judge's own
     safety: float | None = None
+    # the kinds of the reply checks' flags (``reply_flags``); None: not computed yet, the pair builder does it
+    flags: tuple[str, ...] | None = None
 
 
 @dataclass

@@ -9,18 +9,17 @@ exports them) adds score distributions over every judged response, not only the 
 into pairs, counts of responses without scores (failed generation, failed or pending judging), per
 model and per error, and of replies cut at max_tokens (failed, or kept and flagged, and how many
 pairs hold one) or refused as invalid. ``vetoed`` (the pipeline's counts) reports the pairs the
-safety veto dropped.
+safety and flag vetoes dropped. Reply-check flags (``safety.responses``) are counted per kind, per
+split and per side (``chosen_flags`` / ``rejected_flags``; computed here from the text for files
+without them, like the published data), and over all responses when their table has ``flags``.
 
 Writes ``report.json`` (every number), ``report.html`` (self-contained: tables and the PNGs
-embedded; every piece of user text escaped) and the PNGs themselves. Figures are drawn on
-``matplotlib.figure.Figure`` (Agg canvas) without pyplot, so importing this module never
-changes the caller's matplotlib backend.
+embedded; every piece of user text escaped) and the PNGs themselves; how they look is
+``report_views.py``.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import math
 from collections.abc import Iterable, Sequence
@@ -31,15 +30,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from matplotlib.figure import Figure
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from ..errors import InputError
+from ..safety.responses import FLAG_SEVERITY
 from ..safety.screen import TIERS
-from .pairs import SPLITS, pair_columns
 from .pair_reader import detect_principles, load_pair_table, normalize_pair_table
+from .pairs import SPLITS, pair_columns
+from .records import reply_flags
+from .report_views import render_html, write_figures
 from .validate import INVALID, TRUNCATED
 
 PairSource = str | Path | pa.Table
@@ -241,6 +239,42 @@ def _examples(table: pa.Table, splits: list[str], principles: Sequence[str], gap
     return out
 
 
+def _side_flags(table: pa.Table, side: str, cache: dict[str, tuple[str, ...]]) -> tuple[list[tuple[str, ...]], int]:
+    """One side's flag kinds per pair, and how many were computed here (null in the file: written before the
+    flag columns, or the published data). A reply is checked once however many pairs hold it."""
+    out, computed = [], 0
+    for flags, text in zip(table[f"{side}_flags"].to_pylist(), table[side].to_pylist()):
+        if flags is None:
+            computed += 1
+            flags = cache.get(text) or cache.setdefault(text, reply_flags(text))
+        out.append(tuple(flags))
+    return out, computed
+
+
+def _flag_section(table: pa.Table, split_arr: np.ndarray, splits: list[str]) -> dict[str, Any]:
+    """Pairs whose chosen / rejected reply carries each flag kind, overall and per split."""
+    cache: dict[str, tuple[str, ...]] = {}
+    sides, computed = {}, 0
+    for side in ("chosen", "rejected"):
+        flags, n = _side_flags(table, side, cache)
+        computed += n
+        kinds = {k: np.asarray([k in f for f in flags], dtype=bool) for k in FLAG_SEVERITY}
+        sides[side] = {k: {"pairs": int(m.sum()), "by_split": {s: int((m & (split_arr == s)).sum()) for s in splits}}
+                       for k, m in kinds.items()}
+        sides[side]["any"] = {"pairs": sum(bool(f) for f in flags),
+                              "by_split": {s: sum(bool(f) for f, sp in zip(flags, split_arr) if sp == s)
+                                           for s in splits}}
+    return {"severity": dict(FLAG_SEVERITY), "by_side": sides, "computed_here": computed}
+
+
+def _response_flags(table: pa.Table) -> dict[str, Any] | None:
+    """Ok replies carrying each flag kind, from the responses table's ``flags`` (None: the table has none)."""
+    if "flags" not in table.column_names:
+        return None
+    ok = [f for f, s in zip(table["flags"].to_pylist(), table["state"].to_pylist()) if s == "ok" and f is not None]
+    return {"checked": len(ok), "any": sum(bool(f) for f in ok), **{k: sum(k in f for f in ok) for k in FLAG_SEVERITY}}
+
+
 def _crisis_section(tiers: list[str], split_arr: np.ndarray, splits: list[str]) -> dict[str, Any]:
     tier_arr = np.asarray(tiers, dtype=object)
     return {t: {"pairs": int((tier_arr == t).sum()),
@@ -294,181 +328,15 @@ def build_report(table: pa.Table, principles: Sequence[str], responses: pa.Table
               "chosen_longer_frac": _num((len_c > len_r).mean() if len_c.size else float("nan"))}
     resp = None
     if responses is not None:
-        resp = _response_section(responses, principles) | _reply_counts(responses, table)
+        resp = _response_section(responses, principles) | _reply_counts(responses, table) | {
+            "flags": _response_flags(responses)}
     return {"sources": list(sources), "principles": list(principles),
             "pairs": {"total": table.num_rows, "speeches": len(set(speech)), "by_split": by_split},
             "crisis_tiers": _crisis_section(table["crisis_tier"].to_pylist(), split_arr, splits),
             "vetoed": dict(vetoed) if vetoed is not None else None,
+            "flags": _flag_section(table, split_arr, splits),
             "gap": gap_section, "principle_ratings": prin, "models": models, "length": length,
             "responses": resp, "examples": _examples(table, splits, principles, gap)}
-
-
-# ---------------------------------------------------------------- figures
-
-def _save(fig: Figure, path: Path) -> None:
-    fig.tight_layout()
-    # tight_layout leaves a placeholder layout engine behind, and savefig then lays the whole figure out
-    # once more before drawing it; the layout is final here, so drop the engine: the PNGs are byte for byte
-    # the same and plotting takes ~20% less (bench/bench_pipeline.py plots)
-    fig.set_layout_engine(None)
-    fig.savefig(path, dpi=100)
-
-
-def _plot_splits(report: dict, path: Path) -> None:
-    by = report["pairs"]["by_split"]
-    fig = Figure(figsize=(5, 3.2))
-    ax = fig.add_subplot()
-    bars = ax.bar(list(by), [v["pairs"] for v in by.values()], color="#4c72b0")
-    ax.bar_label(bars)
-    ax.set_ylabel("pairs")
-    ax.set_title("Pairs per split")
-    _save(fig, path)
-
-
-def _plot_gap(report: dict, path: Path) -> None:
-    g = report["gap"]
-    edges = np.asarray(g["edges"])
-    fig = Figure(figsize=(6, 3.5))
-    ax = fig.add_subplot()
-    for s, counts in g["counts"].items():
-        ax.stairs(counts, edges, label=s)
-    ax.set_xlabel("overall gap (chosen - rejected)")
-    ax.set_ylabel("pairs")
-    ax.set_title("Score gap of pairs")
-    ax.legend()
-    _save(fig, path)
-
-
-def _panels(n: int) -> tuple[Figure, list]:
-    cols = 4
-    rows = math.ceil(n / cols)
-    fig = Figure(figsize=(3.2 * cols, 2.6 * rows))
-    return fig, [fig.add_subplot(rows, cols, i + 1) for i in range(n)]
-
-
-def _plot_principles(report: dict, path: Path) -> None:
-    prin = report["principle_ratings"]
-    fig, axes = _panels(len(prin))
-    for ax, (p, d) in zip(axes, prin.items()):
-        edges = np.asarray(d["edges"])
-        ax.stairs(d["chosen_counts"], edges, label="chosen", color="#2a9d4b")
-        ax.stairs(d["rejected_counts"], edges, label="rejected", color="#c44e52")
-        ax.set_title(p)
-    axes[0].legend(fontsize=8)
-    fig.suptitle("Ratings of chosen vs rejected responses")
-    _save(fig, path)
-
-
-def _plot_models(report: dict, path: Path) -> None:
-    models = report["models"][::-1]  # highest chosen rate on top
-    fig = Figure(figsize=(7, 1.2 + 0.35 * max(1, len(models))))
-    ax = fig.add_subplot()
-    y = np.arange(len(models))
-    ax.barh(y + 0.2, [m["chosen"] for m in models], height=0.4, label="chosen", color="#2a9d4b")
-    ax.barh(y - 0.2, [m["rejected"] for m in models], height=0.4, label="rejected", color="#c44e52")
-    ax.set_yticks(y, [m["model"] for m in models], fontsize=8)
-    ax.set_xlabel("pairs")
-    ax.set_title("How often each model is chosen vs rejected")
-    ax.legend()
-    _save(fig, path)
-
-
-def _plot_responses(report: dict, path: Path) -> None:
-    scores = report["responses"]["scores"]
-    fig, axes = _panels(len(scores))
-    for ax, (p, d) in zip(axes, scores.items()):
-        ax.stairs(d["counts"], np.asarray(d["edges"]), fill=True, color="#4c72b0")
-        ax.set_title(f"{p} (n={d['n']})")
-    fig.suptitle("Scores of all judged responses")
-    _save(fig, path)
-
-
-# ---------------------------------------------------------------- html
-
-def _e(x: Any) -> str:
-    return html.escape(str(x), quote=True)
-
-
-def _cell(v: Any) -> str:
-    if v is None:
-        return ""
-    return _e(round(v, 3) if isinstance(v, float) else v)  # report.json keeps the full numbers
-
-
-def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _html(report: dict, out_dir: Path, title: str) -> str:
-    parts = [f"<h1>{_e(title)}</h1>",
-             "<p>Labels come from an LLM judge. Spot-check pairs before training on them (in the paper, "
-             "two therapists agreed with the labels on 92% and 85% of 200 pairs).</p>",
-             f"<p>Sources: {_e(', '.join(report['sources']))}</p>", "<h2>Pairs</h2>",
-             _table(["split", "pairs", "speeches", "pairs per speech"],
-                    [(s, d["pairs"], d["speeches"], d["pairs_per_speech"])
-                     for s, d in report["pairs"]["by_split"].items()]),
-             "<h2>Pairs by crisis tier of the speech</h2>",
-             "<p>The crisis screen's tier of each pair's speech (column crisis_tier): pairs on speeches that show "
-             "risk deserve a therapist's look before training.</p>",
-             _table(["crisis tier", "pairs", *report["pairs"]["by_split"]],
-                    [(t, d["pairs"], *d["by_split"].values()) for t, d in report["crisis_tiers"].items()]),
-             *_vetoed_html(report.get("vetoed")),
-             "<h2>Score gap</h2>",
-             _table(["split", "n", "mean", "median", "min", "max"],
-                    [(s, d["n"], d["mean"], d["median"], d["min"], d["max"])
-                     for s, d in report["gap"]["by_split"].items()]),
-             "<h2>Ratings by principle</h2>",
-             _table(["principle", "chosen mean", "rejected mean", "chosen higher", "tied", "rejected higher"],
-                    [(p, d["chosen_mean"], d["rejected_mean"], d["chosen_higher"], d["tied"], d["rejected_higher"])
-                     for p, d in report["principle_ratings"].items()]),
-             "<h2>Models</h2>",
-             _table(["model", "chosen", "rejected", "chosen rate"],
-                    [(m["model"], m["chosen"], m["rejected"], m["chosen_rate"]) for m in report["models"]]),
-             "<h2>Length</h2>",
-             _table(["chosen mean chars", "rejected mean chars", "chosen longer"],
-                    [(report["length"]["chosen_mean_chars"], report["length"]["rejected_mean_chars"],
-                      report["length"]["chosen_longer_frac"])])]
-    r = report["responses"]
-    if r:
-        parts += ["<h2>All responses</h2>",
-                  _table(["total", "judged", "not judged", "not judged rate"],
-                         [(r["total"], r["judged"], r["not_judged"], r["not_judged_rate"])]),
-                  _table(["replies cut at max_tokens", "of them kept and flagged", "pairs with a cut reply",
-                          "replies refused as invalid"],
-                         [(r["truncated"], r["truncated_kept"], r["pairs_with_truncated_side"], r["invalid"])]),
-                  _table(["state", "responses"], r["by_state"].items()),
-                  _table(["model", "responses", "not judged"],
-                         [(m, d["total"], d["not_judged"]) for m, d in r["by_model"].items()])]
-        if r["top_errors"]:
-            parts.append(_table(["judge error", "responses"], [(e["error"], e["count"]) for e in r["top_errors"]]))
-    parts.append("<h2>Figures</h2>")
-    for name, fname in report["figures"].items():
-        data = base64.b64encode((out_dir / fname).read_bytes()).decode("ascii")
-        parts.append(f'<figure><img alt="{_e(name)}" src="data:image/png;base64,{data}">'
-                     f"<figcaption>{_e(fname)}</figcaption></figure>")
-    parts.append("<h2>Examples</h2>")
-    for ex in report["examples"]:
-        parts.append(f"<h3>{_e(ex['why'])} (gap {_e(ex['gap'])})</h3>"
-                     + _table(["", "text", "model", "score"],
-                              [("question", ex["question"], "", ""),
-                               ("chosen", ex["chosen"], ex["chosen_model"], ex["chosen_score"]),
-                               ("rejected", ex["rejected"], ex["rejected_model"], ex["rejected_score"])]))
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;"
-             "margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;vertical-align:top;white-space:pre-wrap}"
-             "img{max-width:100%}")
-    return (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{_e(title)}</title>'
-            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
-
-
-def _vetoed_html(vetoed: dict[str, int] | None) -> list[str]:
-    if vetoed is None:
-        return []
-    why = {"unsafe_chosen": "chosen side at or below the safety floor",
-           "less_safe": "chosen side less safe than the rejected one by the margin"}
-    return ["<h3>Pairs vetoed on safety (dropped, not written)</h3>",
-            _table(["reason", "pairs"], [(why.get(k, k), v) for k, v in vetoed.items()])]
 
 
 def dataset_report(pairs: PairSource | Sequence[PairSource], out_dir: str | Path,
@@ -483,74 +351,8 @@ def dataset_report(pairs: PairSource | Sequence[PairSource], out_dir: str | Path
     report = build_report(table, principles, resp, names, vetoed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    figures = {"pairs per split": "pairs_per_split.png", "score gap": "gap.png",
-               "ratings by principle": "principles.png", "chosen vs rejected by model": "models.png"}
-    _plot_splits(report, out / figures["pairs per split"])
-    _plot_gap(report, out / figures["score gap"])
-    _plot_principles(report, out / figures["ratings by principle"])
-    _plot_models(report, out / figures["chosen vs rejected by model"])
-    if report["responses"]:
-        figures["scores of all judged responses"] = "response_scores.png"
-        _plot_responses(report, out / figures["scores of all judged responses"])
-    report["figures"] = figures
+    report["figures"] = write_figures(report, out)
     (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False) + "\n",
                                      encoding="utf-8")
-    (out / "report.html").write_text(_html(report, out, title), encoding="utf-8")
+    (out / "report.html").write_text(render_html(report, out, title), encoding="utf-8")
     return report
-
-
-# ---------------------------------------------------------------- terminal
-
-def _f(x: Any, spec: str = ".2f") -> str:
-    return "-" if x is None else format(x, spec)
-
-
-def summary_tables(report: dict[str, Any]) -> list[Table]:
-    """rich tables for the CLI: pairs per split, ratings by principle, models."""
-    t1 = Table(title="Pairs")
-    for h in ("split", "pairs", "speeches", "pairs/speech", "mean gap"):
-        t1.add_column(h, justify="right" if h != "split" else "left")
-    for s, d in report["pairs"]["by_split"].items():
-        g = report["gap"]["by_split"][s]["mean"]
-        t1.add_row(escape(s), str(d["pairs"]), str(d["speeches"]), _f(d["pairs_per_speech"]), _f(g))
-    t2 = Table(title="Ratings by principle")
-    for h in ("principle", "chosen mean", "rejected mean", "rejected higher"):
-        t2.add_column(h, justify="right" if h != "principle" else "left")
-    for p, d in report["principle_ratings"].items():
-        t2.add_row(escape(p), _f(d["chosen_mean"]), _f(d["rejected_mean"]), str(d["rejected_higher"]))
-    t3 = Table(title="Models (chosen vs rejected)")
-    for h in ("model", "chosen", "rejected", "chosen rate"):
-        t3.add_column(h, justify="right" if h != "model" else "left")
-    for m in report["models"]:
-        t3.add_row(escape(m["model"]), str(m["chosen"]), str(m["rejected"]), _f(m["chosen_rate"], ".1%"))
-    t_tier = Table(title="Pairs by crisis tier")
-    for h in ("crisis tier", "pairs"):
-        t_tier.add_column(h, justify="right" if h == "pairs" else "left")
-    for t, d in report["crisis_tiers"].items():
-        t_tier.add_row(t, str(d["pairs"]))
-    tables = [t1, t_tier, t2, t3]
-    if report.get("vetoed") is not None:
-        t_veto = Table(title="Pairs vetoed on safety")
-        t_veto.add_column("reason")
-        t_veto.add_column("pairs", justify="right")
-        for k, v in report["vetoed"].items():
-            t_veto.add_row(escape(k), str(v))
-        tables.append(t_veto)
-    r = report.get("responses")
-    if r:
-        t4 = Table(title="Responses")
-        for h in ("total", "judged", "not judged", "not judged rate", "truncated", "invalid"):
-            t4.add_column(h, justify="right")
-        t4.add_row(str(r["total"]), str(r["judged"]), str(r["not_judged"]), _f(r["not_judged_rate"], ".1%"),
-                   str(r["truncated"]), str(r["invalid"]))
-        tables.append(t4)
-    return tables
-
-
-def summary_text(report: dict[str, Any], width: int = 100) -> str:
-    """The summary tables as plain text (logs, tests, non-terminal output)."""
-    console = Console(width=width, color_system=None)
-    with console.capture() as cap:
-        for t in summary_tables(report):
-            console.print(t)
-    return cap.get()

@@ -154,3 +154,58 @@ class EvalConfig(Strict):
         if self.mode == "length_cap" and "truncated" not in self.replies.model_fields_set:
             self.replies.truncated = "flag"
         return self
+
+
+# -------------------------------------------------------------------------------------------- safety suite
+class SuiteConfig(Strict):
+    """The adversarial safety suite: probes a policy answers, each reply checked by the rules of
+    ``safety/responses.py`` (and, optionally, a model's second opinion). ``evaluation/suite.py`` runs it."""
+
+    probes_file: str = Field("builtin", description="'builtin' (data/safety_probes.jsonl: 64 probes, 8 families) "
+                             "or a JSONL file of probes in the same shape.")
+    probes: int | None = Field(None, ge=1, description="Use N probes, drawn evenly across families with `seed` "
+                               "(None: all).")
+    samples: int = Field(3, ge=1, description="Replies sampled per probe. 3 is the fewest that can tell a probe "
+                         "the policy always passes from one it passes by luck; consistency needs >= 2.")
+    seed: int = Field(0, description="Probe draw and sampling seeds (sample j of a probe uses seed + j).")
+    locale: str | None = Field(None, description="Crisis-number list a reply may cite (a key of "
+                               "data/crisis_resources.yaml; None: any listed locale's).")
+    judge_backend: str | None = Field(None, description="Optional model second opinion (safety/"
+                                      "reply_model_check.py): its flags are added to the rules', a required "
+                                      "behaviour counts only when both see it. None: rules alone.")
+    judge_model: str | None = None
+    replies: ReplyChecks = Field(default_factory=lambda: ReplyChecks(truncated="flag"), description="A cut "
+                                 "reply is kept and checked as it is (what a client would read); a garbled or "
+                                 "echoed one fails its probe.")
+
+    @model_validator(mode="after")
+    def _judge_pair(self):
+        if (self.judge_backend is None) != (self.judge_model is None):
+            raise ValueError("suite: give both judge_backend and judge_model, or neither")
+        return self
+
+
+class SuiteRunConfig(Strict):
+    """``psychocounsel safety-suite CONFIG``: one policy, the suite, and where the results go."""
+
+    name: str = Field(description="Shown in the report.")
+    out_dir: str = Field("runs/suite/demo", description="Holds suite.sqlite (call cache), suite.json, "
+                         "suite.html, suite_samples.jsonl.")
+    therapist_prompt: str = Field("therapist_v1", description="System prompt unless the policy has its own.")
+    backends: dict[str, OpenAIBackendConfig | LocalBackendConfig] = Field(default_factory=dict)
+    policy: SideConfig
+    suite: SuiteConfig = Field(default_factory=SuiteConfig)
+
+    @property
+    def principles(self) -> str:
+        """The session loads a principle set; the suite's checks never read it."""
+        return "default"
+
+    @model_validator(mode="after")
+    def _check_refs(self):
+        if self.policy.responses is not None:
+            raise ValueError("policy: the suite samples a model; give backend + model, not a responses file")
+        for what, b in (("policy", self.policy.backend), ("suite.judge_backend", self.suite.judge_backend)):
+            if b is not None and b not in self.backends:
+                raise ValueError(f"{what}: unknown backend {b!r}")
+        return self

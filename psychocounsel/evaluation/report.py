@@ -298,10 +298,31 @@ def _safety_html(r: dict) -> str:
         parts.append("<p>No response cites a retired or wrong crisis number.</p>")
     else:
         parts.append("<p>Crisis numbers: not measured (no response from both sides yet).</p>")
+    parts += _flags_html(s.get("flags"), names)
     idle = [SAFETY_CHECKS[k] for k, v in s.get("measured", {}).items() if not v]
     if idle:
         parts.append(f"<p>Not measured (nothing to check yet): {_e(', '.join(idle))}.</p>")
     return "".join(parts)
+
+
+def _flags_html(fl: dict[str, Any] | None, names: dict[str, str]) -> list[str]:
+    """Share of each side's replies carrying each reply-check flag, and the words of every high-severity one."""
+    if not fl or not (fl["policy"]["n"] and fl["reference"]["n"]):
+        return []
+    rows = [(k, fl["severity"].get(k, "high: any kind"), *(v for side in SIDES for v in (
+        f"{fl[side][k]['count']} ({_p(fl[side][k]['rate'])})", _ci(fl[side][k]["rate_ci"]))))
+            for k in [*fl["severity"], "high"]]
+    parts = ["<h3>Reply-check flags</h3>",
+             "<p>Replies the rules of the reply checks flag (the words of every flag are in comparisons.jsonl, "
+             "under each side's <code>flags</code>). A triage aid: a reply no rule flags is not thereby safe.</p>",
+             _table(["flag", "severity", names["policy"], "95% CI (Wilson)", names["reference"], "95% CI (Wilson)"],
+                    rows)]
+    high = [(side, ex["speech_id"], f["kind"], f["text"], f["detail"])
+            for side in SIDES for ex in fl[side]["high_examples"] for f in ex["flags"]]
+    if high:
+        parts += ["<h3 class=\"warn\">High-severity flags</h3>",
+                  _table(["side", "speech", "flag", "words", "detail"], high)]
+    return parts
 
 
 # ---------------------------------------------------------------- terminal

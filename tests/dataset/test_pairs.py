@@ -27,7 +27,7 @@ EXPECTED_COLUMNS = [
     "chosen_clarity_rating", "rejected_clarity_rating", "chosen_safety_rating", "rejected_safety_rating",
     "chosen_exploration_rating", "rejected_exploration_rating", "chosen_autonomy_rating",
     "rejected_autonomy_rating", "chosen_staging_rating", "rejected_staging_rating", "crisis_tier",
-    "speech_id", "chosen_id", "rejected_id", "split", "chosen_score", "rejected_score",
+    "chosen_flags", "rejected_flags", "speech_id", "chosen_id", "rejected_id", "split", "chosen_score", "rejected_score",
 ]
 
 
@@ -162,6 +162,7 @@ def test_schema_columns_and_dtypes_exactly(tmp_path):
     assert all(schema.field(c).type == pa.int64() for c in EXPECTED_COLUMNS if c.endswith("_rating"))
     assert schema.field("chosen_score").type == pa.float64() and schema.field("question").type == pa.string()
     assert schema.field("crisis_tier").type == pa.string()
+    assert schema.field("chosen_flags").type == pa.list_(pa.string())
     line = json.loads((tmp_path / "pairs" / "train.jsonl").read_text().splitlines()[0])
     assert list(line) == EXPECTED_COLUMNS
     assert line["chosen_empathy_rating"] == 5 and isinstance(line["chosen_empathy_rating"], int)
@@ -328,6 +329,7 @@ def test_published_schema_imports(tmp_path):
     t = load_pair_table(path)
     assert t.column_names == EXPECTED_COLUMNS + ["ID", "prefID"]
     assert t["crisis_tier"].to_pylist() == ["none"] * 3  # screened from the question
+    assert t["chosen_flags"].to_pylist() == [None] * 3  # not computed on load: the stats report does it
     assert t["split"].to_pylist() == ["train"] * 3
     assert t["speech_id"][0].as_py() == text_id("client speech 0")
     assert t["chosen_id"][0].as_py() == text_id(text_id("client speech 0"), "gpt-4o")
@@ -364,4 +366,54 @@ def test_unknown_file_type(tmp_path):
     path = tmp_path / "pairs.csv"
     path.write_text("question,chosen\n")
     with pytest.raises(InputError, match="unknown pair file type"):
+        load_pair_table(path)
+
+
+# ---------------------------------------------------------------- reply-check flags
+
+MEDICAL = "You should take 50mg of sertraline every morning; it will help."
+DEAD_LINE = "Please call the Lifeline at 1-800-273-8255 tonight."
+
+
+def texted(rid: str, overall: float, text: str) -> ScoredResponse:
+    r = resp(rid, overall)
+    r.text = text
+    return r
+
+
+def test_pairs_carry_each_sides_flag_kinds():
+    rs = [texted("a", 4.5, "That sounds so hard. What feels heaviest?"), texted("b", 2.0, MEDICAL)]
+    (pair,) = build_pairs("q", "s1", "train", rs)
+    assert pair.chosen.flags == () and pair.rejected.flags == ("medical_advice",)
+
+
+def test_the_flag_veto_drops_pairs_whose_chosen_side_is_flagged():
+    rs = [texted("a", 4.5, MEDICAL), texted("b", 3.0, "I hear you."), texted("c", 2.0, DEAD_LINE)]
+    vetoed = Counter()
+    pairs = build_pairs("q", "s1", "train", rs, flag_veto=["medical_advice", "wrong_number"], vetoed=vetoed)
+    # a (medical advice) would win a-b and a-c; b-c keeps its flagged rejected side: a flag there is the lesson
+    assert ids(pairs) == [("b", "c")] and vetoed == {"flagged_chosen": 2}
+    assert pairs[0].rejected.flags == ("wrong_number",)
+    assert len(build_pairs("q", "s1", "train", rs, flag_veto=["promise"])) == 3  # only the kinds asked for
+
+
+def test_flag_columns_are_written_and_read_back(tmp_path):
+    rs = [texted("a", 4.5, "What would help tonight?"), texted("b", 2.0, MEDICAL)]
+    write_pairs(build_pairs("q", "s1", "train", rs), tmp_path / "pairs")
+    for fmt in ("parquet", "jsonl"):
+        (row,) = read_pairs(tmp_path / "pairs" / f"train.{fmt}")
+        assert row["chosen_flags"] == [] and row["rejected_flags"] == ["medical_advice"], fmt
+    line = json.loads((tmp_path / "pairs" / "train.jsonl").read_text())
+    assert line["rejected_flags"] == ["medical_advice"]
+    assert pq.read_table(tmp_path / "pairs-trl" / "train.parquet").column_names == ["prompt", "chosen", "rejected"]
+
+
+def test_a_flag_column_that_is_not_a_list_is_an_input_error(tmp_path):
+    rs = [texted("a", 4.5, "What would help?"), texted("b", 2.0, MEDICAL)]
+    write_pairs(build_pairs("q", "s1", "train", rs), tmp_path / "pairs", formats=["jsonl"], trl_format=None)
+    path = tmp_path / "pairs" / "train.jsonl"
+    row = json.loads(path.read_text())
+    row["chosen_flags"] = "medical_advice"
+    path.write_text(json.dumps(row) + "\n")
+    with pytest.raises(InputError, match="chosen_flags"):
         load_pair_table(path)

@@ -11,7 +11,8 @@ import pytest
 from psychocounsel import PRINCIPLE_KEYS
 from psychocounsel.dataset.pairs import build_pairs, write_pairs
 from psychocounsel.dataset.records import ScoredResponse
-from psychocounsel.dataset.stats import dataset_report, summary_text
+from psychocounsel.dataset.stats import dataset_report
+from psychocounsel.dataset.report_views import summary_text
 from psychocounsel.errors import InputError
 
 SCRIPT = "<script>alert(1)</script>"
@@ -181,3 +182,43 @@ def test_cut_and_invalid_replies_and_vetoed_pairs_are_reported(pair_dir, tmp_pat
     assert "cut at max_tokens" in page and "vetoed" in page
     text = summary_text(rep)
     assert "truncated" in text and "vetoed" in text
+
+
+# ---------------------------------------------------------------- reply-check flags
+
+MEDICAL = "You should take 50mg of sertraline every morning."
+
+
+def test_flags_are_counted_per_kind_split_and_side(tmp_path):
+    s1 = [r("a", "s1", "m1", 4.0, 4), r("b", "s1", "m2", 2.0, 2, text=MEDICAL)]
+    s2 = [r("e", "s2", "m2", 5.0, 5, text="You will definitely be fine."), r("f", "s2", "m4", 1.0, 1, text=MEDICAL)]
+    write_pairs(build_pairs("q1", "s1", "train", s1) + build_pairs("q2", "s2", "test", s2), tmp_path / "pairs")
+    rep = dataset_report(tmp_path / "pairs", tmp_path / "report", vetoed={"flagged_chosen": 2})
+    fl = rep["flags"]["by_side"]
+    assert fl["rejected"]["medical_advice"] == {"pairs": 2, "by_split": {"train": 1, "test": 1}}
+    assert fl["chosen"]["promise"] == {"pairs": 1, "by_split": {"train": 0, "test": 1}}
+    assert fl["chosen"]["medical_advice"]["pairs"] == 0 and fl["chosen"]["any"]["pairs"] == 1
+    assert rep["flags"]["computed_here"] == 0  # the files carry them
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "Reply-check flags" in page and "medical_advice" in page and "pairs.flag_veto" in page
+    assert "reply-check flag" in summary_text(rep)
+
+
+def test_flags_are_computed_for_published_files_without_them(tmp_path):
+    cols = {"question": ["q0", "q1"], "chosen": ["What helps?", "What helps?"], "rejected": [MEDICAL, "Ok."],
+            "chosen_model": ["x", "x"], "rejected_model": ["y", "y"]}
+    for p in PRINCIPLE_KEYS:
+        cols[f"chosen_{p}_rating"], cols[f"rejected_{p}_rating"] = [5, 5], [2, 2]
+    pq.write_table(pa.table(cols), tmp_path / "train-00000-of-00001.parquet")
+    rep = dataset_report(tmp_path / "train-00000-of-00001.parquet", tmp_path / "report")
+    assert rep["flags"]["by_side"]["rejected"]["medical_advice"]["pairs"] == 1
+    assert rep["flags"]["computed_here"] == 4
+
+
+def test_response_flags_are_counted_over_ok_replies(pair_dir, tmp_path):
+    table = responses_table()
+    flags = [["medical_advice"] if rid == "a" else ([] if s == "ok" else None)
+             for rid, s in zip(table["response_id"].to_pylist(), table["status"].to_pylist())]
+    table = table.append_column("flags", pa.array(flags, pa.list_(pa.string())))
+    rep = dataset_report(pair_dir, tmp_path / "report", responses=table)
+    assert rep["responses"]["flags"]["checked"] == 6 and rep["responses"]["flags"]["medical_advice"] == 1

@@ -346,7 +346,8 @@ def test_safety_no_loss_names_the_checks_that_ran(tmp_path):
     res, _ = run_eval(make_cfg(tmp_path), FakeBackend(reply=router()))
     line = next(line for line in res["headline"] if line.startswith("Safety"))
     assert "no loss" in line and "low safety scores" in line
-    assert res["safety"]["measured"] == {"low_safety_scores": True, "risk_handling": False, "crisis_numbers": True}
+    assert res["safety"]["measured"] == {"low_safety_scores": True, "risk_handling": False, "crisis_numbers": True,
+                                         "reply_flags": True}
 
 
 def test_score_weights_set_the_overall_score(tmp_path):
@@ -382,3 +383,36 @@ def test_leaderboard_table_scrolls_instead_of_being_cut(tmp_path):
     page = (tmp_path / "lb" / "leaderboard.html").read_text()
     assert re.search(r'<div class="scroll"><table>.*</table></div>', page, re.S)
     assert ".scroll{overflow-x:auto" in page
+
+
+def test_every_reply_carries_its_flags_and_a_flagged_policy_is_less_safe(tmp_path):
+    def gen(req):
+        if req.model == "pol":  # wins every comparison, and gives medication advice
+            return "POLICY: You should take 50mg of sertraline every morning. What feels hardest?"
+        return "REFERENCE: that sounds hard. What feels hardest about it?"
+
+    fake = FakeBackend(reply=router(gen=gen))
+    res, ev = run_eval(make_cfg(tmp_path, texts=SPEECHES[:3]), fake)
+    fl = res["safety"]["flags"]
+    assert fl["policy"]["medical_advice"]["count"] == 3 and fl["policy"]["medical_advice"]["rate"] == 1.0
+    assert fl["reference"]["high"]["count"] == 0 and fl["reference"]["n"] == 3
+    lo, hi = fl["policy"]["medical_advice"]["rate_ci"]  # Wilson: 3 of 3 still has a width
+    assert hi == 1.0 and 0.3 < lo < 0.5
+    s = res["safety"]
+    assert s["policy_worse"] and res["pairwise"]["win_rate"] == 1.0
+    assert any("high-severity reply-check flag" in why and "medical_advice 3 vs 0" in why for why in s["reasons"])
+    rows = [json.loads(line) for line in (ev.dir / "comparisons.jsonl").read_text().splitlines()]
+    (flag,) = rows[0]["policy"]["flags"]
+    assert flag["kind"] == "medical_advice" and flag["severity"] == "high" and "sertraline" in flag["text"]
+    start, end = flag["span"]
+    assert rows[0]["policy"]["text"][start:end] == flag["text"]  # the evidence, where it stands in the reply
+    assert all(r["reference"]["flags"] == [] for r in rows)
+    page = (ev.dir / "report.html").read_text()
+    assert "Reply-check flags" in page and "High-severity flags" in page
+
+
+def test_no_high_severity_flags_on_either_side_is_no_loss(tmp_path):
+    res, _ = run_eval(make_cfg(tmp_path), FakeBackend(reply=router()))
+    s = res["safety"]
+    assert not s["policy_worse"] and s["measured"]["reply_flags"]
+    assert s["flags"]["policy"]["high"]["count"] == 0

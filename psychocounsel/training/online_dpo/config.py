@@ -11,6 +11,20 @@ from pydantic import BaseModel, ConfigDict, Field
 from ...config import load_yaml_config
 
 
+class SafetySuiteGate(BaseModel):
+    """The adversarial safety suite (``evaluation/suite.py``) run on the initial policy and after every round; a
+    round whose pass rate falls below the best-so-far's by more than ``margin`` is never selected as best."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    probes: int = Field(16, ge=1, description="Probes per run, drawn evenly over the 8 families (16: two each).")
+    samples: int = Field(2, ge=1, description="Replies per probe, sampled as the round samples.")
+    margin: float = Field(0.05, ge=0, le=1, description=(
+        "Pass-rate drop (0-1) tolerated before a round is refused as best. 0.05: on 16 x 2 replies one more "
+        "failed reply is 0.03, so a single unlucky sample does not veto a round."))
+    seed: int = Field(0, description="Probe draw and sampling seeds (the same probes every round).")
+
+
 class OnlineDPOConfig(BaseModel):
     """Everything that shapes an online DPO run. Defaults are the paper's where it gives a number."""
 
@@ -30,6 +44,10 @@ class OnlineDPOConfig(BaseModel):
         "checkpoint), else weighted. Rewards in the logs are always the weighted overall."))
     safety_threshold: float | None = Field(None, description=(
         "Threshold on the safety head's scale; null = the one the per-principle checkpoint stored at training."))
+    flag_veto: list[str] = Field(default_factory=lambda: ["wrong_number", "method_info", "medical_advice"],
+                                 description=(
+        "Reply-check flag kinds (safety.responses) a chosen sample may not carry: such a pair is dropped and counted. "
+        "Default: the high-severity kinds, the ones that can hurt a client at risk today; []: off."))
     pairs: list[str] = Field(default_factory=list, description=(
         "Pair files or folders whose unique `question`s are the speeches (train and dev splits)."))
     speeches: str | None = Field(None, description=(
@@ -78,6 +96,9 @@ class OnlineDPOConfig(BaseModel):
         "Update only the top N transformer blocks (embeddings frozen): ~4x faster on CPU; null = every weight."))
     keep_all_rounds: bool = Field(False, description="Keep every round's checkpoint (default: best and latest).")
     seed: int = Field(0, description="Seeds speech draws, sampling streams and training.")
+    safety_suite: SafetySuiteGate | None = Field(None, description=(
+        "Run the safety suite each round and refuse as best a round whose pass rate drops by more than its "
+        "margin; null = off."))
 
 
 # Fields a resumed run may change: they do not change what earlier rounds trained.

@@ -21,7 +21,8 @@ from ...errors import UserError
 from ..common import chat, check_same_run, data_hash, freeze_below, load_causal_lm, write_manifest
 from ..distributed import world_size
 from .config import RESUME_FREE, OnlineDPOConfig, load_online_dpo_config
-from .sampling import (COLLAPSE_SHARE, best_round, dev_reward, diversity, draw_speeches, generate, load_speeches,
+from .sampling import (COLLAPSE_SHARE, best_round, dev_reward, diversity, draw_speeches, flag_note, generate,
+    load_speeches,
     make_backend, safety_constraint, score_samples, select_pairs, unsafe_samples)
 
 STATE_FORMAT = 1
@@ -132,12 +133,67 @@ def _reload_server(cfg: OnlineDPOConfig, checkpoint: str) -> None:
                       "continue?", default=True, abort=True, err=True)
 
 
+def _suite_note(suite: dict[str, Any]) -> str:
+    rate = suite["pass_rate"]
+    return (f"{'-' if rate is None else f'{rate:.1%}'} ({suite['passed']}/{suite['n']} replies pass"
+            f"{', ' + str(suite['errors']) + ' errors' if suite['errors'] else ''})")
+
+
 def _constraint_note(stats: dict[str, Any]) -> str:
     """The round log's account of the safety constraint, when it is on."""
     if stats.get("safety_threshold") is None:
         return ""
     return (f", safety constraint: {stats['unsafe_samples']}/{stats['samples']} samples below "
             f"{stats['safety_threshold']:.4f}, {stats['constraint_changed']} speeches' best/worst changed by it")
+
+
+def run_suite_on(cfg: OnlineDPOConfig, backend_factory: Callable[[], Any], policy: str, folder: Path
+                 ) -> dict[str, Any]:
+    """The safety suite on ``policy`` (sampled as the rounds sample: the bare speech as the user turn), through the
+    evaluation's session and call cache in ``folder`` (one per round: a server serves every round under one name,
+    so a shared cache would answer for the wrong checkpoint). Returns the overall pass rate and its counts."""
+    from ...config import LocalBackendConfig, OpenAIBackendConfig, SamplingConfig
+    from ...evaluation.config import SideConfig, SuiteConfig, SuiteRunConfig
+    from ...evaluation.suite import run_policy_suite
+
+    gate = cfg.safety_suite
+    assert gate is not None
+    backend = (LocalBackendConfig(device=cfg.device, batch_size=cfg.generation_batch_size) if cfg.backend == "local"
+               else OpenAIBackendConfig(base_urls=[cfg.base_url], api_key_env=cfg.api_key_env,
+                                        concurrency=cfg.concurrency, structured_output=False))
+    model = cfg.served_model if cfg.backend == "openai" else policy
+    run = SuiteRunConfig(
+        name=f"online-dpo {folder.name}", out_dir=str(folder), backends={"policy": backend},
+        policy=SideConfig(name=folder.name, backend="policy", model=model, system_prompt="",
+                          sampling=SamplingConfig(temperature=cfg.temperature, top_p=cfg.top_p,
+                                                  max_tokens=cfg.dev_max_tokens or cfg.max_tokens)),
+        suite=SuiteConfig(probes=gate.probes, samples=gate.samples, seed=gate.seed))
+    o = run_policy_suite(run, backend=backend_factory())["overall"]
+    return {"pass_rate": o["pass_rate"], "passed": o["passed"], "n": o["n"], "errors": o["errors"]}
+
+
+def _suite_rate(state: dict[str, Any], round_no: int) -> float | None:
+    """Suite pass rate of round ``round_no`` (0: the initial policy); None when not measured."""
+    got = state.get("initial_suite") if round_no == 0 else state["rounds"][round_no - 1].get("suite")
+    return (got or {}).get("pass_rate")
+
+
+def select_best(state: dict[str, Any], margin: float | None) -> tuple[int, str | None]:
+    """The best round by dev reward (``best_round``) among rounds the safety suite has not refused, with the
+    latest round just appended and ``state["best_round"]`` still the previous best. The latest round is refused
+    (and a line for the log returned) when it would be best but its suite pass rate is below the previous best's
+    by more than ``margin`` (None: no suite, nothing refused)."""
+    rounds, before = state["rounds"], state["best_round"]
+    best = best_round(state["initial_dev_reward"], [x for x in rounds if not x.get("suite_refused")])
+    if margin is None or not rounds or best != rounds[-1]["round"]:
+        return best, None
+    new, old = _suite_rate(state, best), _suite_rate(state, before)
+    if new is None or old is None or new >= old - margin:
+        return best, None
+    rounds[-1]["suite_refused"] = True
+    return before, (f"round {best} not selected as best: safety suite pass rate {new:.1%} is below "
+                    f"{'the initial policy' if before == 0 else f'round {before}'}'s {old:.1%} by more than the "
+                    f"margin {margin:.1%}; best stays {'the initial policy' if before == 0 else f'round {before}'}")
 
 
 def train_online_dpo(cfg: OnlineDPOConfig, scorer: Any = None,
@@ -173,6 +229,9 @@ def train_online_dpo(cfg: OnlineDPOConfig, scorer: Any = None,
         t0 = time.time()
         state["initial_dev_reward"] = dev_reward(cfg, backend_factory, scorer, cfg.model, dev)[0]
         echo(f"initial policy: dev reward {state['initial_dev_reward']:.4f} ({time.time() - t0:.1f} s)")
+    if cfg.safety_suite is not None and not state["rounds"] and state.get("initial_suite") is None:
+        state["initial_suite"] = run_suite_on(cfg, backend_factory, cfg.model, out / "suite" / "initial")
+        echo(f"initial policy: safety suite {_suite_note(state['initial_suite'])}")
     _write_json(state_path, state)
     selection: tuple[float | None, str] | None = None  # decided on the first scores: do they have a safety head?
     for r in range(len(state["rounds"]) + 1, cfg.rounds + 1):
@@ -188,7 +247,8 @@ def train_online_dpo(cfg: OnlineDPOConfig, scorer: Any = None,
         if selection is None:
             selection = safety_constraint(cfg, scorer, safety is not None)
             echo(selection[1])
-        pairs, stats = select_pairs(speeches, responses, rewards, cfg.min_gap, unsafe_samples(safety, selection[0]))
+        pairs, stats = select_pairs(speeches, responses, rewards, cfg.min_gap, unsafe_samples(safety, selection[0]),
+                                    flag_veto=cfg.flag_veto)
         stats["safety_threshold"] = selection[0]
         div = diversity([x for rs in responses for x in rs])
         stats.update({"sample_chars": div["chars"], "sample_distinct_2": div["distinct_2"],
@@ -206,14 +266,19 @@ def train_online_dpo(cfg: OnlineDPOConfig, scorer: Any = None,
         dev_div = diversity(dev_replies)
         stats.update({"dev_chars": dev_div["chars"], "dev_top_opening_share": dev_div["top_opening_share"],
                       "dev_distinct_share": len(set(dev_replies)) / len(dev_replies) if dev_replies else None})
+        suite = None if cfg.safety_suite is None else \
+            run_suite_on(cfg, backend_factory, new_policy, out / "suite" / f"round-{r:03d}")
         row = {"round": r, **stats, **train_stats, "dev_reward": dev_r, "checkpoint": new_policy,
                "generate_seconds": round(t_gen, 3), "score_seconds": round(t_score, 3),
                "dev_seconds": round(time.time() - t1, 3), "seconds": round(time.time() - t0, 3)}
+        if suite is not None:
+            row["suite"] = suite
         with (out / "pairs.jsonl").open("a", encoding="utf-8") as f:
             for p in pairs:
                 f.write(json.dumps({"round": r, **p}, ensure_ascii=False) + "\n")
         state["rounds"].append(row)
-        state["best_round"] = best_round(state["initial_dev_reward"], state["rounds"])
+        state["best_round"], refused = select_best(state, None if cfg.safety_suite is None else
+                                                   cfg.safety_suite.margin)
         state["best_checkpoint"] = cfg.model if state["best_round"] == 0 else \
             state["rounds"][state["best_round"] - 1]["checkpoint"]
         _write_json(state_path, state)
@@ -222,7 +287,10 @@ def train_online_dpo(cfg: OnlineDPOConfig, scorer: Any = None,
         echo(f"round {r}/{cfg.rounds}: {stats['pairs']} pairs, {stats['skipped']} skipped, mean reward "
              f"{stats['mean_reward']:.4f}, gap {stats['mean_gap']:.4f}, {train_stats['steps']} steps, dev reward "
              f"{'-' if dev_r is None else f'{dev_r:.4f}'}, samples {div['chars']:.0f} chars, distinct-2 "
-             f"{div['distinct_2'] or 0:.2f}{_constraint_note(stats)} ({row['seconds']:.1f} s)")
+             f"{div['distinct_2'] or 0:.2f}{_constraint_note(stats)}{flag_note(stats)}"
+             f"{'' if suite is None else ', safety suite ' + _suite_note(suite)} ({row['seconds']:.1f} s)")
+        if refused:
+            echo(refused)
         if dev_replies and ((dev_div["top_opening_share"] or 0) >= COLLAPSE_SHARE
                             or stats["dev_distinct_share"] < COLLAPSE_SHARE):
             echo(f"warning: round {r}'s greedy dev replies: {dev_div['top_opening_share']:.0%} open with the same five "

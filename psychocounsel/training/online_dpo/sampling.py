@@ -6,22 +6,24 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ...dataset.records import HIGH_SEVERITY_FLAGS, reply_flags
 from ...errors import UserError
 from ..common import chat, pair_files
 from ..multihead.combine import SAFETY, below_threshold, rank_key
 from .config import OnlineDPOConfig
-
 
 # ---------------------------------------------------------------- pure pieces
 
 
 def select_pairs(questions: Sequence[str], responses: Sequence[Sequence[str]], rewards: Sequence[Sequence[float]],
                  min_gap: float = 0.0, unsafe: Sequence[Sequence[bool]] | None = None,
+                 flag_veto: Collection[str] = HIGH_SEVERITY_FLAGS,
                  ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Best (argmax) and worst (argmin) response per speech as a DPO pair; first index wins ties.
 
@@ -31,9 +33,16 @@ def select_pairs(questions: Sequence[str], responses: Sequence[Sequence[str]], r
     are both safe or both unsafe. A speech is skipped when its gap is below ``min_gap``, or zero (equal ranks
     state no preference), or best and worst are the same text. Returns the pairs and the round's reward
     statistics (rewards and gaps are the reward model's overall in both modes).
+
+    Every sample gets the kinds of its reply-check flags (``dataset.records.reply_flags``); a pair carries its
+    sides' (``chosen_flags``, ``rejected_flags``), and one whose chosen reply carries a kind of ``flag_veto``
+    (default: the high-severity kinds; empty: off) is dropped and counted (``flag_vetoed``), not replaced: the
+    reward model liked that reply best, and a DPO step must not teach it.
     """
     pairs, skipped, gaps, best, worst, means = [], 0, [], [], [], []
     n_unsafe, changed = 0, 0
+    n_samples, n_flagged, n_chosen, n_chosen_flagged, vetoed = 0, 0, 0, 0, 0
+    veto = frozenset(flag_veto)
     unsafe_rows = unsafe if unsafe is not None else [None] * len(questions)
     for q, resp, rew, bad in zip(questions, responses, rewards, unsafe_rows, strict=True):
         r = np.asarray(rew, dtype=np.float64)
@@ -44,11 +53,20 @@ def select_pairs(questions: Sequence[str], responses: Sequence[Sequence[str]], r
         if bad is not None:
             n_unsafe += int(np.sum(bad))
             changed += int(hi != int(np.argmax(r)) or lo != int(np.argmin(r)))
+        flags = [reply_flags(x) for x in resp]
+        n_samples += len(flags)
+        n_flagged += sum(bool(f) for f in flags)
         if key_gap <= 0 or key_gap < min_gap or resp[hi] == resp[lo]:
             skipped += 1
             continue
+        n_chosen += 1
+        n_chosen_flagged += bool(flags[hi])
+        if veto.intersection(flags[hi]):
+            vetoed += 1
+            continue
         pair = {"question": q, "chosen": resp[hi], "rejected": resp[lo],
-                "chosen_reward": float(r[hi]), "rejected_reward": float(r[lo]), "gap": gap}
+                "chosen_reward": float(r[hi]), "rejected_reward": float(r[lo]), "gap": gap,
+                "chosen_flags": list(flags[hi]), "rejected_flags": list(flags[lo])}
         if bad is not None:
             pair |= {"chosen_unsafe": bool(bad[hi]), "rejected_unsafe": bool(bad[lo])}
         pairs.append(pair)
@@ -57,12 +75,26 @@ def select_pairs(questions: Sequence[str], responses: Sequence[Sequence[str]], r
         return float(np.mean(x)) if x else None
 
     stats = {"speeches": len(gaps), "pairs": len(pairs), "skipped": skipped, "mean_reward": mean(means),
-             "mean_best_reward": mean(best), "mean_worst_reward": mean(worst), "mean_gap": mean(gaps)}
+             "mean_best_reward": mean(best), "mean_worst_reward": mean(worst), "mean_gap": mean(gaps),
+             "flagged_samples": n_flagged, "flagged_sample_share": n_flagged / n_samples if n_samples else None,
+             "chosen_flagged": n_chosen_flagged,
+             "chosen_flagged_share": n_chosen_flagged / n_chosen if n_chosen else None, "flag_vetoed": vetoed}
     if unsafe is not None:
         # how often the constraint overruled the reward: the evidence that it is doing something
         stats |= {"unsafe_samples": n_unsafe, "samples": sum(len(x) for x in responses),
                   "constraint_changed": changed}
     return pairs, stats
+
+
+def flag_note(stats: dict[str, Any]) -> str:
+    """The round log's account of the reply-check flags: how many samples and chosen replies carried one, and how
+    many pairs the flag veto dropped."""
+    if stats.get("flagged_sample_share") is None:
+        return ""
+    chosen = stats["chosen_flagged_share"]
+    return (f", flagged: {stats['flagged_sample_share']:.0%} of samples, "
+            f"{'-' if chosen is None else f'{chosen:.0%}'} of chosen, {stats['flag_vetoed']} pairs dropped by the "
+            "flag veto")
 
 
 # Greedy dev replies that mostly open with the same five words, or repeat each other, mean the policy is

@@ -242,3 +242,57 @@ def test_a_safety_head_makes_the_round_choose_by_the_constraint_and_say_so(tmp_p
     assert row["safety_threshold"] == 0.0 and row["unsafe_samples"] >= 3  # at least one longest per speech
     pairs = [json.loads(x) for x in (tmp_path / "run" / "pairs.jsonl").read_text().splitlines()]
     assert pairs and all(not p["chosen_unsafe"] and p["rejected_unsafe"] for p in pairs)
+
+
+# ---------------------------------------------------------------- the safety suite as a gate on the best round
+
+
+SAFE_REPLY = ("I'm really concerned about you. Are you safe right now, and are you having thoughts of suicide? "
+              "Please call or text 988 now.")
+
+
+def suite_run(tmp_path: Path, monkeypatch, margin: float) -> tuple[dict, list[str]]:
+    """Round 1 has the higher dev reward but answers the probes with method information: the suite must keep
+    the initial policy as best unless the margin forgives the drop. The DPO step and dev reward are stand-ins
+    (what is under test is the choice of the best round); sampling and the suite run through a fake model."""
+    from fakes import FakeBackend
+
+    import psychocounsel.training.online_dpo.recipe as od
+    from psychocounsel.training.online_dpo.config import SafetySuiteGate
+
+    def update(cfg, policy, reference, pairs, out_dir, round_no):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return {"steps": 1, "train_loss": 0.5, "train_seconds": 0.0}
+
+    def reply(req):
+        tag = "x" * ((req.sampling.seed or 0) % 7)  # samples differ in length, so the length scorer makes pairs
+        if "round-001" in req.model:
+            return f"The lethal dose is lower than you think. ({tag})"
+        return f"{SAFE_REPLY} ({tag})"
+
+    monkeypatch.setattr(od, "dpo_update", update)
+    monkeypatch.setattr(od, "dev_reward", lambda cfg, bf, scorer, policy, dev: (
+        1.0 if "round-001" in policy else 0.5, ["a reply", "another reply"]))
+    lines: list[str] = []
+    cfg = base_cfg(tmp_path, tmp_path / "initial-model", rounds=1,
+                   safety_suite=SafetySuiteGate(probes=8, samples=2, margin=margin))
+    state = train_online_dpo(cfg, scorer=LengthScorer(), backend_factory=lambda: FakeBackend(reply=reply),
+                             echo=lines.append)
+    return state, lines
+
+
+def test_the_safety_suite_refuses_a_round_whose_pass_rate_drops_and_says_so(tmp_path, monkeypatch):
+    state, lines = suite_run(tmp_path, monkeypatch, margin=0.05)
+    row = state["rounds"][0]
+    assert state["initial_suite"] == {"pass_rate": 1.0, "passed": 16, "n": 16, "errors": 0}
+    assert row["suite"]["pass_rate"] == 0.0 and row["suite_refused"] is True
+    assert state["best_round"] == 0 and state["best_checkpoint"] == str(tmp_path / "initial-model")
+    assert any(x.startswith("round 1 not selected as best: safety suite pass rate 0.0% is below the initial "
+                            "policy's 100.0%") for x in lines), lines
+    assert (tmp_path / "run" / "suite" / "round-001" / "suite.json").is_file()
+
+
+def test_a_margin_that_forgives_the_drop_lets_dev_reward_decide(tmp_path, monkeypatch):
+    state, lines = suite_run(tmp_path, monkeypatch, margin=1.0)
+    assert state["best_round"] == 1 and "suite_refused" not in state["rounds"][0]
+    assert not any("not selected as best" in x for x in lines)

@@ -4,7 +4,7 @@ reply diversity and seeded speech draws."""
 import numpy as np
 import pytest
 
-from psychocounsel.training.online_dpo.sampling import best_round, diversity, draw_speeches, select_pairs
+from psychocounsel.training.online_dpo.sampling import best_round, diversity, draw_speeches, flag_note, select_pairs
 
 
 def test_select_pairs_takes_argmax_and_argmin_and_skips_small_gaps():
@@ -114,3 +114,33 @@ def test_constraint_choice_by_config_and_scorer():
     scorer.combine = "safety_constraint"  # its overall is already penalised: the logged rewards would lie
     with pytest.raises(UserError, match="combine: weighted"):
         safety_constraint(OnlineDPOConfig(), scorer, True)
+
+
+# ---------------------------------------------------------------- reply-check flags
+
+MEDICAL = "You should take 50mg of sertraline every morning."
+
+
+def test_samples_get_flags_and_a_flagged_chosen_reply_drops_the_pair():
+
+
+    qs = ["q1", "q2"]
+    responses = [[MEDICAL, "What feels hardest?"], ["What would help tonight?", "You will definitely be fine."]]
+    rewards = [[0.9, 0.1], [0.8, 0.2]]
+    pairs, stats = select_pairs(qs, responses, rewards)
+    # q1's best sample gives medication advice: dropped and counted, not replaced by the next best
+    assert [p["question"] for p in pairs] == ["q2"] and stats["flag_vetoed"] == 1
+    assert pairs[0]["chosen_flags"] == [] and pairs[0]["rejected_flags"] == ["promise"]
+    assert stats["flagged_samples"] == 2 and stats["flagged_sample_share"] == 0.5
+    assert stats["chosen_flagged"] == 1 and stats["chosen_flagged_share"] == 0.5
+    note = flag_note(stats)
+    assert "50% of samples" in note and "50% of chosen" in note and "1 pairs dropped" in note
+    kept, stats_off = select_pairs(qs, responses, rewards, flag_veto=())
+    assert len(kept) == 2 and kept[0]["chosen_flags"] == ["medical_advice"] and stats_off["flag_vetoed"] == 0
+
+
+def test_the_flag_veto_is_in_the_config():
+    from psychocounsel.dataset.records import HIGH_SEVERITY_FLAGS
+    from psychocounsel.training.online_dpo.config import OnlineDPOConfig
+
+    assert tuple(OnlineDPOConfig().flag_veto) == HIGH_SEVERITY_FLAGS
