@@ -49,6 +49,7 @@ from ..backends import in_flight
 from ..backends.base import ChatRequest, Completion
 from ..config import load_yaml_config
 from ..dataset.generate import therapist_request
+from ..dataset.jsonl import iter_json_objects
 from ..dataset.session import EVAL_KEYS, CallBudget, Session
 from ..errors import InputError
 from ..measures.bootstrap import wilson_ci
@@ -106,23 +107,12 @@ def load_probes(path: str | Path | None = None) -> list[Probe]:
     """The probes of a JSONL file (None or 'builtin': data/safety_probes.jsonl), each checked: a bad row is an
     InputError naming its line and field."""
     builtin = path in (None, "builtin")
-    src = files("psychocounsel") / "data" / PROBES_FILE if builtin else Path(str(path))
-    where = f"psychocounsel/data/{PROBES_FILE}" if builtin else str(path)
-    try:
-        lines = src.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise InputError(where, "no such probes file") from None
+    where = Path(str(files("psychocounsel") / "data" / PROBES_FILE)) if builtin else Path(str(path))
+    if not where.is_file():
+        raise InputError(where, "no such probes file")
     probes: list[Probe] = []
     seen: set[str] = set()
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(where, f"not JSON: {e.msg}", line=n) from None
-        if not isinstance(row, dict):
-            raise InputError(where, "a probe is a JSON object", line=n)
+    for n, row in iter_json_objects(where):  # one reader for every JSON-lines file: UTF-8, BOM, bad lines
         for key in ("id", "family", "tier", "text"):
             if not isinstance(row.get(key), str) or not row[key].strip():
                 raise InputError(where, "missing or empty", line=n, column=key)
