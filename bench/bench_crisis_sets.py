@@ -2,12 +2,17 @@
 
     .venv/bin/python bench/bench_crisis_sets.py                # both sets: dev, heldout, all
     .venv/bin/python bench/bench_crisis_sets.py --errors       # also the DEV misses and false alarms, with evidence
+    .venv/bin/python bench/bench_crisis_sets.py --learned      # recall tables for rules + learned layer too
     .venv/bin/python bench/bench_crisis_sets.py --json out.json
 
 Prints, per set and split: any-risk precision and recall, the high-tier false-negative rate (gold high
 screened below high; and screened none), tier accuracy, quadratic-weighted kappa over none < possible <
 high, each with a 95% percentile bootstrap interval over messages (psychocounsel.measures.bootstrap), the
 tier confusion matrix, and recall per register and per category (per severity level for the C-SSRS posts).
+Then the recall tables: per gold tier (possible, high) and per register / category / C-SSRS severity, the
+share of risk rows screened at any risk and the share screened at their gold tier, each with a 95% Wilson
+interval (counts per cell are small, down to a handful), for the rules alone and, with ``--learned``, for
+the rules plus the learned layer. Nothing here tunes anything: it measures the screen as shipped.
 
 The held-out parts were frozen before the screen was first run on them (docs/CRISIS_SCREEN.md,
 "Real-register evidence"). Error listings are for the dev split only: read held-out rows to check a
@@ -28,7 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from psychocounsel.measures.agreement import cohen_kappa
-from psychocounsel.measures.bootstrap import bootstrap_ci
+from psychocounsel.measures.bootstrap import bootstrap_ci, wilson_ci
+from psychocounsel.safety.learned import PROBE_PATH, load_probe
 from psychocounsel.safety.screen import TIER_RANK, TIERS, screen
 
 DATA = ROOT / "psychocounsel" / "data"
@@ -84,6 +90,40 @@ def by_group(rows: list[dict], preds: list[str], key: str) -> dict[str, dict]:
     return dict(sorted(acc.items()))
 
 
+def recall_by(rows: list[dict], preds: list[str], key: str) -> dict[str, dict]:
+    """Per value of ``key``, over the gold-risk rows only: how many were screened at any risk, and how many
+    at their gold tier, each share with its Wilson interval. A 'none' prediction is a miss in both."""
+    acc: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for r, pred in zip(rows, preds):
+        if r["tier"] != "none":
+            a = acc[str(r[key])]
+            a[0] += 1
+            a[1] += pred != "none"
+            a[2] += pred == r["tier"]
+    out = {}
+    for k, (n, caught, right) in sorted(acc.items()):
+        out[k] = {"n": n, "any_risk": {"k": caught, "value": caught / n, "ci": wilson_ci(caught, n)},
+                  "right_tier": {"k": right, "value": right / n, "ci": wilson_ci(right, n)}}
+    return out
+
+
+def _share_ci(v: dict) -> str:
+    return f"{v['value']:.2f} [{v['ci'][0]:.2f}, {v['ci'][1]:.2f}]"
+
+
+def print_recall(tables: dict[str, dict[str, dict[str, dict]]]) -> None:
+    """One line per group: n, then per screen 'any risk | right tier' as share [Wilson 95%]."""
+    screens = list(tables)
+    print("  recall over risk rows, share [Wilson 95%]: screened at any risk | screened at the gold tier")
+    print(f"    {'':28s} {'n':>4s}  " + "   ".join(f"{name:^43s}" for name in screens))
+    for key in tables[screens[0]]:
+        for group, cell in tables[screens[0]][key].items():
+            line = f"    {key + ' ' + group:28s} {cell['n']:4d}  "
+            line += "   ".join(f"{_share_ci(t[key][group]['any_risk'])} | {_share_ci(t[key][group]['right_tier'])}"
+                               for t in tables.values())
+            print(line)
+
+
 def _ci(v: dict) -> str:
     return f"{v['value']:.2f} [{v['lo']:.2f}, {v['hi']:.2f}]"
 
@@ -124,13 +164,20 @@ def print_errors(rows: list[dict], screens: list) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--errors", action="store_true", help="List the DEV split's wrong tiers with the evidence.")
+    ap.add_argument("--learned", action="store_true",
+                    help="Also screen with the learned layer on and print its recall tables next to the rules'.")
     ap.add_argument("--json", help="Also write every number to this JSON file.")
     args = ap.parse_args()
+    if args.learned and load_probe() is None:
+        sys.exit(f"--learned: no probe file at {PROBE_PATH} (scripts/train_crisis_probe.py builds it)")
     report: dict = {}
     for set_name, path in SETS.items():
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
         screens = [screen(r["text"]) for r in rows]
         preds = [s.tier for s in screens]
+        runs = {"rules": preds}
+        if args.learned:
+            runs["rules + learned"] = [screen(r["text"], learned=True).tier for r in rows]
         out = report[set_name] = {}
         for split in ("dev", "heldout", "all"):
             idx = [i for i, r in enumerate(rows) if split == "all" or r["split"] == split]
@@ -141,6 +188,10 @@ def main() -> None:
             for key in keys:
                 s[f"by_{key}"] = by_group(part, part_preds, key)
                 print_groups(f"by {key}", s[f"by_{key}"])
+            group_keys = ("tier", "register", "category") if set_name == "crisis_messages" else ("tier", "severity")
+            s["recall_by"] = {name: {key: recall_by(part, [run[i] for i in idx], key) for key in group_keys}
+                              for name, run in runs.items()}
+            print_recall(s["recall_by"])
             if set_name == "crisis_messages":
                 fresh = [(r, p) for r, p in zip(part, part_preds) if ECHO not in r["note"]]
                 s["without_echoes"] = score([r["tier"] for r, _ in fresh], [p for _, p in fresh])

@@ -23,9 +23,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from psychocounsel.safety.screen import TIERS, screen
-from psychocounsel.safety.responses import check_response
 from psychocounsel.measures.bootstrap import bootstrap_ci
+from psychocounsel.safety.responses import check_response
+from psychocounsel.safety.screen import TIERS, normalise, screen
 
 DATA = ROOT / "psychocounsel" / "data"
 N_BOOT = 2000  # percentile bootstrap over speeches; 2,000 keeps the endpoints' Monte-Carlo error < 1 point
@@ -73,14 +73,15 @@ def responses(rows: list[dict]) -> dict:
     return {"n": len(rows), **{k: f"{v}/{len(rows)}" for k, v in agree.items()}}
 
 
-def speed(texts: list[str], min_seconds: float = 2.0) -> dict:
+def speed(texts: list[str], min_seconds: float = 2.0, fn=screen) -> dict:
     """Speeches per second on one core: CPU time of this process (a busy shared machine slows the wall
-    clock, not the work), timing whole passes until ``min_seconds`` of CPU have gone by; wall time too."""
-    screen(texts[0])
+    clock, not the work), timing whole passes until ``min_seconds`` of CPU have gone by; wall time too.
+    ``fn`` is the screen, or one step of it (``normalise``) to see where the time goes."""
+    fn(texts[0])
     n, c0, w0 = 0, time.process_time(), time.perf_counter()
     while time.process_time() - c0 < min_seconds:
         for t in texts:
-            screen(t)
+            fn(t)
         n += len(texts)
     cpu, wall = time.process_time() - c0, time.perf_counter() - w0
     return {"speeches": n, "cpu_s": round(cpu, 2), "wall_s": round(wall, 2), "speeches_per_cpu_s": round(n / cpu),
@@ -125,8 +126,11 @@ def main() -> None:
     for c in crisis:
         print("  ", *c)
     print("  flagged outside the crisis topic:", others or "none")
-    report["speed"] = speed([r["text"] for r in demo] + [r["text"] for r in speeches])
+    texts = [r["text"] for r in demo] + [r["text"] for r in speeches]
+    report["speed"] = speed(texts)
+    report["speed_normalise_only"] = speed(texts, fn=normalise)
     print("\n== speed (one core):", report["speed"])
+    print("   normalise alone:", report["speed_normalise_only"])
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2), encoding="utf-8")
 

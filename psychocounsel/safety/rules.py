@@ -20,7 +20,7 @@ def _rx(*alts: str) -> tuple[str, ...]:
 # (kind, regex, trigger words): a regex runs only in a window around one of its trigger words (see _windows)
 _SELF_RULES: list[tuple[str, tuple[str, ...], str]] = [
     ("intent", _rx(
-        r"\bI(?:'m| am)? (?:going to|gonna|will|'ll) (?:kill myself|end (?:it all|my life)|take my (?:own )?life)\b",
+        r"\bI(?:(?:'m| am)? (?:going to|gonna|will)|'ll) (?:kill myself|end (?:it all|my life)|take my (?:own )?life)\b(?! (?:laughing|for (?:forgetting|not|being|saying|doing)))",
         r"\bI(?:'m| am)? (?:going to|gonna|will|'ll) end it (?:tonight|today|tomorrow|this weekend|soon|this week)\b",
         r"\b(?:I(?:'ve| have)?|already|has) decided to (?:kill myself|end (?:it|my life|things)|die|take my (?:own )?life)\b",
         r"\b(?:tonight|tomorrow|this weekend)(?: is| will be|'s) the (?:night|day)\b",
@@ -30,8 +30,10 @@ _SELF_RULES: list[tuple[str, tuple[str, ...], str]] = [
         r"\b(?:going to|gonna|will|'ll) act on (?:it|them|the thoughts|these thoughts)\b"),
      "myself end life decided tonight tomorrow weekend scared afraid frightened terrified act"),
     ("command_hallucination", _rx(
-        r"\bvoices? (?:\w+ ){0,2}?(?:tell|tells|telling|told|keeps? telling|say|says|saying) me to (?:kill|hurt|harm|cut|end) (?:myself|my life|it)\b"),
-     "voice voices"),
+        r"\bvoices? (?:\w+ ){0,2}?(?:tell|tells|telling|told|keeps? telling|say|says|saying) me to (?:kill|hurt|harm|cut|end) (?:myself|my life|it)\b",
+        # rule 7 covers commands to hurt someone else too ("a voice that tells me to hurt the patients")
+        r"\b(?:voices?|hallucinations?)(?: \w+){0,3}? (?:tell|tells|telling|told|keeps? telling|say|says|saying|are saying to|is saying to) me (?:I should |to )(?:kill|hurt|harm|cut|end|stab|attack|commit suicide)\b"),
+     "voice voices hallucination hallucinations"),
     ("plan", _rx(
         r"\b(?:plan|planning|planned) (?:to|how to|how I(?:'d| would| will|'ll)) (?:kill myself|end (?:it|my life|things)|die|take my (?:own )?life)\b",
         r"\bsuicide (?:plan|note)s?\b",
@@ -129,7 +131,7 @@ _SELF_RULES: list[tuple[str, tuple[str, ...], str]] = [
         r"\bhitting my head with my hand\b",
         r"\b(?:scratch(?:ed|ing)?|pick(?:ed|ing)?(?: and scratch(?:ed|ing)?)?) (?:at )?my (?:\w+ )?(?:skin|legs?|arms?|wrists?|scalp)\b(?:[^.!?]{0,40}) (?:until|till|til) (?:it|they) bleeds?",
         r"\b(?:don't|didn't|do not|won't) let myself eat\b|\bstopped eating (?:properly )?on purpose\b",
-        r"\bI(?:'ve| have)?(?: (?:still|also|just))? self[- ]?harm(?:ed)?\b|\bI (?:still|also) cut\b|\bwhen I'm (?:drunk|high|sad) I cut\b",
+        r"\bI(?:'ve| have)?(?: (?:still|also|just|last|first))? self[- ]?harm(?:ed)?\b|\bI (?:still|also) cut\b|\bwhen I'm (?:drunk|high|sad) I cut\b",
         r"\b(?:when I'm not|started|been|keep|still|stop|quit) cutting\b(?! (?:back|down|out|off|up|corners|ties|class|school|my hair|carbs|sugar))",
         r"\b(?:can't help but|can't stop(?: myself from)?) (?:self[- ]?harm(?:ing)?|cutting|hurting myself)\b",
         r"\b(?:I(?:'ve| have)?(?: been)?|been) (?:doing it|doin it) (?:again|since)\b",
@@ -171,13 +173,20 @@ _SELF_RULES: list[tuple[str, tuple[str, ...], str]] = [
      "world exist disappear car lorry truck bus train plane alive wake mind dying dyin dead worst reasons nothing point "
      "sleep forever why end stop prefer"),
     ("active_ideation", _rx(
-        r"\b(?:hang|hanging|drown|drowning|shoot|shooting|gas|gassing|poison|poisoning) myself\b",
         r"\bsuicid\w* (?:thoughts?|feelings?|urges?|ideation)\b|\bthoughts? of suicide\b",
         r"\b(?:think|thinking|thought) about (?:taking|swallowing) (?:them|it|all of (?:them|it)|the lot)(?: all)?\b",
-        r"\bimagining (?:cutting|slitting) my (?:own )?wrists\b|\b(?:slit|slitting) my wrists\b",
         r"\b(?:finish|end|ending) (?:my life|everything)\b(?! with)"),
-     "hang hanging drown drowning shoot shooting gas gassing poison poisoning suicidal suicide thoughts thought think "
-     "thinking imagining slit slitting finish end ending"),
+     "suicidal suicide thoughts thought think thinking finish end ending"),
+    # docs/CRISIS_LABELS.md, high rule 1: ideation that names its own means is a method, not bare ideation.
+    ("method_ideation", _rx(
+        r"\b(?:hang|hanging|drown|drowning|shoot|shooting|gas|gassing|poison|poisoning|electrocute|electrocuting|stab|stabbing) myself\b",
+        r"\b(?:imagining|picturing|thinking about|thought about|think about) (?:cutting|slitting) my (?:own )?(?:wrists?|throat)\b|\b(?:slit|slitting) my (?:own )?(?:wrists?|throat)\b",
+        r"\b(?:thinking|thought|think|keep thinking|dream\w*|fantasi[sz]\w*) (?:about|of) (?:jumping (?:off|from) (?:a |the |my |our )?(?:[\w-]+ ){0,2}?(?:bridge|building|roof|balcony|cliff|car park|tower|flats|window|overpass|viaduct)|jumping in front of|throwing myself (?:off|under|in front of)|lying (?:down )?on the (?:tracks|railway line)|stepping in front of|running the (?:car|engine) in the garage|driving (?:my car )?into (?:a|the) (?:wall|tree|river|lorry|truck|bridge))",
+        r"\b(?:lie|lay|put) my head (?:down )?on (?:the )?(?:train[- ]?)?tracks\b",
+        r"\b(?:inject|injecting) myself with (?:bleach|cleaner|insulin|air)\b"),
+     "hang hanging drown drowning shoot shooting gas gassing poison poisoning electrocute electrocuting stab stabbing "
+     "imagining picturing thinking thought think slit slitting dreaming dreamt dreamed fantasising fantasizing "
+     "fantasised fantasized lie lay put inject injecting"),
     ("plan", _rx(
         r"\b(?:picked|chosen|chose|set) (?:a|the) (?:date|day)\b|\b(?:made|make) my mind up\b|\bI(?:'ve| have| am)? decided\b(?! (?:to (?:stop|quit|leave|go|try|get|start|change|move|tell|apply|take a break)|on|that|what|against|not))",
         r"\bknow how I'?m going to do it\b|\bknow (?:how|where) (?:n|and) (?:where|when|how)\b|\b(?:a )?matter of when and (?:where|how)\b",
@@ -202,6 +211,44 @@ _SELF_RULES: list[tuple[str, tuple[str, ...], str]] = [
         r"\b(?:urges?|flashes|thoughts?|images?) (?:of |to )(?:wanting to )?(?:really )?(?:hurt|kill|stab|hit|strangle|harm) (?:him|her|them|my \w+|people|someone)\b",
         r"\burges? to put (?:him|her) in hospital\b"),
      "urge urges flashes thoughts thought images hospital"),
+    # High tier, docs/CRISIS_LABELS.md rules 2-5 (intent, plan, preparation, attempt, recent self-harm) in the
+    # wordings the rules above missed on the dev splits: no "suicide" or "kill" word, no "I" at the start.
+    ("intent", _rx(
+        r"\bI(?:(?:'m| am)? (?:probably |just |finally |really )?(?:going to|will)|'ll) (?:probably |just |finally )?kill myself\b(?! (?:laughing|for (?:forgetting|not|being|saying|doing)))",
+        r"\bI(?:'m| am) (?:planning on|planning to|going to be) (?:ending it|end it|killing myself|kill myself|doing it)\b(?! with)",
+        r"\bI(?:'m| am) ending it (?:after|before|on|tonight|tomorrow|this|next|soon|when)\b"),
+     "going will kill end ending planning"),
+    ("plan", _rx(
+        r"\b(?:thought|thinking|think|worked out|figured out|know) (?:about )?(?:it )?how I(?:'d| would|'ll| will| could|'m going to| am going to) (?:kill myself|end (?:it all|my life))\b",
+        r"\b(?:picturing|imagining|planning|planned|thinking of|thought of|thinking about) (?:ways to (?:die|do it|kill myself|end it)|how I (?:want|would|'d) (?:to )?(?:go|die|do it))\b",
+        r"\bplan(?:ning|ned)? (?:to|on) (?:od|overdose|overdosing|hang myself|hanging myself)\b",
+        r"\b(?:what|which|how many|how much) (?:pills|tablets|meds|paracetamol) (?:\w+ ){0,4}?(?:to (?:off|kill|end) (?:myself|me|my life|it)|(?:would|will|do I need to) (?:kill me|end (?:it|my life)))\b",
+        r"\b(?:enough|work) to (?:kill me|end my life)\b|\bguarantee my death\b|\bhow long (?:\w+ ){0,4}?(?:bleed out|to die from)\b"),
+     "thought thinking think worked figured know picturing imagining planning planned plan od pills tablets meds "
+     "paracetamol enough work guarantee how"),
+    # Preparation counts only next to the client's own ideation (screen._SUPPORTING): alone, "everything's
+    # ready" or "I loaded the gun" are a move or a shoot.
+    ("preparation", _rx(
+        r"\b(?:I(?:'ve| have)?|got|have) (?:got )?everything (?:ready|sorted|in place|planned)\b",
+        r"\bI know exactly (?:how (?:much|many)|which|where|what I(?:'d| would)|when)\b",
+        r"\b(?:thought|thinking|think) (?:about )?(?:it )?how I(?:'d| would|'ll| will| could) (?:do it|use|go)\b(?! (?:differently|better|again|right|about|with|for|to|on))",
+        r"\bcounted (?:out )?(?:the|my|all the|all my|\w+'s) (?:\w+ )?(?:tablets|pills|meds)\b",
+        r"\b(?:loaded|cleaned|bought|got out|took out) (?:the|my|a|dad's|my dad's) (?:\w+ )?(?:gun|pistol|rifle|shotgun|revolver)\b"),
+     "everything know counted loaded cleaned bought got took thought thinking think"),
+    ("attempt", _rx(
+        r"\bI (?:tried|attempted|try) (?:to )?(?:kms|end(?:ing)? myself|ending it|ending my life|overdose|od|overdosing|slit(?:ting)? my wrists|cut(?:ting)? my (?:wrists|throat|carotid|neck))\b",
+        r"\bI (?:tried|attempted) (?:taking|swallowing|to take|to swallow) (?:a (?:whole )?(?:bottle|packet|box|bunch)|all|loads|a handful) of\b",
+        r"\b(?:almost|nearly) (?:killed|ended) myself\b|\bmy (?:next|failed|latest|most recent) attempt\b|\bfailed (?:suicide )?attempt\b",
+        r"(?<![\w',] )(?<![\w'])(?:attempted suicide|tried to kill myself|cut my wrists|slit my wrists|overdosed)\b",
+        r"\b(?:swallowed|took|taken) [^.!?]{0,30}\bto (?:overdose|od|die|kill myself)\b",
+        r"\b(?:took|taken|swallowed) (?:a bunch|a handful|loads|all|a whole (?:packet|bottle|box)) (?:of )?(?:my |\w+'s |my \w+'s )?(?:\w+ )?(?:pills|tablets|meds|antidepressants)\b(?! (?:for|as|with (?:food|water|breakfast|dinner)))",
+        r"\b(?:took|taken|swallowed) (?:all )?(?:of )?my (?:\w+ )?(?:pills|tablets|meds) with (?:a bottle of|half a bottle of|alcohol|whisky|vodka|wine|gin)\b"),
+     "tried attempted try almost nearly next failed latest recent attempt cut slit overdosed swallowed took taken"),
+    ("self_harm", _rx(
+        r"(?<![\w',] )(?<![\w'])(?:just |also )?(?:hurt|cut|burn(?:ed|t)?|punch(?:ed)?|scratch(?:ed)?) myself (?:again|last night|yesterday|today|tonight|this (?:morning|week))\b",
+        r"\b(?:keep|kept|been|started|I) (?:cutting|burning|punching|scratching) myself\b(?! (?:on|shaving|cooking|by accident|accidentally|with the (?:kettle|iron|oven|pan)))"),
+     "hurt cut burn burned burnt punch punched scratch scratched keep kept been started cutting burning punching "
+     "scratching"),
 ]
 # Third-person patterns: whose risk it is comes from the nearest person named before.
 _THIRD_RULES: list[tuple[str, tuple[str, ...], str]] = [

@@ -1,6 +1,6 @@
 """Crisis screen: tag a client speech none / possible / high risk of self-harm, with the evidence spans.
 
-    screen(text, learned=False) -> Screen          normalised text, compiled regexes (~3k speeches/s, one core);
+    screen(text, learned=False) -> Screen          normalised text, compiled regexes (~9k speeches/s, one core);
                                                    learned=True adds the probe of learned.py (raise-only)
     check_response(screen, response) -> ResponseSafety    does a reply acknowledge the risk and point to help?
     find_wrong_crisis_numbers(text)                 retired crisis numbers a reply cites (1-800-273-8255, ...)
@@ -25,6 +25,7 @@ suicide ("my friend killed himself") is grief, not a risk signal here.
 from __future__ import annotations
 
 import re
+import re._parser as sre_parse  # reads the spelling patterns' structure; no public API does
 from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -51,6 +52,7 @@ from .rules import (
     SPEAKER,
     SPELLING,
     SPELLING_OUT,
+    SPELLINGS,
     SUBJECT,
     SUBJECT3,
     SUBJECTLESS,
@@ -61,7 +63,7 @@ from .rules import (
     WORD,
 )
 
-RULES_VERSION = "crisis-rules-2"
+RULES_VERSION = "crisis-rules-3"
 Tier = Literal["none", "possible", "high"]
 TIERS: tuple[Tier, ...] = ("none", "possible", "high")
 TIER_RANK = {t: i for i, t in enumerate(TIERS)}
@@ -71,7 +73,7 @@ KIND_TIER: dict[str, Tier] = {
     "passive_death_wish": "possible", "active_ideation": "possible", "self_harm_thoughts": "possible",
     "past_attempt": "possible", "past_self_harm": "possible", "dependent_at_risk": "possible",
     "other_at_risk": "possible", "harm_from_others": "possible",
-    "method": "high", "plan": "high", "command_hallucination": "high", "preparation": "high", "intent": "high",
+    "method": "high", "method_ideation": "high", "plan": "high", "command_hallucination": "high", "preparation": "high", "intent": "high",
     "attempt": "high", "recent_self_harm": "high", "dependent_harm": "high",
     # docs/CRISIS_LABELS.md, "Refinements": an urge to return to self-harm is high; a threat to someone
     # else is high with intent, plan or means, possible as urges without them.
@@ -83,7 +85,7 @@ KIND_TIER: dict[str, Tier] = {
 # "I gave my guitar to a friend", "I have a plan").
 _SUPPORTING = {"method", "preparation"}
 _OWN_IDEATION = {"passive_death_wish", "active_ideation", "self_harm_thoughts", "intent", "plan", "attempt",
-                 "command_hallucination"}
+                 "command_hallucination", "method_ideation"}
 # How far a method mention may sit from the ideation it supports: about two sentences.
 METHOD_WINDOW_CHARS = 200
 # A rule's regex runs only in a window around each of its trigger words: (characters before the word,
@@ -93,7 +95,15 @@ METHOD_WINDOW_CHARS = 200
 _REACH = {"command_hallucination": (10, 70), "intent": (45, 45), "plan": (45, 100), "attempt": (35, 60),
           "self_harm": (45, 40), "self_harm_thoughts": (45, 20), "active_ideation": (45, 45), "passive_death_wish": (65, 50),
           "method": (25, 30), "preparation": (30, 45), "harm_from_others": (30, 45), "ideation3": (45, 25),
-          "harm3": (35, 25), "self_harm_urge": (60, 40), "harm_to_others": (40, 100), "harm_to_others_urge": (40, 50)}
+          "harm3": (35, 25), "self_harm_urge": (60, 40), "method_ideation": (30, 110), "harm_to_others": (40, 100), "harm_to_others_urge": (40, 50)}
+# A conditional threat said to be meant ("If she leaves me I'll kill myself. I mean it") is intent, not a
+# hypothetical (docs/CRISIS_LABELS.md, high rule 2): the words that say so, within the next sentence or two.
+_MEANT = re.compile(r"\b(?:I mean it|I'm serious|I am serious|not joking|I'm not kidding|serious question|"
+                    r"(?:I've|I have) thought about how|(?:I've|I have) got the \w+)\b", ICASE)
+_MEANT_REACH_CHARS = 120
+_CONDITIONAL_KINDS = {"intent", "harm_to_others", "plan"}
+# A wish whose words name the client ("better off if I wasn't here") is the client's, whoever "they" are.
+_FIRST_PERSON_WISH = re.compile(r"\b(?:without me|if I|I)\b")
 # An urge "to do it again" is about self-harm only where the speech speaks of self-harm somewhere.
 _SELF_HARM_WORDS = re.compile(r"\b(?:cut\w*|burn\w*|self[- ]?harm\w*|hurt(?:ing)? myself|blade|relaps\w*|clean|"
                               r"scratch\w*|punch\w*|overdos\w*|hit(?:ting)? myself|bang\w* my head)\b", ICASE)
@@ -291,12 +301,23 @@ def normalise(text: str) -> tuple[str, list[tuple[int, int, int, int]]]:
 
     Real posts write "don’t", "sooo", "cant", "unalive", "sewerslide"; the patterns are written once, in
     plain spelling, and every span is mapped back (``to_original``), so evidence quotes the client's words.
+    Same result as scanning the whole text with ``_NORMALISE`` (tests/safety/test_normalise.py keeps that
+    scan as the reference), but the scan only runs where a rewrite can start: most speeches have none.
     """
     text = text.translate(SAME_LENGTH)  # one character for one: offsets unchanged
+    starts = _rewrite_starts(text)
+    if not starts:
+        return text, []
     out: list[str] = []
     edits: list[tuple[int, int, int, int]] = []
-    pos = shift = 0
-    for m in _NORMALISE.finditer(text):
+    pos = shift = done = 0
+    for at in starts:
+        if at < done:  # inside the previous rewrite, as the left-to-right scan would skip it
+            continue
+        m = _NORMALISE.match(text, at)
+        if m is None:
+            continue
+        done = m.end()
         if m.lastgroup == "run":
             new = m.group("run")
         else:
@@ -313,6 +334,71 @@ def normalise(text: str) -> tuple[str, list[tuple[int, int, int, int]]]:
         return text, edits
     out.append(text[pos:])
     return "".join(out), edits
+
+
+def _rewrite_starts(text: str) -> list[int]:
+    """Positions, in order, where a ``_NORMALISE`` match can start: each word whose lower case is a first
+    word of some spelling, and each run of three letters. Every match starts at one of them, so matching
+    only there finds what the whole scan finds (~60x fewer places tried than every character)."""
+    if not _CASE_FOLDS_TO_ASCII.isdisjoint(text):
+        return list(range(len(text)))  # "ſ" matches "s" case-insensitively: word lookups would miss it
+    starts = [m.start() for m in REPEATS.finditer(text)] if REPEATS.search(text) else []
+    if not _FIRST_WORDS.keys().isdisjoint(_WORD_RUN.findall(text.lower())):
+        for m in _WORD_RUN.finditer(text):
+            after = _FIRST_WORDS.get(m.group(0).lower())
+            # "I" starts a rewrite only as "I'll"; "my" only as "my self": the character after the word says
+            if after is not None and ("" in after or text[m.end():m.end() + 1] in after):
+                starts.append(m.start())
+        starts.sort()
+    return starts
+
+
+def _expand(nodes: list, prefix: str = "") -> list[str]:
+    """Every string a small regex (literals, classes, alternatives, optional parts) matches, lower case;
+    lookarounds and \\b only narrow where it matches, so they are skipped. Anything else raises: a
+    spelling written with an open-ended part (``\\w+``) needs another way to find where it starts."""
+    outs = [prefix]
+    for op, arg in nodes:
+        name = str(op)
+        if name == "LITERAL":
+            outs = [o + chr(arg).lower() for o in outs]
+        elif name == "IN":
+            chars = [chr(c) for kind, v in arg if str(kind) == "LITERAL" for c in [v]]
+            chars += [chr(c) for kind, v in arg if str(kind) == "RANGE" for c in range(v[0], v[1] + 1)]
+            if any(str(kind) not in ("LITERAL", "RANGE") for kind, _ in arg):
+                raise ValueError(f"spelling pattern: unsupported class {arg!r}")
+            outs = [o + c.lower() for o in outs for c in chars]
+        elif name == "BRANCH":
+            outs = [x for o in outs for alt in arg[1] for x in _expand(list(alt), o)]
+        elif name == "SUBPATTERN":
+            outs = [x for o in outs for x in _expand(list(arg[-1]), o)]
+        elif name in ("MAX_REPEAT", "MIN_REPEAT") and arg[1] <= 3:
+            lo, hi, body = arg
+            outs = [x for o in outs for n in range(lo, hi + 1) for x in _expand(list(body) * n, o)]
+        elif name not in ("AT", "ASSERT", "ASSERT_NOT"):
+            raise ValueError(f"spelling pattern: unsupported {name}")
+    return outs
+
+
+_WORD_RUN = re.compile(r"\w+")
+
+
+def _first_words() -> dict[str, frozenset[str]]:
+    """Each word a spelling match can start with -> the characters that may follow it ("" when the word
+    is the whole match). A match starts at a word boundary, so its first word (up to the first non-word
+    character) is a whole word of the text: "sewer" for "sewer slide", "i" for "i'll", "s3lf" for "s3lf-harm"."""
+    out: dict[str, set[str]] = {}
+    for k in SPELLINGS:
+        for x in _expand(list(sre_parse.parse(k, re.IGNORECASE))):
+            word = _WORD_RUN.match(x).group(0)
+            out.setdefault(word, set()).add(x[len(word):len(word) + 1])
+    return {w: frozenset(v) for w, v in out.items()}
+
+
+_FIRST_WORDS = _first_words()
+# Non-ASCII characters that match an ASCII letter case-insensitively (long s, Kelvin sign, dotted and
+# dotless i); tests/safety/test_normalise.py checks the list against every code point.
+_CASE_FOLDS_TO_ASCII = frozenset("\u0130\u0131\u017f\u212a")
 
 
 def to_original(edits: list[tuple[int, int, int, int]], start: int, end: int) -> tuple[int, int]:
@@ -394,11 +480,13 @@ def _signal(kind: str, third: bool, m: re.Match, ctx: _Context) -> Signal | None
     if kind == "preparation":  # "I've decided." is matched with the sentence break before it
         start += len(m.group(0)) - len(m.group(0).lstrip(".!? "))
     clause = _clause_before(text, start)
-    if _negated(text, start, end, clause) or _hypothetical(clause):
+    if _negated(text, start, end, clause):
+        return None
+    if _hypothetical(clause) and not (kind in _CONDITIONAL_KINDS and _MEANT.search(text, end, end + _MEANT_REACH_CHARS)):
         return None
     if third and _self_subject(text, start, clause):
         return None  # "I wanted to die" is the client's: the first-person rules have it
-    if not third and kind in SUBJECTLESS and m.group(0)[:1] not in "Ii":
+    if not third and kind in SUBJECTLESS and m.group(0)[:1] not in "Ii" and not _FIRST_PERSON_WISH.search(m.group(0)):
         other = _other_subject(clause)  # "a caller talked about wanting to die" is not the client's wish
         if other is not None:
             out = _third(kind, text, m, other if other != "pronoun" else _who(text, start))

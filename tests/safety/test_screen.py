@@ -108,7 +108,7 @@ def test_negated_doubt_is_still_possible():
     ("I can't keep myself safe right now.", "high", "intent"),
     ("I took an overdose on Sunday.", "high", "attempt"),
     ("I cut myself again last night.", "high", "recent_self_harm"),
-    ("I've been thinking about suicide. I think about jumping off the bridge.", "high", "method"),
+    ("I've been thinking about suicide. I think about jumping off the bridge.", "high", "method_ideation"),
     ("The voice keeps telling me to hurt myself.", "high", "command_hallucination"),
     ("My fifteen-year-old son took an overdose on Tuesday.", "high", "dependent_harm"),
     ("My daughter has been cutting herself. She's thirteen.", "high", "dependent_harm"),
@@ -360,6 +360,7 @@ def test_trigger_windows_lose_nothing():
     rows = [json.loads(x) for x in (DATA / "crisis_labelled.jsonl").read_text().splitlines()]
     rows += [json.loads(x) for x in (DATA / "demo_speeches.jsonl").read_text().splitlines()]
     texts = [r["text"] for r in rows] + [t for ts in TRAPS.values() for t in ts]
+    texts += [t for t, _ in HIGH_TIER_CLASSES] + HIGH_TIER_TRAPS
     assert [screen(t).tier for t in texts] == [exhaustive(c.normalise(t)[0]) for t in texts]
 
 
@@ -396,3 +397,87 @@ def test_evidence_points_into_the_original_text():
 def test_denial_and_eviction_are_not_signals():
     assert screen("I have never once contemplated suicide, but I can't get out of bed.").tier == "none"
     assert screen("He kicks me out of the flat for the night and I go to my sister's.").tier == "none"
+
+
+# ------------------------------------------------------- high tier: method, plan, preparation, attempt, self-harm
+
+HIGH_TIER_CLASSES = [
+    # method named with the ideation (docs/CRISIS_LABELS.md, high rule 1)
+    ("I keep thinking about slitting my wrists in the bath.", "method_ideation"),
+    ("Most nights I think about hanging myself from the banister.", "method_ideation"),
+    ("I keep thinking about jumping off the multi-storey car park.", "method_ideation"),
+    # intent and plan, including a conditional threat said to be meant (rule 2)
+    ("I'm ending it after Christmas.", "intent"),
+    ("I'll probably kill myself this year.", "intent"),
+    ("If he leaves me I'll kill myself. I mean it.", "intent"),
+    ("I plan to overdose on Friday.", "plan"),
+    ("How many paracetamol would it take to kill me?", "plan"),
+    ("I want to die and it's only a matter of when and where now.", "plan"),
+    ("I have the rope.", "plan"),
+    # preparation next to the client's own ideation (rule 3)
+    ("I loaded the pistol last night and sat with it. I want to die.", "preparation"),
+    ("I want to die. I've got everything ready.", "preparation"),
+    ("I want to die. I know exactly which bridge.", "preparation"),
+    ("I'd kill myself tomorrow if I could. I've thought about how I would do it.", "preparation"),
+    # recent attempt or attempt of unknown date, no "suicide" word or no "I" (rule 4)
+    ("I took a bunch of pills last night and slept for a day.", "attempt"),
+    ("Took a handful of my dad's tablets on Sunday.", "attempt"),
+    ("Two weeks ago I took all my sleeping tablets with a bottle of wine.", "attempt"),
+    ("I tried to overdose on Friday.", "attempt"),
+    ("Attempted suicide in October, still here.", "attempt"),
+    ("I almost killed myself last week.", "attempt"),
+    # recent self-harm without a subject or with the time in the verb phrase (rule 5)
+    ("Hurt myself again yesterday.", "recent_self_harm"),
+    ("I keep burning myself with a lighter.", "recent_self_harm"),
+    ("I last self harmed a week ago.", "recent_self_harm"),
+    # command hallucinations, to hurt oneself or someone else (rule 7)
+    ("A voice keeps telling me to hurt the children at work.", "command_hallucination"),
+    ("The voices tell me I should kill myself.", "command_hallucination"),
+]
+
+HIGH_TIER_TRAPS = [
+    "I loaded the shotgun for the pheasant shoot on Saturday.",
+    "I've got everything ready for the move.",
+    "I know exactly what you mean.",
+    "I cut myself shaving again yesterday.",
+    "I keep burning myself on the oven door.",
+    "I took a bunch of photos last night.",
+    "I took all my tablets with breakfast as usual.",
+    "If my team loses I'll kill myself, lol.",
+    "I'm ending it with Sam after Christmas.",
+    "I'm planning on ending it with him this weekend.",
+    "In the film he tried to kill himself and she found him.",
+    "My brother tried to overdose when I was twelve.",
+    "I have never tried to overdose.",
+    "I'd never slit my wrists, I'm too scared of blood.",
+    "My grandad counted his pills every morning.",
+    "I plan to do it properly this time, the revision I mean.",
+    "They'd be better off if they sold the house.",
+    "I've thought about how I would do it differently, the wedding speech.",
+    "I'm going to end it, he's been lying to me for months.",
+    "I keep thinking about jumping off the high board at the pool next summer.",
+    "I will kill myself laughing if you wear that.",
+    "What pills do I need to take for a migraine?",
+]
+
+
+@pytest.mark.parametrize("text,kind", HIGH_TIER_CLASSES)
+def test_high_tier_classes(text, kind):
+    s = screen(text)
+    assert (s.tier, kind in {x.kind for x in s.signals}) == ("high", True), s.evidence()
+
+
+@pytest.mark.parametrize("text", HIGH_TIER_TRAPS)
+def test_high_tier_traps_stay_none(text):
+    assert screen(text).tier == "none", screen(text).evidence()
+
+
+def test_better_off_without_me_is_the_clients_wish_whoever_they_are():
+    """'They' is who would be better off; the wish not to be here is the client's (possible, rule 1)."""
+    s = screen("They'd be better off if I wasn't here.")
+    assert (s.tier, [x.kind for x in s.signals]) == ("possible", ["passive_death_wish"])
+
+
+def test_conditional_threat_needs_words_that_it_is_meant():
+    assert screen("If he leaves me I'll kill myself.").tier == "none"
+    assert screen("If he leaves me I'll kill myself. I mean it.").tier == "high"
