@@ -24,8 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from psychocounsel.measures.bootstrap import bootstrap_ci
+from psychocounsel.safety.normalise import normalise
 from psychocounsel.safety.responses import check_response
-from psychocounsel.safety.screen import TIERS, normalise, screen
+from psychocounsel.safety.screen import TIERS, screen
 
 DATA = ROOT / "psychocounsel" / "data"
 N_BOOT = 2000  # percentile bootstrap over speeches; 2,000 keeps the endpoints' Monte-Carlo error < 1 point

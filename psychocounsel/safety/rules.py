@@ -1,5 +1,5 @@
 """The crisis screen's rules as data: the regex tables (first person and third person), their trigger words,
-and the clause patterns (negation, hypotheticals, quotes, speakers, time) that ``crisis.py`` checks a match
+and the clause patterns (negation, hypotheticals, quotes, speakers, time) that ``screen.py`` checks a match
 against. Changing any pattern is a new ``crisis.RULES_VERSION``: rerun ``bench/bench_screen.py`` and report it.
 """
 

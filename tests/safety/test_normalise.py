@@ -8,6 +8,7 @@ import random
 import re
 from pathlib import Path
 
+from psychocounsel.safety.normalise import normalise
 from psychocounsel.safety.rules import (
     ICASE,
     REPEATS,
@@ -16,7 +17,6 @@ from psychocounsel.safety.rules import (
     SPELLING_OUT,
     SPELLINGS,
 )
-from psychocounsel.safety.screen import normalise
 
 DATA = Path(__file__).resolve().parents[2] / "psychocounsel" / "data"
 _SCAN = re.compile(f"{SPELLING.pattern}|{REPEATS.pattern}", ICASE)
