@@ -103,7 +103,7 @@ def test_messages_size_balance_and_spread(messages):
     assert len(messages) >= 600
     assert sum(r["trap"] for r in messages) >= 150
     risk = sum(r["tier"] != "none" for r in messages) / len(messages)
-    assert 0.40 <= risk <= 0.50, risk  # the brief's ~45% risk / 55% none
+    assert 0.40 <= risk <= 0.50, risk  # the labelling guide's balance: ~45% risk, ~55% none
     assert set(Counter(r["register"] for r in messages)) == set(REGISTERS)
     assert all(n >= 40 for n in Counter(r["register"] for r in messages).values())
     longs = [len(r["text"]) for r in messages if r["register"] == "long_narrative"]
