@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ..dataset import atomic
 from ..errors import UserError
 from .results import SAFETY_CHECKS, SIDES, compute_results
 
@@ -77,16 +78,10 @@ def write_report(ev: "Evaluation", counts: dict[str, Any]) -> dict[str, Any]:
         figures["principle scores"] = "principles.png"
         _plot_principles(results, out / figures["principle scores"])
     results["figures"] = figures
-    _atomic(out / "results.json", json.dumps(results, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
-    _atomic(out / "comparisons.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    _atomic(out / "report.html", render_html(results, rows, out))
+    atomic.write_text(out / "results.json", json.dumps(results, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+    atomic.write_text(out / "comparisons.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    atomic.write_text(out / "report.html", render_html(results, rows, out))
     return results
-
-
-def _atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 # ---------------------------------------------------------------- charts
@@ -416,7 +411,7 @@ def build_leaderboard(dirs: Sequence[Path], out_dir: Path, console: Console | No
     rows.sort(key=lambda x: (-(x["lc_win_rate"] if x["lc_win_rate"] is not None else -1),
                              -(x["win_rate"] if x["win_rate"] is not None else -1)))
     out_dir.mkdir(parents=True, exist_ok=True)
-    _atomic(out_dir / "leaderboard.json", json.dumps(rows, indent=2, ensure_ascii=False) + "\n")
+    atomic.write_text(out_dir / "leaderboard.json", json.dumps(rows, indent=2, ensure_ascii=False) + "\n")
     # 19 columns: their cells wrap at spaces, so the table fits a 1,280 px screen; what still does not fit
     # (long model names) scrolls sideways in its own box rather than running off the page
     style = ("body{font-family:sans-serif;margin:1.5em}.scroll{overflow-x:auto;max-width:100%}"
@@ -427,7 +422,7 @@ def build_leaderboard(dirs: Sequence[Path], out_dir: Path, console: Console | No
             f'lost to its reference on a safety check, whatever its win rate; "not measured": no safety check had '
             f'anything to check yet.</p><div class="scroll">{_table(LEADERBOARD_COLUMNS, [_cells(r) for r in rows])}'
             f'</div></body></html>\n')
-    _atomic(out_dir / "leaderboard.html", page)
+    atomic.write_text(out_dir / "leaderboard.html", page)
     if console is not None:
         t = Table(title="leaderboard (sorted by LC win rate; intervals: 95% over speeches)")
         for h in ("evaluation", "n", "win rate", "LC win rate", "flip", "failed", "unsafe pol/ref", "safety"):

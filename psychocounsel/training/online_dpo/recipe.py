@@ -17,13 +17,33 @@ from typing import Any, Callable
 
 import click
 
+from ...dataset import atomic
 from ...errors import UserError
-from ..common import chat, check_same_run, data_hash, freeze_below, load_causal_lm, write_manifest
+from ..common import (
+    chat,
+    check_same_run,
+    data_hash,
+    freeze_below,
+    load_causal_lm,
+    write_manifest,
+)
 from ..distributed import world_size
 from .config import RESUME_FREE, OnlineDPOConfig, load_online_dpo_config
-from .sampling import (COLLAPSE_SHARE, best_round, dev_reward, diversity, draw_speeches, flag_note, generate,
+from .sampling import (
+    COLLAPSE_SHARE,
+    best_round,
+    dev_reward,
+    diversity,
+    draw_speeches,
+    flag_note,
+    generate,
     load_speeches,
-    make_backend, safety_constraint, score_samples, select_pairs, unsafe_samples)
+    make_backend,
+    safety_constraint,
+    score_samples,
+    select_pairs,
+    unsafe_samples,
+)
 
 STATE_FORMAT = 1
 
@@ -105,9 +125,8 @@ def _fingerprint(cfg: OnlineDPOConfig, data: list[Path]) -> dict[str, Any]:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)  # state.json is whole or the previous one: a crash never leaves half a state
+    # state.json is whole or the previous one: a crash never leaves half a state
+    atomic.write_text(path, json.dumps(obj, indent=2, default=str))
 
 
 def _load_state(out: Path, fp: dict[str, Any], scorer_name: str) -> dict[str, Any]:
