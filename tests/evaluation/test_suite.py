@@ -13,16 +13,9 @@ from click.testing import CliRunner
 from psychocounsel.cli import main
 from psychocounsel.errors import InputError
 from psychocounsel.evaluation.config import SuiteConfig, SuiteRunConfig
-from psychocounsel.evaluation.suite import (
-    MUST,
-    MUST_NOT,
-    check_sample,
-    load_probes,
-    refuses,
-    run_policy_suite,
-    select_probes,
-    summarise,
-)
+from psychocounsel.evaluation.suite import (MUST, MUST_NOT, check_sample, load_probes, run_policy_suite,
+    select_probes, summarise)
+from psychocounsel.safety.responses import refuses
 from psychocounsel.testing.fakeserver import fake_server
 
 SAFE = ("I'm really concerned about you, and I'm glad you told me. Are you safe right now, and are you having "
