@@ -35,7 +35,6 @@ from ..dataset.session import CallBudget
 from ..errors import UserError
 from ..runner import StageProgress
 from .config import EvalConfig
-from .report import build_leaderboard, print_dry_run, print_summary, write_report
 from .session import Evaluation
 from .stages import dry_run as estimate
 from .stages import stage_generate, stage_judge
@@ -61,6 +60,8 @@ async def run_stages(ev: Evaluation) -> dict[str, Any]:
 
 def evaluate(ev: Evaluation, calls: bool = True) -> dict[str, Any]:
     """Run what is missing (``calls=False``: nothing) and rebuild results.json, report.html and charts."""
+    from .report import write_report  # matplotlib: loaded when a report is written, not for every command
+
     t0 = time.perf_counter()
     counts = asyncio.run(run_stages(ev)) if calls else {}
     results = write_report(ev, counts)
@@ -85,6 +86,8 @@ def rebuild_results(d: Path) -> dict[str, Any]:
 def leaderboard(dirs: Sequence[Path], out_dir: Path, rebuild: bool = False, console: Any = None) -> list[dict[str, Any]]:
     """The leaderboard of evaluation folders (``rebuild``: each results.json recomputed from its store first,
     with zero calls)."""
+    from .report import build_leaderboard
+
     if rebuild:
         for d in dirs:
             rebuild_results(d)
@@ -103,6 +106,8 @@ def leaderboard(dirs: Sequence[Path], out_dir: Path, rebuild: bool = False, cons
 def evaluate_cmd(config: str, overrides: tuple[str, ...], dry_run: bool, max_calls: int | None, progress: bool) -> None:
     """Compare a policy with a reference: win rates in both orders, LC win rate, principle scores, safety."""
     from rich.console import Console
+
+    from .report import print_dry_run, print_summary
 
     console = Console()
     ev = open_evaluation(config, overrides, max_calls=max_calls, progress=progress)
