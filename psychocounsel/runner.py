@@ -137,13 +137,12 @@ class CachedCaller:
         return cache_key(self.identity(req.model), req)
 
     def lookup(self, key: str) -> Completion | None:
-        r = self.writer.buffered_call(key)  # an answer may still wait in the writer, uncommitted
-        if r is not None:
-            return Completion(text=r[4], raw=r[5], prompt_tokens=r[6], completion_tokens=r[7], latency_s=r[8])
-        row = self.store.get_call(key)
-        if row is None:
+        # an answer may still wait in the writer, uncommitted (a CallRow), else it is in the store (a StoredCall)
+        r = self.writer.buffered_call(key) or self.store.get_call(key)
+        if r is None:
             return None
-        return Completion(text=row[0], raw=row[1], prompt_tokens=row[2], completion_tokens=row[3], latency_s=row[4])
+        return Completion(text=r.text, raw=r.raw, prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens,
+                          latency_s=r.latency_s)
 
     async def complete(self, req: ChatRequest) -> tuple[Completion, str, bool]:
         """Returns (completion, cache key, was_cached). Raises BackendError after the backend's retries."""
