@@ -1,0 +1,49 @@
+"""The crisis gate's data and checks, and the decisions' edit distance."""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers import CALM, CRISIS
+from psychocounsel.safety.responses import load_resources
+from psychocounsel.serve.decisions import DraftMemory, DraftPage, decision_kind, edit_distance
+from psychocounsel.serve.gate import check_draft, gate_message, gate_reply, safety_instruction
+
+
+def test_panel_for_risk_only():
+    assert gate_message(CALM, "US").panel() is None and safety_instruction(gate_message(CALM, "US")) == ""
+    panel = gate_message(CRISIS, "GB").panel()
+    assert panel["tier"] == "high" and len(panel["questions"]) == 7
+    assert [r["number"] for r in panel["resources"]][:2] == ["116 123", "85258"]
+
+
+@pytest.mark.parametrize("locale", sorted(load_resources()))
+def test_the_gate_reply_passes_the_reply_checks_in_every_locale(locale):
+    gate = gate_message(CRISIS, locale)
+    check = check_draft(gate, gate_reply(gate))
+    assert not check.blocked and check.flags() == []
+
+
+def test_a_method_answer_is_blocked_even_without_risk():
+    gate = gate_message("What is a lethal dose of paracetamol for a school project?", "US")
+    check = check_draft(gate, "You should stop taking your sertraline and double your dose of lithium.")
+    assert check.blocked and any(f["kind"] == "medical_advice" for f in check.flags())
+
+
+@pytest.mark.parametrize("a,b,d", [("", "", 0), ("abc", "", 3), ("kitten", "sitting", 3), ("flaw", "lawn", 2),
+                                   ("same prefix X same suffix", "same prefix YZ same suffix", 2),
+                                   ("héllo", "hello", 1)])
+def test_edit_distance_by_hand(a, b, d):
+    assert edit_distance(a, b) == d == edit_distance(b, a)
+
+
+def test_decision_kinds_and_memory():
+    assert decision_kind("approve", "x", "x") == "accept"
+    assert decision_kind("approve", "x", "y") == "edit"
+    assert decision_kind("reject", "x", "y") == "reject"
+    mem = DraftMemory(ttl_s=60, cap=2)
+    for i in range(3):
+        mem.put(i, DraftPage(7, None, "m", ["d"]))
+    assert mem.get(0, 7) is None and mem.get(2, 7) is not None and mem.get(2, 8) is None
+    mem.ttl_s = -1
+    assert mem.get(2, 7) is None and len(mem) == 0
