@@ -329,6 +329,12 @@ for _module, _name in [
     (".evaluation.suite", "suite_cmd"),
     (".annotate.cli", "annotate_cmd"),
     (".safety.command", "screen_cmd"),
+    (".serve.command", "serve_cmd"),
+    (".sessions.judge_command", "judge_sessions_cmd"),
+    (".sessions.judge_command", "compare_sessions_cmd"),
+    (".sessions.judge_command", "session_report_cmd"),
+    (".sessions.judge_command", "session_leaderboard_cmd"),
+    (".sessions.command", "simulate_cmd"),
 ]:
     _register(_module, _name)
 

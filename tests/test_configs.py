@@ -37,11 +37,31 @@ def _accelerate(path: Path) -> dict:
 
 
 LOADERS = {
-    ".": load_config,
+    ".": lambda p: _serve_config(p) if p.stem.startswith("serve") else load_config(p),
     "eval": lambda p: load_yaml_config(SuiteRunConfig if p.name.startswith("suite") else EvalConfig, p),
     "train": _train_loader,
     "accelerate": _accelerate,
+    "sessions": lambda p: _sessions_loader(p)(p),
 }
+
+
+def _sessions_loader(path: Path):
+    from psychocounsel.sessions.config import load_simulate_config
+    from psychocounsel.sessions.judge_config import (
+        load_compare_config,
+        load_judge_config,
+    )
+
+    return {"judge": load_judge_config, "compare": load_compare_config}.get(path.stem.split("_")[0],
+                                                                             load_simulate_config)
+
+
+def _serve_config(path: Path):
+    from psychocounsel.serve.config import load_serve_config
+
+    return load_serve_config(path)
+
+
 SHIPPED = sorted(CONFIGS.rglob("*.yaml"))
 
 

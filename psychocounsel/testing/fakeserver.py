@@ -46,6 +46,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Iterator
 
 from .. import PRINCIPLE_KEYS
+from .fake_session_judges import session_judge_reply
+from .fake_sessions import session_reply
 
 ACTIONS = ("ok", "500", "429", "hang", "garble", "drop", "cut", "400")
 
@@ -142,6 +144,11 @@ def make_reply(req: dict, opts: FakeOptions, garble: bool = False) -> tuple[str,
     """The assistant text and finish_reason for a parsed request body."""
     msgs = req.get("messages") or []
     last_user = next((str(m.get("content", "")) for m in reversed(msgs) if m.get("role") == "user"), "")
+    scripted = session_judge_reply(req)
+    if scripted is None:
+        scripted = session_reply(req)
+    if scripted is not None:  # a multi-turn session role: client simulator, session therapist or judge
+        return (("\x00garbled<<" + scripted[:40]) if garble else scripted), "stop"
     if _is_judge(req):
         schema = _schema(req)
         if opts.judge_reply is not None:
