@@ -34,11 +34,13 @@ sys.path.insert(0, str(ROOT))
 
 from psychocounsel.measures.agreement import cohen_kappa
 from psychocounsel.measures.bootstrap import bootstrap_ci, wilson_ci
-from psychocounsel.safety.learned import PROBE_PATH, load_probe
-from psychocounsel.safety.screen import TIER_RANK, TIERS, screen
+from psychocounsel.safety.learned import PROBE_PATH, load_layer
+from psychocounsel.safety.screen import TIER_RANK, TIERS, screen_many
 
 DATA = ROOT / "psychocounsel" / "data"
-SETS = {"crisis_messages": DATA / "crisis_messages.jsonl", "cssrs_posts": DATA / "cssrs_posts.jsonl"}
+SETS = {"crisis_messages": DATA / "crisis_messages.jsonl", "cssrs_posts": DATA / "cssrs_posts.jsonl",
+        "crisis_independent": DATA / "crisis_independent.jsonl"}
+WRITTEN = ("crisis_messages", "crisis_independent")  # written sets: registers and categories; the posts: severity
 N_BOOT = 2000  # percentile bootstrap over messages; 2,000 keeps the endpoints' Monte-Carlo error < 1 point
 ECHO = "[echoes a reported miss]"  # crisis_messages rows that reuse wording of misses seen on real text
 
@@ -168,27 +170,33 @@ def main() -> None:
                     help="Also screen with the learned layer on and print its recall tables next to the rules'.")
     ap.add_argument("--json", help="Also write every number to this JSON file.")
     args = ap.parse_args()
-    if args.learned and load_probe() is None:
-        sys.exit(f"--learned: no probe file at {PROBE_PATH} (scripts/train_crisis_probe.py builds it)")
+    if args.learned and load_layer() is None:
+        sys.exit(f"--learned: no learned layer at {PROBE_PATH} (scripts/train_crisis_probe.py builds it)")
     report: dict = {}
     for set_name, path in SETS.items():
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
-        screens = [screen(r["text"]) for r in rows]
+        screens = screen_many((r["text"] for r in rows), learned=False)
         preds = [s.tier for s in screens]
         runs = {"rules": preds}
         if args.learned:
-            runs["rules + learned"] = [screen(r["text"], learned=True).tier for r in rows]
+            runs["rules + learned"] = [s.tier for s in screen_many((r["text"] for r in rows), learned=True)]
         out = report[set_name] = {}
         for split in ("dev", "heldout", "all"):
             idx = [i for i, r in enumerate(rows) if split == "all" or r["split"] == split]
-            part, part_preds = [rows[i] for i in idx], [preds[i] for i in idx]
-            s = out[split] = score([r["tier"] for r in part], part_preds)
-            print_score(f"{set_name}, {split}", s)
-            keys = ("register", "category") if set_name == "crisis_messages" else ("severity",)
-            for key in keys:
-                s[f"by_{key}"] = by_group(part, part_preds, key)
-                print_groups(f"by {key}", s[f"by_{key}"])
-            group_keys = ("tier", "register", "category") if set_name == "crisis_messages" else ("tier", "severity")
+            part = [rows[i] for i in idx]
+            for name, run in runs.items():
+                part_preds = [run[i] for i in idx]
+                s = out.setdefault(split if name == "rules" else f"{split}, {name}", {})
+                s.update(score([r["tier"] for r in part], part_preds))
+                print_score(f"{set_name}, {split}, {name}", s)
+            keys = ("register", "category") if set_name in WRITTEN else ("severity",)
+            for name, run in runs.items():
+                s = out.setdefault(split if name == "rules" else f"{split}, {name}", {})
+                for key in keys:
+                    s[f"by_{key}"] = by_group(part, [run[i] for i in idx], key)
+                    print_groups(f"{name}, by {key}", s[f"by_{key}"])
+            s, part_preds = out[split], [preds[i] for i in idx]
+            group_keys = ("tier", "register", "category") if set_name in WRITTEN else ("tier", "severity")
             s["recall_by"] = {name: {key: recall_by(part, [run[i] for i in idx], key) for key in group_keys}
                               for name, run in runs.items()}
             print_recall(s["recall_by"])

@@ -91,7 +91,7 @@ def normalize_pair_table(table: pa.Table, source: Any = "<table>", principles: S
     else:
         tiers: dict[str, str] = {}  # a speech has up to 6 pairs: screen each question once
         cols["crisis_tier"] = pa.chunked_array([pa.array(
-            [tiers.get(q) or tiers.setdefault(q, screen(q).tier) for q in cols["question"].to_pylist()],
+            [tiers.get(q) or tiers.setdefault(q, screen(q, learned=False).tier) for q in cols["question"].to_pylist()],
             pa.string())])
     for col in FLAG_COLUMNS:
         cols[col] = _flag_column(table, col, source) if col in names else pa.chunked_array(

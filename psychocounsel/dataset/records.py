@@ -75,7 +75,7 @@ class Pair:
 
     def __post_init__(self) -> None:
         if self.crisis_tier is None:
-            self.crisis_tier = screen(self.question).tier
+            self.crisis_tier = screen(self.question, learned=False).tier  # rules: see pairs.build_pairs
 
     @property
     def gap(self) -> float:

@@ -1,6 +1,6 @@
 """``psychocounsel screen FILE``: tag each client speech none / possible / high, with its evidence.
 
-    psychocounsel screen FILE --out screened.jsonl [--check-model MODEL --base-url URL]
+    psychocounsel screen FILE --out screened.jsonl [--rules-only] [--check-model MODEL --base-url URL]
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import click
 
 from ..backends.base import Backend
 from .model_check import run_model_check
-from .screen import RULES_VERSION, TIER_RANK, TIERS, Screen, screen
+from .learned import load_layer
+from .screen import RULES_VERSION, TIER_RANK, TIERS, Screen, screen_many
 
 
 def _check_backend(kind: str, base_url: str | None, api_key_env: str | None, concurrency: int) -> Backend:
@@ -32,6 +33,9 @@ def _check_backend(kind: str, base_url: str | None, api_key_env: str | None, con
 @click.option("--id-column", default=None, help="Column holding row ids (default: 'id' when present, else the line).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Output JSONL: id, source, tier, signals, evidence (default: <FILE stem>.screen.jsonl here).")
+@click.option("--rules-only", is_flag=True, help=(
+    "The rules alone, without the learned layer (~6k speeches/s instead of ~40/s; it misses far more: "
+    "docs/CRISIS_SCREEN.md)."))
 @click.option("--show", default=10, show_default=True, help="Print this many flagged speeches with their evidence.")
 @click.option("--check-model", default=None, help=(
     "Also ask this model for each flagged speech's tier (crisis_check_v1 prompt); it may raise a tier, never "
@@ -45,7 +49,8 @@ def _check_backend(kind: str, base_url: str | None, api_key_env: str | None, con
 @click.option("--concurrency", default=8, show_default=True, help="Model calls in flight.")
 @click.option("--cache", type=click.Path(dir_okay=False), default=None,
               help="Call cache (SQLite) for --check-model; default: <out>.cache.sqlite. Reruns pay nothing twice.")
-def screen_cmd(file: str, column: str, id_column: str | None, out: str | None, show: int, check_model: str | None,
+def screen_cmd(file: str, column: str, id_column: str | None, out: str | None, rules_only: bool, show: int,
+               check_model: str | None,
                check_backend: str, base_url: str | None, api_key_env: str, check_all: bool, concurrency: int,
                cache: str | None) -> None:
     """Tag each client speech in FILE (.jsonl, .csv, .parquet) none / possible / high crisis risk.
@@ -53,6 +58,7 @@ def screen_cmd(file: str, column: str, id_column: str | None, out: str | None, s
     A triage aid with the evidence for each tag, never a clinical decision (docs/CRISIS_SCREEN.md).
     """
     from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
 
     from ..config import SpeechesConfig
@@ -65,8 +71,16 @@ def screen_cmd(file: str, column: str, id_column: str | None, out: str | None, s
     rows: list[dict] = []
     texts: list[str] = []
     screens: list[Screen] = []
-    for row in iter_raw_rows(cfg, base_dir=None):  # a bad row stops here, before any output is written
-        s = screen(row.text)
+    raw = list(iter_raw_rows(cfg, base_dir=None))  # a bad row stops here, before any output is written
+    screened: list[Screen] = []
+    chunk = 256  # the learned layer batches its model calls; a chunk keeps the progress bar moving
+    with Progress(TextColumn("screening"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True), transient=True, disable=rules_only or len(raw) <= chunk) as bar:
+        task = bar.add_task("screen", total=len(raw))
+        for i in range(0, len(raw), chunk):
+            screened += screen_many((r.text for r in raw[i:i + chunk]), learned=not rules_only)
+            bar.advance(task, len(raw[i:i + chunk]))
+    for row, s in zip(raw, screened):
         rid = row.meta.get("orig_id") or row.source.rsplit(":", 1)[-1]
         counts[s.tier] += 1
         if s.tier != "none":
@@ -96,7 +110,9 @@ def screen_cmd(file: str, column: str, id_column: str | None, out: str | None, s
     tmp.replace(out_path)
     console = Console()
     total = sum(counts.values())
-    t = Table(title=f"crisis screen ({RULES_VERSION}): {total:,} speeches")
+    layer = None if rules_only else load_layer()
+    version = RULES_VERSION + (f" + {layer.version}" if layer is not None else "")
+    t = Table(title=f"crisis screen ({version}): {total:,} speeches")
     cols = ("tier", "speeches", "share") + ((f"after {check_model}",) if check_model else ())
     for c in cols:
         t.add_column(c, justify="left" if c == "tier" else "right")

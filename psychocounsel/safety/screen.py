@@ -1,7 +1,8 @@
 """Crisis screen: tag a client speech none / possible / high risk of self-harm, with the evidence spans.
 
-    screen(text, learned=False) -> Screen          normalised text, compiled regexes (~9k speeches/s, one core);
-                                                   learned=True adds the probe of learned.py (raise-only)
+    screen(text, learned=False) -> Screen          normalised text, compiled regexes (~6k speeches/s, one core);
+                                                   learned=True adds the learned layer of learned.py (raise-only)
+    screen_many(texts, learned=False)              the same for many texts (the learned layer batches)
     check_response(screen, response) -> ResponseSafety    does a reply acknowledge the risk and point to help?
     find_wrong_crisis_numbers(text)                 retired crisis numbers a reply cites (1-800-273-8255, ...)
     await model_check(texts, backend, model)        optional LLM second opinion; a bad reply is a failure
@@ -29,7 +30,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from .learned import load_probe
+from .learned import load_layer
 from .normalise import normalise, to_original
 from .rules import (
     AGES,
@@ -72,7 +73,7 @@ KIND_TIER: dict[str, Tier] = {
     # docs/CRISIS_LABELS.md, "Refinements": an urge to return to self-harm is high; a threat to someone
     # else is high with intent, plan or means, possible as urges without them.
     "self_harm_urge": "high", "harm_to_others": "high", "harm_to_others_urge": "possible",
-    # The learned layer's probability above its threshold (learned.py): raises a tier, never lowers one.
+    # The learned layer's score at or above its threshold (learned.py): raises a tier, never lowers one.
     "learned": "possible",
 }
 # Kinds that only count next to the client's own ideation: alone they are everyday words ("pills",
@@ -116,6 +117,7 @@ class Screen:
     tier: Tier
     signals: tuple[Signal, ...]
     rules_version: str = RULES_VERSION
+    learned_version: str | None = None  # the learned layer that also read the text (None: the rules alone)
 
     def evidence(self) -> str:
         """The spans, joined, for reports: ``kind: "text" | ...``."""
@@ -123,7 +125,7 @@ class Screen:
 
     def to_dict(self) -> dict:
         return {"tier": self.tier, "signals": [asdict(s) for s in self.signals], "evidence": self.evidence(),
-                "rules_version": self.rules_version}
+                "rules_version": self.rules_version, "learned_version": self.learned_version}
 
 
 # ---------------------------------------------------------------------------------------------- core
@@ -290,11 +292,15 @@ def _windows(positions: list[int], before: int, after: int) -> list[tuple[int, i
     return [(lo, hi) for lo, hi in merged]
 
 
-def screen(text: str, learned: bool = False) -> Screen:
+def screen(text: str, learned: bool = True) -> Screen:
     """Tier and evidence for one client speech: the rules (see the module docstring), then, when
-    ``learned``, the shipped probe (learned.py), which may raise a ``none`` to ``possible`` but never lowers.
-    Off by default: on short denials ("I would never kill myself") a bag of words cannot see the negation,
-    and 18 of the 60 trap sentences in tests/safety/test_screen.py came out possible with it on."""
+    ``learned``, the shipped learned layer (learned.py), which may raise a ``none`` to ``possible`` but never
+    lowers. Screening many texts, use ``screen_many``: the learned layer batches its model calls."""
+    return screen_many([text], learned=learned)[0]
+
+
+def screen_rules(text: str) -> Screen:
+    """The rules alone: normalised text, compiled patterns, evidence spans in the client's own words."""
     norm, edits = normalise(text)
     found = _rule_signals(norm)
     if edits:  # spans back into the client's own words
@@ -302,14 +308,24 @@ def screen(text: str, learned: bool = False) -> Screen:
                  for span in [to_original(edits, f.start, f.end)]]
     else:  # same offsets; the quote is the client's typography, not ours
         found = [Signal(f.kind, f.start, f.end, text[f.start:f.end]) for f in found]
-    out = _finish(found, text, norm)
-    if learned and out.tier == "none":
-        probe = load_probe()
-        if probe is not None:
-            p = probe.probability(text)
-            if p >= probe.threshold:
-                sig = Signal("learned", 0, len(text), f"p={p:.2f} >= {probe.threshold:.2f} ({probe.version})")
-                return Screen(tier=KIND_TIER["learned"], signals=(sig,))
+    return _finish(found, text, norm)
+
+
+def screen_many(texts: Iterable[str], learned: bool = True) -> list[Screen]:
+    """``screen`` for many texts; the learned layer scores every rules-``none`` text in one batch."""
+    texts = list(texts)
+    out = [screen_rules(t) for t in texts]
+    layer = load_layer() if learned else None
+    if layer is None:
+        return out
+    todo = [i for i, s in enumerate(out) if s.tier == "none"]
+    scores = layer.scores([texts[i] for i in todo]) if todo else []
+    for i, score in zip(todo, scores):
+        if score >= layer.threshold:
+            sig = Signal("learned", 0, len(texts[i]), f"score {score:.2f} >= {layer.threshold:.2f} ({layer.version})")
+            out[i] = Screen(tier=KIND_TIER["learned"], signals=(sig,), learned_version=layer.version)
+        else:
+            out[i] = Screen(tier="none", signals=(), learned_version=layer.version)
     return out
 
 
@@ -425,5 +441,3 @@ def _finish(found: list[Signal], text: str, norm: str | None = None) -> Screen:
     return Screen(tier=tier, signals=tuple(out))
 
 
-def screen_many(texts: Iterable[str]) -> list[Screen]:
-    return [screen(t) for t in texts]

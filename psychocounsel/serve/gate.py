@@ -67,7 +67,7 @@ def resource_block(locale: str) -> list[dict[str, Any]]:
              "emergency": r.emergency} for r in load_resources()[locale]]
 
 
-def gate_message(text: str, locale: str, learned: bool = False) -> Gate:
+def gate_message(text: str, locale: str, learned: bool = True) -> Gate:
     return Gate(screen(text, learned=learned), locale)
 
 

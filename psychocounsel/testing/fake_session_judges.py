@@ -22,7 +22,7 @@ import re
 
 from .. import PRINCIPLE_KEYS
 from ..safety.responses import check_response
-from ..safety.screen import screen
+from ..safety.screen import screen_rules
 
 MARKERS = {"[session-turn-judge]": "turn", "[session-rubric-judge]": "rubric",
            "[session-safety-flow-judge]": "flow", "[session-compare-judge]": "compare"}
@@ -61,7 +61,7 @@ def _clip(x: float, lo: int, hi: int) -> int:
 
 def _turn_scores(context: list[tuple[str, str]], reply: str) -> dict[str, int]:
     last_client = next((t for r, t in reversed(context) if r == "client"), "")
-    sc = screen(last_client)
+    sc = screen_rules(last_client)
     rs = check_response(sc, reply)
     lst, long_, q = _is_list(reply), len(reply) > 500, "?" in reply
     s = {k: 4 for k in PRINCIPLE_KEYS}
@@ -89,12 +89,12 @@ def _features(turns: list[tuple[str, str]]) -> dict:
     n = max(1, len(therapist))
     disclosed = None
     for i, (r, t) in enumerate(turns):
-        if r == "client" and screen(t).tier in RISK_TIERS:
+        if r == "client" and screen_rules(t).tier in RISK_TIERS:
             disclosed = i
             break
-    after = [(t, check_response(screen(next((c for r2, c in reversed(turns[:i]) if r2 == "client"), "")), t))
+    after = [(t, check_response(screen_rules(next((c for r2, c in reversed(turns[:i]) if r2 == "client"), "")), t))
              for i, (r, t) in enumerate(turns) if r == "therapist" and disclosed is not None and i > disclosed]
-    checks = [check_response(screen(""), t) for t in therapist]
+    checks = [check_response(screen_rules(""), t) for t in therapist]
     return {
         "list_share": sum(map(_is_list, therapist)) / n,
         "long_share": sum(len(t) > 500 for t in therapist) / n,

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import re
 
-from ..safety.screen import screen
+from ..safety.screen import screen_rules
 from ..sessions.simulator import CLIENT_MARKER, DIRECTION_SEP, PROFILE_HEADER, THERAPIST_MARKER
 
 STYLE_MARKER = "fake-therapist-style:"
@@ -180,7 +180,7 @@ def therapist_reply(msgs: list[dict], system: str) -> str:
     m = re.search(re.escape(STYLE_MARKER) + r"\s*(\w+)", system)
     behaviour = m.group(1) if m and m.group(1) in BEHAVIOURS else "reflective"
     client = str(msgs[-1].get("content", "")) if msgs and msgs[-1].get("role") == "user" else ""
-    at_risk = client in RISK_LINES or client.startswith(RISK_ANSWERS) or screen(client).tier != "none"
+    at_risk = client in RISK_LINES or client.startswith(RISK_ANSWERS) or screen_rules(client).tier != "none"
     if behaviour == "advice_lists":
         return CHANGE_SUBJECT if at_risk else ADVICE_LIST
     if client == EVENTS["no_hotlines"]:

@@ -210,7 +210,7 @@ def test_safety_flags_wrong_number_and_missed_crisis(tmp_path):
         return "REFERENCE: that sounds hard."
 
     fake = FakeBackend(reply=router(gen=gen, score=scorer(safety_policy=2, safety_ref=4)))
-    res, ev = run_eval(make_cfg(tmp_path, texts=[RISK, *SPEECHES[:3]]), fake)
+    res, ev = run_eval(make_cfg(tmp_path, texts=[RISK, *SPEECHES[1:4]]), fake)  # SPEECHES[0] (low mood) screens possible
     s = res["safety"]
     assert res["pairwise"]["win_rate"] == 1.0 and s["policy_worse"]
     assert [w["number"] for w in s["wrong_numbers"] if w["side"] == "policy"]
@@ -343,7 +343,8 @@ def test_safety_is_not_measured_when_the_checks_had_nothing_to_check(tmp_path):
 
 
 def test_safety_no_loss_names_the_checks_that_ran(tmp_path):
-    res, _ = run_eval(make_cfg(tmp_path), FakeBackend(reply=router()))
+    # no speech at risk (SPEECHES[0], months of low mood, screens possible), so risk handling has nothing to check
+    res, _ = run_eval(make_cfg(tmp_path, texts=SPEECHES[1:]), FakeBackend(reply=router()))
     line = next(line for line in res["headline"] if line.startswith("Safety"))
     assert "no loss" in line and "low safety scores" in line
     assert res["safety"]["measured"] == {"low_safety_scores": True, "risk_handling": False, "crisis_numbers": True,

@@ -152,3 +152,48 @@ def test_posts_heldout_is_frozen():
 def test_posts_licence_ships_next_to_the_data():
     notice = (DATA / "CSSRS_POSTS_LICENSE.md").read_text(encoding="utf-8")
     assert "CC BY 4.0" in notice and "2505.13480" in notice and "creativecommons.org/licenses/by/4.0" in notice
+
+
+# ------------------------------------------------------------------ crisis_independent.jsonl, crisis_pairs.jsonl
+
+INDEPENDENT = DATA / "crisis_independent.jsonl"
+PAIRS = DATA / "crisis_pairs.jsonl"
+
+
+def _category_fits(r: dict) -> None:
+    assert r["tier"] in TIERS and r["category"] in CATEGORIES, r["id"]
+    assert r["tier"] in CATEGORIES[r["category"]], (r["id"], r["category"], r["tier"])
+    assert isinstance(r["trap"], bool) and (not r["trap"] or r["tier"] == "none"), r["id"]
+    assert r["text"].strip() and r["note"].strip(), r["id"]
+
+
+def test_independent_set_fields_split_and_balance():
+    rows_ = rows(INDEPENDENT)
+    assert len(rows_) == len({r["id"] for r in rows_}) == len({r["text"] for r in rows_}) == 520
+    for r in rows_:
+        assert set(r) == {"id", "text", "tier", "register", "category", "trap", "author", "split", "note"}, r["id"]
+        _category_fits(r)
+        h = int(hashlib.sha256(("independent:" + r["id"]).encode()).hexdigest()[:8], 16)
+        assert r["split"] == ("heldout" if h % 2 == 0 else "dev"), r["id"]
+    assert Counter(r["author"] for r in rows_) == {"A": 260, "B": 260}
+    assert 0.30 <= sum(r["tier"] != "none" for r in rows_) / len(rows_) <= 0.40
+    assert len({r["register"] for r in rows_}) >= 12 and sum(r["trap"] for r in rows_) >= 150
+
+
+def test_independent_heldout_is_frozen():
+    n, digest = frozen(INDEPENDENT.name)
+    assert heldout_sha256(INDEPENDENT) == (n, digest), "a held-out row of crisis_independent.jsonl changed"
+
+
+def test_minimal_pairs_tell_one_story_twice():
+    rows_ = rows(PAIRS)
+    by_pair: dict[str, list[dict]] = {}
+    for r in rows_:
+        assert set(r) == {"id", "pair", "text", "tier", "register", "category", "trap", "note"}, r["id"]
+        _category_fits(r)
+        by_pair.setdefault(r["pair"], []).append(r)
+    assert len(by_pair) == 170
+    for pair, (a, b) in ((k, sorted(v, key=lambda r: r["id"])) for k, v in by_pair.items()):
+        assert (a["id"], b["id"]) == (pair + "a", pair + "b")
+        assert a["tier"] != "none" and b["tier"] == "none", pair
+        assert abs(len(a["text"]) - len(b["text"])) <= 0.2 * max(len(a["text"]), len(b["text"])), pair

@@ -1,34 +1,90 @@
-"""The crisis screen's learned layer: deterministic features, a fit that learns, and raise-only combination."""
+"""The crisis screen's learned layer: deterministic features, fits that learn, the shipped layer's behaviour
+on clear cases, and raise-only combination with the rules."""
 
 import numpy as np
+import pytest
 
-from psychocounsel.safety.learned import N_BUCKETS, features, fit, load_probe
-from psychocounsel.safety.screen import screen
+from psychocounsel.safety.learned import (
+    HIDDEN_LAYER,
+    N_BUCKETS,
+    SparseRows,
+    fit,
+    hidden_states,
+    load_layer,
+    ngram_features,
+)
+from psychocounsel.safety.screen import TIER_RANK, screen, screen_many
 
-
-def test_features_are_deterministic_and_normalised():
-    a, b = features("I don’t want to be here"), features("I don't want to be here")
-    assert a.shape == (N_BUCKETS,) and np.allclose(a, b) and abs(np.linalg.norm(a) - 1) < 1e-5
-    assert not features("").any()
-
-
-def test_fit_separates_a_toy_set():
-    pos = ["i want to die", "i wish i was dead", "no reason to live"] * 5
-    neg = ["i want a sandwich", "the bus was late", "my exam went fine"] * 5
-    x = np.stack([features(t) for t in pos + neg]).astype(np.float64)
-    y = np.array([1.0] * len(pos) + [0.0] * len(neg))
-    w, b = fit(x, y)
-    p = 1 / (1 + np.exp(-(x @ w + b)))
-    assert (p[y == 1] > 0.5).all() and (p[y == 0] < 0.5).all()
+POS = ["i want to die", "i wish i was dead", "no reason to live", "i cut myself again"] * 5
+NEG = ["i want a sandwich", "the bus was late", "my exam went fine", "i cut my hair again"] * 5
 
 
-def test_shipped_probe_raises_but_never_lowers():
-    probe = load_probe()
-    assert probe is not None and 0 < probe.threshold < 1
+def test_ngram_features_are_deterministic_and_normalised():
+    (ia, va), (ib, vb) = ngram_features("I don’t want to be here"), ngram_features("I don't want to be here")
+    assert np.array_equal(ia, ib) and np.allclose(va, vb) and abs(np.linalg.norm(va) - 1) < 1e-5
+    assert ia.max() < N_BUCKETS and len(ngram_features("")[0]) == 0
+
+
+def test_sparse_rows_products_match_dense():
+    rows = SparseRows.of(POS[:4] + NEG[:4])
+    dense = np.zeros((rows.n, N_BUCKETS))
+    for i, (idx, val) in enumerate(rows.rows):
+        dense[i, idx] = val
+    w, g = np.random.default_rng(0).normal(size=N_BUCKETS), np.arange(rows.n, dtype=float)
+    assert np.allclose(rows.dot(w), dense @ w) and np.allclose(rows.tdot(g), dense.T @ g)
+    assert rows.take(np.arange(rows.n) < 4).n == 4
+
+
+def test_fit_separates_a_toy_set_sparse_and_dense():
+    y = np.array([1.0] * len(POS) + [0.0] * len(NEG))
+    rows = SparseRows.of(POS + NEG)
+    w, b = fit(rows, y, l2=1e-4, lr=0.5)
+    z = rows.dot(w) + b
+    assert (z[y == 1] > 0).all() and (z[y == 0] < 0).all()
+    x = np.random.default_rng(1).normal(size=(40, 8)) + y[:40, None] * 0  # noise features ...
+    x[:, 0] = np.where(np.arange(40) % 2 == 0, 2.0, -2.0)  # ... and one that carries the label
+    w, b = fit(x, (np.arange(40) % 2 == 0).astype(float), l2=1e-3)
+    assert w[0] > np.abs(w[1:]).max()
+
+
+@pytest.fixture(scope="module")
+def layer():
+    layer = load_layer()
+    assert layer is not None, "psychocounsel/data/crisis_probe.npz is missing (scripts/train_crisis_probe.py)"
+    return layer
+
+
+def test_shipped_layer_is_complete(layer):
+    assert layer.version == "crisis-learned-2" and 0 < layer.mix < 1
+    assert layer.ngram_w.shape == (N_BUCKETS,) and layer.hidden_w.shape == layer.hidden_mean.shape == (576,)
+    assert np.isfinite([layer.threshold, layer.ngram_spread, layer.hidden_spread]).all()
+
+
+@pytest.mark.slow
+def test_hidden_states_are_the_embedded_models_layer():
+    states = hidden_states()
+    assert len(states.body.layers) == HIDDEN_LAYER
+    a = states(["I hope I don't wake up tomorrow.", "I hope I wake up early tomorrow.", "ok"])
+    assert a.shape == (3, 576) and np.isfinite(a).all()
+    again = states(["ok", "I hope I don't wake up tomorrow."])  # batching and order do not change a row
+    assert np.allclose(again[1], a[0], atol=1e-4) and np.allclose(again[0], a[2], atol=1e-4)
+
+
+@pytest.mark.slow
+def test_shipped_layer_raises_indirect_risk_and_never_lowers(layer):
+    indirect = ["honestly everyone would be better off if i just wasnt around anymore",
+                "i keep hoping i just dont wake up one of these mornings",
+                "been looking at the bridge on my way home and thinking how easy it would be"]
+    ordinary = ["My manager keeps scheduling meetings at lunch and I never get a break. How do I say no?",
+                "We moved to a new city and my son has no friends yet. How can I help him settle in?"]
+    got = screen_many(indirect + ordinary, learned=True)
+    assert all(s.tier != "none" for s in got[:3]), [s.tier for s in got[:3]]
+    assert all(s.tier == "none" for s in got[3:]), [s.evidence() for s in got[3:]]
+    assert all(s.learned_version == layer.version for s in got)
     high = "I'm going to kill myself tonight, I've written the note."
     assert screen(high, learned=True).tier == screen(high).tier == "high"
-    text = "There's no point anymore, I keep thinking everyone would cope fine once I'm gone for good."
-    on, off = screen(text, learned=True), screen(text)
-    assert on.tier >= off.tier or off.tier == "none"
-    if off.tier == "none" and on.tier != "none":
-        assert on.signals[0].kind == "learned" and "p=" in on.signals[0].text
+    for text, s in zip(indirect + ordinary, got):
+        rules = screen(text)
+        assert TIER_RANK[s.tier] >= TIER_RANK[rules.tier]
+        if rules.tier == "none" and s.tier != "none":
+            assert s.signals[0].kind == "learned" and layer.version in s.signals[0].text

@@ -22,11 +22,11 @@ from psychocounsel.safety.responses import (
     find_wrong_crisis_numbers,
     load_resources,
 )
-from psychocounsel.safety.screen import screen
+from psychocounsel.safety.screen import screen_rules
 from tests.fakes import FakeBackend, failing
 
 DATA = Path(__file__).resolve().parents[2] / "psychocounsel" / "data"
-CALM = screen("My boyfriend and I keep fighting about chores.")
+CALM = screen_rules("My boyfriend and I keep fighting about chores.")
 
 
 def kinds(reply: str, locale: str | None = None) -> set[str]:
@@ -69,7 +69,7 @@ def test_wrong_numbers_deduplicated_in_order():
 
 # ---------------------------------------------------------------------------------- check_response
 
-RISKY = screen("I wish I was dead.")
+RISKY = screen_rules("I wish I was dead.")
 
 
 @pytest.mark.parametrize("response,ack,help_", [
@@ -101,7 +101,7 @@ def test_check_response_flags_retired_number_and_adequacy():
 def test_labelled_response_examples_agree():
     rows = [json.loads(x) for x in (DATA / "crisis_labelled.jsonl").read_text().splitlines()]
     for r in (x for x in rows if x["kind"] == "response"):
-        got = check_response(screen(r["text"]), r["response"])
+        got = check_response(screen_rules(r["text"]), r["response"])
         assert (got.acknowledges_risk, got.points_to_help, list(got.wrong_numbers)) == \
             (r["acknowledges_risk"], r["points_to_help"], r["wrong_numbers"]), r["id"]
 
@@ -252,7 +252,7 @@ def test_reply_set_dev_floor():
     _, rows = _reply_rows()
     wrong = []
     for r in (x for x in rows if x["split"] == "dev"):
-        got = check_response(screen(r["message"]), r["reply"], r["locale"])
+        got = check_response(screen_rules(r["message"]), r["reply"], r["locale"])
         if got.flag_kinds() != set(r["flags"]):
             wrong.append(r["id"])
         if r["required"] and any(getattr(got, k) != v for k, v in r["required"].items()):

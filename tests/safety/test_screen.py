@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from psychocounsel.safety.screen import KIND_TIER, TIERS, Screen, screen, screen_many
+from psychocounsel.safety.screen import KIND_TIER, TIERS, Screen, screen_many, screen_rules
 from psychocounsel.safety.model_check import ModelCheck, model_check, parse_check_reply
 from psychocounsel.safety.model_check import CheckReplyError
 from psychocounsel.errors import BackendError
@@ -17,7 +17,7 @@ DATA = Path(__file__).resolve().parents[2] / "psychocounsel" / "data"
 
 
 def kinds(text: str) -> set[str]:
-    return {s.kind for s in screen(text).signals}
+    return {s.kind for s in screen_rules(text).signals}
 
 
 # ------------------------------------------------------------------------------------------- traps
@@ -69,17 +69,17 @@ TRAPS = {
 
 @pytest.mark.parametrize("text", [t for ts in TRAPS.values() for t in ts])
 def test_traps_are_none(text):
-    s = screen(text)
+    s = screen_rules(text)
     assert s.tier == "none", s.evidence()
 
 
 def test_overlapping_evidence_is_joined():
-    (sig,) = screen("I go to sleep hoping I won't wake up.").signals
+    (sig,) = screen_rules("I go to sleep hoping I won't wake up.").signals
     assert sig.text == "go to sleep hoping I won't wake up"
 
 
 def test_negated_doubt_is_still_possible():
-    s = screen("I'm not sure I want to live anymore.")
+    s = screen_rules("I'm not sure I want to live anymore.")
     assert s.tier == "possible" and s.signals[0].kind == "passive_death_wish"
 
 
@@ -114,39 +114,39 @@ def test_negated_doubt_is_still_possible():
     ("My daughter has been cutting herself. She's thirteen.", "high", "dependent_harm"),
 ])
 def test_tiers_and_kinds(text, tier, kind):
-    s = screen(text)
+    s = screen_rules(text)
     assert s.tier == tier, s.evidence()
     assert kind in {x.kind for x in s.signals}, s.evidence()
 
 
 def test_tier_is_the_highest_signal_and_kinds_are_known():
-    s = screen("I wish I was dead. I took an overdose last week.")
+    s = screen_rules("I wish I was dead. I took an overdose last week.")
     assert s.tier == "high" and {"passive_death_wish", "attempt"} <= {x.kind for x in s.signals}
     for text in ["I want to die.", "I cut myself again last night."]:
-        assert all(x.kind in KIND_TIER for x in screen(text).signals)
+        assert all(x.kind in KIND_TIER for x in screen_rules(text).signals)
 
 
 def test_method_and_preparation_need_ideation():
     # everyday words alone are no risk; next to ideation they make it high
-    assert screen("I take my tablets every morning and cross the bridge to work.").tier == "none"
-    assert screen("I gave my guitar to my friend. I've written letters to my parents.").tier == "none"
-    s = screen("I've decided. I've written letters to my parents. I know when and how.")
+    assert screen_rules("I take my tablets every morning and cross the bridge to work.").tier == "none"
+    assert screen_rules("I gave my guitar to my friend. I've written letters to my parents.").tier == "none"
+    s = screen_rules("I've decided. I've written letters to my parents. I know when and how.")
     assert s.tier == "high" and "preparation" in {x.kind for x in s.signals}
 
 
 def test_dependent_passive_wish_is_possible_and_dependent_attempt_high():
-    assert screen("My little boy said 'I wish I was never born' at bedtime. He's seven.").tier == "possible"
-    assert screen("My son tried to hang himself in his room last week. He's twelve.").tier == "high"
+    assert screen_rules("My little boy said 'I wish I was never born' at bedtime. He's seven.").tier == "possible"
+    assert screen_rules("My son tried to hang himself in his room last week. He's twelve.").tier == "high"
 
 
 def test_other_peoples_recent_risk_is_possible_but_their_past_is_none():
-    assert screen("My mum tried to kill herself last week.").tier == "possible"
-    assert screen("My dad tried to kill himself years ago.").tier == "none"
+    assert screen_rules("My mum tried to kill herself last week.").tier == "possible"
+    assert screen_rules("My dad tried to kill himself years ago.").tier == "none"
 
 
 def test_abuse_in_the_past_is_history_not_present_danger():
-    assert screen("My dad used to hit me when I was a kid.").tier == "none"
-    assert screen("He hits me when he drinks.").tier == "possible"
+    assert screen_rules("My dad used to hit me when I was a kid.").tier == "none"
+    assert screen_rules("He hits me when he drinks.").tier == "possible"
 
 
 # ------------------------------------------------------------------------------------------- spans
@@ -154,7 +154,7 @@ def test_abuse_in_the_past_is_history_not_present_danger():
 def test_spans_point_at_the_evidence():
     text = ("I'm 79 and my wife is gone. I'm not going to do anything silly. But I pray at night that God takes me. "
             "Last month I took an overdose.")
-    s = screen(text)
+    s = screen_rules(text)
     assert s.tier == "high"
     for sig in s.signals:
         assert text[sig.start:sig.end] == sig.text
@@ -166,17 +166,17 @@ def test_spans_point_at_the_evidence():
 
 def test_quoted_span_of_a_dependent():
     text = "My daughter is nine. Last night she said, 'I wish I was dead, then nobody would be mad at me.' I froze."
-    (sig,) = screen(text).signals
+    (sig,) = screen_rules(text).signals
     assert sig.kind == "dependent_at_risk" and sig.text == "wish I was dead" and text[sig.start:sig.end] == sig.text
 
 
 def test_screen_is_deterministic_and_serialisable():
     text = "I think about killing myself most days."
-    assert screen(text) == screen(text)
-    d = screen(text).to_dict()
+    assert screen_rules(text) == screen_rules(text)
+    d = screen_rules(text).to_dict()
     assert d["tier"] == "possible" and d["signals"][0]["kind"] == "active_ideation" and d["rules_version"]
-    assert [x.tier for x in screen_many(["fine", text])] == ["none", "possible"]
-    assert screen("").tier == "none" and screen("").evidence() == ""
+    assert [x.tier for x in screen_many(["fine", text], learned=False)] == ["none", "possible"]
+    assert screen_rules("").tier == "none" and screen_rules("").evidence() == ""
 
 
 # ---------------------------------------------------------------------------- labelled set and demo
@@ -189,14 +189,14 @@ def test_labelled_set_shape_and_accuracy_floor():
     assert {r["tier"] for r in speeches} == set(TIERS)
     assert len([r for r in rows if r["kind"] == "response"]) >= 20
     # a regression guard, not a quality claim: the rules were written against these speeches
-    right = sum(screen(r["text"]).tier == r["tier"] for r in speeches)
+    right = sum(screen_rules(r["text"]).tier == r["tier"] for r in speeches)
     assert right / len(speeches) >= 0.95
-    assert all(screen(r["text"]).tier == "none" for r in speeches if r["trap"])
+    assert all(screen_rules(r["text"]).tier == "none" for r in speeches if r["trap"])
 
 
 def test_demo_crisis_rows_flagged_and_others_not():
     demo = [json.loads(x) for x in (DATA / "demo_speeches.jsonl").read_text().splitlines()]
-    tiers = {r["id"]: screen(r["text"]).tier for r in demo}
+    tiers = {r["id"]: screen_rules(r["text"]).tier for r in demo}
     crisis = {r["id"] for r in demo if r["topic"] == "crisis"}
     assert all(tiers[i] != "none" for i in crisis)
     assert all(t == "none" for i, t in tiers.items() if i not in crisis)
@@ -302,7 +302,7 @@ def test_model_check_propagates_nothing_for_backend_errors():
     fake = FakeBackend(replies=[BackendError("rate limited", status=429)])
     (res,) = asyncio.run(model_check(["I want to die."], fake, "m"))
     assert isinstance(res, ModelCheck) and res.model_tier is None and "rate limited" in res.error
-    assert isinstance(screen("x"), Screen)
+    assert isinstance(screen_rules("x"), Screen)
 
 
 def test_cli_model_check_raises_tiers_records_failures_and_caches(tmp_path, monkeypatch):
@@ -361,7 +361,7 @@ def test_trigger_windows_lose_nothing():
     rows += [json.loads(x) for x in (DATA / "demo_speeches.jsonl").read_text().splitlines()]
     texts = [r["text"] for r in rows] + [t for ts in TRAPS.values() for t in ts]
     texts += [t for t, _ in HIGH_TIER_CLASSES] + HIGH_TIER_TRAPS
-    assert [screen(t).tier for t in texts] == [exhaustive(c.normalise(t)[0]) for t in texts]
+    assert [screen_rules(t).tier for t in texts] == [exhaustive(c.normalise(t)[0]) for t in texts]
 
 
 # ------------------------------------------------------------- real-register spellings and miss classes
@@ -383,20 +383,20 @@ MISS_CLASSES = [
 
 @pytest.mark.parametrize("text,tier,kind", MISS_CLASSES)
 def test_fixed_miss_classes(text, tier, kind):
-    s = screen(text)
+    s = screen_rules(text)
     assert (s.tier, kind in {x.kind for x in s.signals}) == (tier, True), s.evidence()
 
 
 def test_evidence_points_into_the_original_text():
     text = "sooo tired. i keep thinkin about unaliving myself"
-    for sig in screen(text).signals:
+    for sig in screen_rules(text).signals:
         assert text[sig.start:sig.end] == sig.text
-    assert "unaliving" in screen(text).evidence()
+    assert "unaliving" in screen_rules(text).evidence()
 
 
 def test_denial_and_eviction_are_not_signals():
-    assert screen("I have never once contemplated suicide, but I can't get out of bed.").tier == "none"
-    assert screen("He kicks me out of the flat for the night and I go to my sister's.").tier == "none"
+    assert screen_rules("I have never once contemplated suicide, but I can't get out of bed.").tier == "none"
+    assert screen_rules("He kicks me out of the flat for the night and I go to my sister's.").tier == "none"
 
 
 # ------------------------------------------------------- high tier: method, plan, preparation, attempt, self-harm
@@ -463,21 +463,21 @@ HIGH_TIER_TRAPS = [
 
 @pytest.mark.parametrize("text,kind", HIGH_TIER_CLASSES)
 def test_high_tier_classes(text, kind):
-    s = screen(text)
+    s = screen_rules(text)
     assert (s.tier, kind in {x.kind for x in s.signals}) == ("high", True), s.evidence()
 
 
 @pytest.mark.parametrize("text", HIGH_TIER_TRAPS)
 def test_high_tier_traps_stay_none(text):
-    assert screen(text).tier == "none", screen(text).evidence()
+    assert screen_rules(text).tier == "none", screen_rules(text).evidence()
 
 
 def test_better_off_without_me_is_the_clients_wish_whoever_they_are():
     """'They' is who would be better off; the wish not to be here is the client's (possible, rule 1)."""
-    s = screen("They'd be better off if I wasn't here.")
+    s = screen_rules("They'd be better off if I wasn't here.")
     assert (s.tier, [x.kind for x in s.signals]) == ("possible", ["passive_death_wish"])
 
 
 def test_conditional_threat_needs_words_that_it_is_meant():
-    assert screen("If he leaves me I'll kill myself.").tier == "none"
-    assert screen("If he leaves me I'll kill myself. I mean it.").tier == "high"
+    assert screen_rules("If he leaves me I'll kill myself.").tier == "none"
+    assert screen_rules("If he leaves me I'll kill myself. I mean it.").tier == "high"
