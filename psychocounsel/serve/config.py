@@ -61,8 +61,9 @@ class ServeConfig(Strict):
                                      "train-rm-multihead); none: drafts are shown unranked, and the page says so.")
     reward_device: str = Field("auto", description="Device for the reward model: auto | cpu | cuda.")
     locale: str = Field("US", description="Crisis resources shown and checked: a key of data/crisis_resources.yaml.")
-    learned_screen: bool = Field(False, description="Add the learned probe to the crisis screen (raises tiers "
-                                 "only; more false alarms, docs/CRISIS_SCREEN.md).")
+    learned_screen: bool = Field(True, description="The crisis screen's learned layer after its rules (raises tiers "
+                                 "only; catches far more risk, with more false alarms: docs/CRISIS_SCREEN.md). "
+                                 "false: the rules alone.")
     n_default: int = Field(3, ge=1, description="Drafts per message unless the clinician picks another N.")
     n_max: int = Field(8, ge=1, description="Most drafts one request may ask for (8: each is a model call).")
     max_message_chars: int = Field(8000, ge=100, description="Longest client message or conversation accepted.")

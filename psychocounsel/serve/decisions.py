@@ -57,6 +57,7 @@ class DraftPage:
     gate: Any  # gate.Gate: the screen, needed to re-check an edited draft
     message: str
     texts: list[str]
+    failed: list[str] = field(default_factory=list)  # drafts the backend failed to write, as first shown
     created: float = field(default_factory=time.monotonic)
 
 

@@ -7,8 +7,17 @@ Every call needs ``Authorization: Bearer <clinician or admin token>``. The gate 
 (role ``user``); at possible or high risk the model is told the safety instruction, and any choice that fails
 the reply checks is replaced by the gate's own reply with ``finish_reason: "content_filter"``: still a valid
 ``chat.completion`` that any OpenAI client parses. The extra ``psychocounsel`` field carries the tier, the
-evidence and which checks withheld what. Streaming sends the checked reply in chunks: a reply is checked whole
-before any of it leaves, so the first byte waits for the whole reply (the backends answer whole replies too).
+evidence, which checks withheld what, and ``checked_before_sending: true``.
+
+Streaming is framed, not incremental, on purpose: a reply must pass the reply checks before a client sees any
+of it, and the checks read the whole reply (a crisis line in its last sentence counts), so every choice is
+generated and checked whole, and only then sent as ``chat.completion.chunk`` events in word-sized pieces. The
+first byte waits for the whole reply. The stream says so itself: it opens with an SSE comment (which SSE
+clients, the openai SDK's included, skip), and each choice's first and last chunk carry the ``psychocounsel``
+field. ``stream_options.include_usage`` adds OpenAI's closing usage chunk (no choices). A withheld choice ends
+with ``finish_reason: "content_filter"``, as OpenAI's own filter does; the SDK's ``create(stream=True)``
+yields it like any chunk, and its ``.stream()`` / ``.parse()`` helpers raise ``ContentFilterFinishReasonError``
+carrying the whole completion, the gate's reply included.
 Unknown request fields (``user``, ``presence_penalty``, ...) are ignored, as vLLM does.
 """
 
@@ -44,17 +53,28 @@ class Message(BaseModel):
         return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
 
 
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    include_usage: bool = False
+
+
 class ChatBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
     model: str
     messages: list[Message] = Field(min_length=1)
     stream: bool = False
+    stream_options: StreamOptions | None = None
     n: int = Field(1, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     seed: int | None = None
+
+
+# The stream's first line, an SSE comment (clients skip it): why the first byte came only now.
+STREAM_NOTE = (b": psychocounsel: every reply is checked whole by the reply checks before any of it is sent; "
+               b"the stream is framed, not incremental\n\n")
 
 
 def openai_error(status: int, message: str, kind: str = "invalid_request_error", code: str | None = None) -> Response:
@@ -113,29 +133,37 @@ def add_openai_routes(app: FastAPI, service: DraftService, auth: Auth) -> None:
             return openai_error(e.status, str(e), "server_error" if e.status >= 500 else "invalid_request_error")
         cid, created = "chatcmpl-" + secrets.token_hex(12), int(time.time())
         extra = {"tier": gate.tier, "evidence": [{"kind": s.kind, "text": s.text} for s in gate.screen.signals],
-                 "withheld": [c["withheld"] for c in choices], "sent_to_client": False}
+                 "withheld": [c["withheld"] for c in choices], "checked_before_sending": True,
+                 "sent_to_client": False}
         prompt_tokens = choices[0]["usage"].prompt_tokens
         completion_tokens = sum(c["usage"].completion_tokens for c in choices)
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                 "total_tokens": prompt_tokens + completion_tokens}
         if not body.stream:
             return JSONResponse({
                 "id": cid, "object": "chat.completion", "created": created, "model": cfg.model,
                 "choices": [{"index": i, "message": {"role": "assistant", "content": c["text"], "refusal": None},
                              "logprobs": None, "finish_reason": c["finish_reason"]} for i, c in enumerate(choices)],
-                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                          "total_tokens": prompt_tokens + completion_tokens},
-                "psychocounsel": extra})
+                "usage": usage, "psychocounsel": extra})
+        with_usage = body.stream_options is not None and body.stream_options.include_usage
 
-        def event(choice: int, delta: dict[str, Any], finish: str | None, **more: Any) -> bytes:
+        def event(choices: list[dict[str, Any]], **more: Any) -> bytes:
             chunk = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": cfg.model,
-                     "choices": [{"index": choice, "delta": delta, "logprobs": None, "finish_reason": finish}], **more}
+                     "choices": choices, **({"usage": None} if with_usage else {}), **more}
             return b"data: " + json.dumps(chunk).encode() + b"\n\n"
 
+        def delta(i: int, d: dict[str, Any], finish: str | None = None) -> list[dict[str, Any]]:
+            return [{"index": i, "delta": d, "logprobs": None, "finish_reason": finish}]
+
         async def events():
+            yield STREAM_NOTE
             for i, c in enumerate(choices):
-                yield event(i, {"role": "assistant", "content": ""}, None)
+                yield event(delta(i, {"role": "assistant", "content": ""}), psychocounsel=extra)
                 for piece in _chunks(c["text"]):
-                    yield event(i, {"content": piece}, None)
-                yield event(i, {}, c["finish_reason"], psychocounsel=extra)
+                    yield event(delta(i, {"content": piece}))
+                yield event(delta(i, {}, c["finish_reason"]), psychocounsel=extra)
+            if with_usage:
+                yield event([], usage=usage)
             yield b"data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")

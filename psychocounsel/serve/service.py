@@ -62,6 +62,18 @@ def screened_text(history: Sequence[tuple[str, str]], message: str) -> str:
     return "\n\n".join([t for r, t in history if r == "user"] + [message])
 
 
+def open_backend(cfg: ServeConfig) -> Backend:
+    """The deployment's backend, built at start so that a misconfigured one is a one-line error then, not a
+    failed draft in a clinician's first request: an OpenAI server's key variable, a local device that must
+    exist, a local model's files (looked up; no weights are loaded until the first draft)."""
+    backend = make_backend(cfg.backend)
+    if cfg.backend.type == "local":
+        from ..backends.local_models import resolve_model
+
+        resolve_model(cfg.model)
+    return backend
+
+
 class DraftService:
     """One deployment's drafting: the config, the store, the backend, the optional reward model, the memory."""
 
@@ -71,7 +83,10 @@ class DraftService:
         self.prompt = load_prompt(cfg.prompt)
         self._backend = backend
         if scorer is None and cfg.reward_model:
-            scorer = load_scorer(cfg.reward_model, device=cfg.reward_device)
+            try:
+                scorer = load_scorer(cfg.reward_model, device=cfg.reward_device)
+            except UserError as e:  # the deployment file's field, then what is wrong with the checkpoint
+                raise UserError(f"reward_model: {e}") from None
         self.scorer = scorer
         self.memory = DraftMemory(cfg.policy.memory_minutes * 60)
         self._score_lock = threading.Lock()  # one forward pass at a time: bounded memory, no torch thread fights
@@ -158,7 +173,8 @@ class DraftService:
         blocked = [c.blocked for c in checks]
         ranking = await run_in_threadpool(self._rank, message, texts, blocked)
         rows = [{"overall": r.overall, "flags": sorted({f["kind"] for f in c.flags()}), "blocked": c.blocked,
-                 "text": t if cfg.policy.storage else None} for r, c, t in zip(ranking, checks, texts)]
+                 "text": t if cfg.policy.storage else None, "principles": r.principles, "reason": r.reason,
+                 "finish_reason": comp.finish_reason} for r, c, t, comp in zip(ranking, checks, texts, ok)]
         self.purge_if_due()
         stored = cfg.policy.storage
         history_text = "\n".join(f"{r}: {t}" for r, t in history) if stored and history else None
@@ -168,17 +184,17 @@ class DraftService:
                                               message=message if stored else None, history=history_text)
         except UserError as e:  # consent withdrawn between the check and the write
             raise Refused(409, str(e)) from None
-        self.memory.put(set_id, DraftPage(clinician.id, gate, message, texts))
+        self.memory.put(set_id, DraftPage(clinician.id, gate, message, texts, failed))
         self.store.audit(f"clinician:{clinician.id}", "draft", set_id=set_id, n=len(texts), tier=gate.tier,
                          blocked=sum(blocked), failed=len(failed))
         drafts = [{"index": i, "text": t, "rank": r.rank, "overall": r.overall, "principles": r.principles,
                    "reason": r.reason, "flags": c.flags() + style_flags(style, t), "blocked": c.blocked,
                    "finish_reason": comp.finish_reason}
                   for i, (t, r, c, comp) in enumerate(zip(texts, ranking, checks, ok))]
-        return self._view(set_id, gate, message, drafts, failed, [])
+        return self._view(set_id, gate, message, drafts, failed, [], self.scorer is not None)
 
     def _view(self, set_id: int, gate: Gate, message: str | None, drafts: list[dict[str, Any]], failed: list[str],
-              decisions: list[dict[str, Any]]) -> dict[str, Any]:
+              decisions: list[dict[str, Any]], ranked: bool) -> dict[str, Any]:
         show = set(self.cfg.policy.show)
         shown = []
         for d in sorted(drafts, key=lambda d: d["rank"]):
@@ -193,7 +209,6 @@ class DraftService:
                 d["flags"] = [f for f in d["flags"] if f["severity"] == "high"] if d["blocked"] else []
             d["decision"] = next((x for x in reversed(decisions) if x["idx"] == d["index"]), None)
             shown.append(d)
-        ranked = self.scorer is not None
         return {"set_id": set_id, "tier": gate.tier, "risk_panel": gate.panel(), "message": message,
                 "ranked": ranked,
                 "ranking_note": ("ranked by the reward model; a draft that fails a safety check is never above one "
@@ -223,10 +238,14 @@ class DraftService:
         stored = {d["idx"]: d for d in row["drafts"]}
         ranks = sorted(range(len(page.texts)), key=lambda i: (blocked[i], -(stored[i]["overall"] or 0.0), i))
         place = {i: k + 1 for k, i in enumerate(ranks)}
-        drafts = [{"index": i, "text": t, "rank": place[i], "overall": stored[i]["overall"], "principles": {},
-                   "reason": "", "flags": c.flags() + style_flags(style, t), "blocked": c.blocked,
-                   "finish_reason": None} for i, (t, c) in enumerate(zip(page.texts, checks))]
-        return self._view(set_id, page.gate, page.message, drafts, [], row["decisions"])
+        # Scores, reasons and finish reasons as the first page showed them (kept in the drafts rows: no client
+        # text); flags are checked again, since the checks and the clinician's style may have changed since.
+        drafts = [{"index": i, "text": t, "rank": place[i], "overall": stored[i]["overall"],
+                   "principles": stored[i]["principles"], "reason": stored[i]["reason"],
+                   "flags": c.flags() + style_flags(style, t), "blocked": c.blocked,
+                   "finish_reason": stored[i]["finish_reason"]} for i, (t, c) in enumerate(zip(page.texts, checks))]
+        # ranked as the set was drafted, even if the deployment has since changed its reward model
+        return self._view(set_id, page.gate, page.message, drafts, page.failed, row["decisions"], bool(row["ranked"]))
 
     # ------------------------------------------------------------------ deciding
 

@@ -48,6 +48,13 @@ MIGRATIONS = [
     CREATE TABLE gate_counts (month TEXT NOT NULL, tier TEXT NOT NULL, n INTEGER NOT NULL,
         PRIMARY KEY (month, tier));
     """,
+    # What the first draft page showed, so a reopened page shows it too: the reward model's per-principle
+    # scores, the one-line reason, the backend's finish reason. Scores and reasons hold no client text.
+    """
+    ALTER TABLE drafts ADD COLUMN principles TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE drafts ADD COLUMN reason TEXT NOT NULL DEFAULT '';
+    ALTER TABLE drafts ADD COLUMN finish_reason TEXT;
+    """,
 ]
 ACTIONS = ("accept", "edit", "reject")
 
@@ -160,7 +167,8 @@ class ServeStore:
 
     def add_draft_set(self, clinician_id: int, tier: str, drafts: list[dict[str, Any]], ranked: bool, *,
                       client_id: str | None = None, message: str | None = None, history: str | None = None) -> int:
-        """One draft set and its drafts. ``drafts``: {overall, flags, blocked, text}; text None unless stored."""
+        """One draft set and its drafts. ``drafts``: {overall, flags, blocked, text} and optionally {principles,
+        reason, finish_reason}; text None unless stored."""
         now = time.time()
         with self.tx() as con:
             if message is not None and not con.execute("SELECT 1 FROM consents WHERE client_id=?",
@@ -169,8 +177,10 @@ class ServeStore:
             sid = con.execute("INSERT INTO draft_sets (clinician_id, created_at, tier, n, ranked, client_id, message, "
                               "history) VALUES (?,?,?,?,?,?,?,?)", (clinician_id, now, tier, len(drafts), int(ranked),
                                                                      client_id, message, history)).lastrowid
-            con.executemany("INSERT INTO drafts (set_id, idx, overall, flags, blocked, text) VALUES (?,?,?,?,?,?)",
-                            [(sid, i, d["overall"], json.dumps(d["flags"]), int(d["blocked"]), d.get("text"))
+            con.executemany("INSERT INTO drafts (set_id, idx, overall, flags, blocked, text, principles, reason, "
+                            "finish_reason) VALUES (?,?,?,?,?,?,?,?,?)",
+                            [(sid, i, d["overall"], json.dumps(d["flags"]), int(d["blocked"]), d.get("text"),
+                              json.dumps(d.get("principles") or {}), d.get("reason") or "", d.get("finish_reason"))
                              for i, d in enumerate(drafts)])
             con.execute("INSERT INTO gate_counts VALUES (?,?,1) ON CONFLICT (month, tier) DO UPDATE SET n=n+1",
                         (month_of(now), tier))
@@ -191,6 +201,7 @@ class ServeStore:
         out["drafts"] = self.rows("SELECT * FROM drafts WHERE set_id=? ORDER BY idx", (set_id,))
         for d in out["drafts"]:
             d["flags"] = json.loads(d["flags"])
+            d["principles"] = json.loads(d["principles"])
         out["decisions"] = self.rows("SELECT id, idx, action, edit_distance, override, created_at FROM decisions "
                                      "WHERE set_id=? ORDER BY id", (set_id,))
         return out

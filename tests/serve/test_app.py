@@ -185,3 +185,52 @@ def test_admin_adds_a_clinician_whose_link_works(deployment):
         assert new.status_code == 200 and new.json()["name"] == "Dr. New"
         c.get(new.json()["link"].replace("http://127.0.0.1", ""), follow_redirects=False)
         assert c.get("/workspace", headers=J).json()["clinician"] == "Dr. New"
+
+
+@pytest.mark.parametrize("storage", [False, True])
+def test_a_reopened_draft_page_shows_what_the_first_page_showed(tmp_path, fake, storage):
+    from helpers import WordScorer
+
+    policy = {"storage": True} if storage else {}
+    app = create_app(config(tmp_path, fake.base_url, policy=policy), ADMIN, scorer=WordScorer())
+    token = app.state.store.add_clinician("Dr. Rivera")[1]
+    bearer = {"authorization": f"Bearer {token}"}
+    body = {"message": CALM, "n": 3, **({"client_id": "c-1"} if storage else {})}
+    with TestClient(app) as c:
+        if storage:
+            c.post("/consent", json={"client_id": "c-1"}, headers=bearer)
+        first = c.post("/drafts", json=body, headers=bearer).json()
+        assert all(d["principles"] and d["reason"].startswith(("1st", "2nd", "3rd")) for d in first["drafts"])
+        keys = ("index", "rank", "overall", "principles", "reason", "flags", "blocked", "finish_reason", "text")
+        shown = [{k: d[k] for k in keys} for d in first["drafts"]]
+        again = c.get(f"/drafts/{first['set_id']}", headers=bearer).json()
+        assert [{k: d[k] for k in keys} for d in again["drafts"]] == shown
+        assert again["ranked"] and again["ranking_note"] == first["ranking_note"]
+        if storage:  # after a restart the page is rebuilt from the database, scores and reasons included
+            app.state.service.memory.pages.clear()
+            rebuilt = c.get(f"/drafts/{first['set_id']}", headers=bearer).json()
+            assert [{k: d[k] for k in keys} for d in rebuilt["drafts"]] == shown
+        # the HTML page shows them too
+        browser, _ = client_for(app, token)
+        html = browser.get(f"/drafts/{first['set_id']}").text
+    assert first["drafts"][0]["reason"].split(";")[0] in html and "<th>empathy</th>" in html
+
+
+def test_a_database_from_before_the_stored_reasons_opens_and_reads(tmp_path):
+    """A deployment's database made before the drafts rows kept principle scores and reasons is migrated in place;
+    its old drafts read back with none (nothing is made up for them)."""
+    import sqlite3
+
+    from psychocounsel.serve.store import MIGRATIONS, ServeStore
+
+    con = sqlite3.connect(tmp_path / "old.sqlite")
+    con.executescript(MIGRATIONS[0] + "; PRAGMA user_version=1;")
+    con.execute("INSERT INTO clinicians (name, token_hash, created_at) VALUES ('Dr. Old', 'h', 0)")
+    con.execute("INSERT INTO draft_sets (clinician_id, created_at, tier, n, ranked) VALUES (1, 0, 'none', 1, 1)")
+    con.execute("INSERT INTO drafts (set_id, idx, overall, flags, blocked) VALUES (1, 0, 0.5, '[]', 0)")
+    con.commit()
+    con.close()
+    store = ServeStore(tmp_path / "old.sqlite")
+    (draft,) = store.draft_set(1, 1)["drafts"]
+    assert (draft["overall"], draft["principles"], draft["reason"], draft["finish_reason"]) == (0.5, {}, "", None)
+    assert store.rows("PRAGMA user_version")[0]["user_version"] == len(MIGRATIONS)

@@ -77,3 +77,39 @@ def test_errors_in_openai_shape(served):
         client(served).chat.completions.create(model="other", messages=[{"role": "user", "content": CALM}])
     with pytest.raises(BadRequestError):
         client(served).chat.completions.create(model="fake-policy", messages=[{"role": "assistant", "content": "hi"}])
+
+
+def test_a_streamed_refusal_is_a_valid_stream_for_the_sdk(served):
+    """n=2 withheld choices, streamed: the raw stream says it was checked first, the SDK's create(stream=True)
+    reads every chunk, its .stream() helper accumulates them into the same completion as the non-streamed call
+    (raising ContentFilterFinishReasonError, as for OpenAI's own filter), and include_usage adds the usage chunk."""
+    import httpx
+    from openai import ContentFilterFinishReasonError
+
+    url, token, _ = served
+    c = client(served)
+    messages = [{"role": "user", "content": CRISIS}]
+    whole = c.chat.completions.create(model="fake-policy", messages=messages, n=2)
+    raw = httpx.post(f"{url}/v1/chat/completions", headers={"authorization": f"Bearer {token}"},
+                     json={"model": "fake-policy", "messages": messages, "stream": True, "n": 2}).text
+    assert raw.startswith(": psychocounsel: every reply is checked whole") and raw.endswith("data: [DONE]\n\n")
+
+    chunks = list(c.chat.completions.create(model="fake-policy", messages=messages, n=2, stream=True,
+                                            stream_options={"include_usage": True}))
+    texts = {0: "", 1: ""}
+    for ch in chunks[:-1]:
+        (choice,) = ch.choices
+        texts[choice.index] += choice.delta.content or ""
+        assert ch.usage is None
+    assert [texts[0], texts[1]] == [ch.message.content for ch in whole.choices]
+    firsts = [ch for ch in chunks if ch.choices and ch.choices[0].delta.role == "assistant"]
+    assert len(firsts) == 2 and all(ch.model_extra["psychocounsel"]["checked_before_sending"] for ch in firsts)
+    assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens == whole.usage.total_tokens
+
+    with pytest.raises(ContentFilterFinishReasonError) as e:
+        with c.chat.completions.stream(model="fake-policy", messages=messages, n=2) as stream:
+            stream.get_final_completion()
+    got = e.value.completion
+    assert [ch.finish_reason for ch in got.choices] == ["content_filter"] * 2
+    assert [ch.message.content for ch in got.choices] == [ch.message.content for ch in whole.choices]
+    assert all(check_response(screen(CRISIS), ch.message.content, "US").adequate for ch in got.choices)
