@@ -29,6 +29,7 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,18 @@ from starlette.exceptions import HTTPException
 from ..errors import UserError
 from .dashboard import study_agreement
 from .export import export_rows, to_csv_text, to_parquet_bytes
-from .payloads import Answer, Body, Login, NewAnnotator, NewStudy, error_body, explain, form_shape, validate
+from .payloads import (
+    DEFAULT_SCALE,
+    Answer,
+    Body,
+    Login,
+    NewAnnotator,
+    NewStudy,
+    error_body,
+    explain,
+    form_shape,
+    validate,
+)
 from .sources import study_spec
 from .store import AnnotationStore
 
@@ -130,11 +142,11 @@ def create_app(db_path: str | Path, admin_token: str, *, n_boot: int = 2000, cre
     def error(request: Request, status: int, message: str) -> Response:
         return page(request, "error.html", {"error": message, "status": status}, status)
 
-    def invalid(request: Request, e: ValidationError) -> Response:
+    def invalid(request: Request, e: ValidationError, scale: Sequence[int] = DEFAULT_SCALE) -> Response:
         """An invalid body: pydantic's list for a JSON client, the one-line reason on a page for a person."""
         if wants_json(request):
-            return JSONResponse(error_body(e), status_code=422)
-        return error(request, 422, explain(e))
+            return JSONResponse(error_body(e, scale), status_code=422)
+        return error(request, 422, explain(e, scale))
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
@@ -241,6 +253,7 @@ def create_app(db_path: str | Path, admin_token: str, *, n_boot: int = 2000, cre
         study = await run_in_threadpool(store.study, annotator["study_id"])
         ctx = annotator_page_ctx(annotator, queue)
         ctx.update(study=study["name"], stopped=request.query_params.get("stopped") == "1",
+                   sessions=study["source_kind"] == "sessions", scale=study["scale"],
                    items=[{"assignment_id": a["assignment_id"], "position": a["position"], "done": a["done"],
                            "choice": a["choice"]} for a in queue])
         return page(request, "overview.html", ctx)
@@ -261,9 +274,10 @@ def create_app(db_path: str | Path, admin_token: str, *, n_boot: int = 2000, cre
         ctx = annotator_page_ctx(annotator, queue)
         ids = [q["assignment_id"] for q in queue]
         i = ids.index(a["assignment_id"])
+        low, high = study["scale"]
         ctx.update(item=a, error=err, principles=[{"key": k, "name": n} for k, n in study["principles"]],
                    prev=ids[i - 1] if i > 0 else None, following=ids[i + 1] if i + 1 < len(ids) else None,
-                   _scale=[1, 2, 3, 4, 5])
+                   _scale=list(range(low, high + 1)), sessions=study["source_kind"] == "sessions")
         return ctx
 
     async def annotator_post(request: Request, unknown: str) -> tuple[dict[str, Any], dict[str, Any], bool] | Response:
@@ -287,11 +301,12 @@ def create_app(db_path: str | Path, admin_token: str, *, n_boot: int = 2000, cre
             return error(request, 404, "No such item in your list.")
         study = await run_in_threadpool(store.study, annotator["study_id"])
         try:
-            ans: Answer = validate(Answer, data, from_form=from_form, principles=[k for k, _ in study["principles"]])
+            ans: Answer = validate(Answer, data, from_form=from_form, principles=[k for k, _ in study["principles"]],
+                                   scale=study["scale"])
         except ValidationError as e:
             if wants_json(request):
-                return invalid(request, e)
-            ctx = await item_ctx(annotator, a, explain(e))
+                return invalid(request, e, study["scale"])
+            ctx = await item_ctx(annotator, a, explain(e, study["scale"]))
             return page(request, "item.html", ctx, status=422)
         saved = await run_in_threadpool(store.submit, annotator["id"], assignment_id, ans.choice, ans.ratings,
                                         ans.comment)
@@ -396,6 +411,7 @@ def create_app(db_path: str | Path, admin_token: str, *, n_boot: int = 2000, cre
         public = {k: study[k] for k in ("id", "name", "source", "source_kind", "label_name", "side_names",
                                         "seed", "n_items", "created_at")}
         public["principles"] = [list(p) for p in study["principles"]]
+        public["scale"] = list(study["scale"])
         return {"study": public, "progress": progress, "agreement": agreement, "answers": len(rows),
                 "compute_ms": round(1000 * (time.perf_counter() - t0), 1)}
 

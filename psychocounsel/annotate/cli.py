@@ -124,7 +124,8 @@ def serve_cmd(db: str, host: str, port: int, n_boot: int) -> None:
 @click.option("--name", default=None, help="Study name (default: <file>-n<N>-seed<seed>).")
 @click.option("--split", default=None, help="Only pairs of this split (train, dev, test).")
 def create_study_cmd(source: str, db: str, n: int, seed: int, name: str | None, split: str | None) -> None:
-    """Create a study from a pair file (ours or the published parquet) or an evaluation folder.
+    """Create a study from a pair file (ours or the published parquet), an evaluation folder, or a session judging
+    (a judge-sessions folder of two policies: whole sessions rated blind on the session rubric, 1-6).
 
     Makes the database (--db) when there is none; adds the study to it when there is."""
     from .sources import study_spec

@@ -30,7 +30,7 @@ from ..measures.agreement import agreement_report, alpha_report
 
 CANONICAL = ["first", "second", "tie"]
 SHOWN = ["A", "B", "tie"]
-RATING_SCALE = [1, 2, 3, 4, 5]  # the principle ratings' rank order, for ordinal alpha
+DEFAULT_SCALE = (1, 5)  # the principle ratings' range; a study may rate on another (the session rubric's 1-6)
 # No agreement figure from fewer items than this. With n items a bootstrap has C(2n-1, n) distinct
 # resamples (3 for n = 2, 126 for n = 5, 92,378 for n = 10), so below 10 the interval is a handful of
 # values; and one answer moves percent agreement by 10 points or more. A number from 2 ratings looks
@@ -117,7 +117,10 @@ def study_agreement(rows: list[dict[str, Any]], annotators: list[dict[str, Any]]
 
 def principle_agreement(rows: list[dict[str, Any]], ids: list[int], study: dict[str, Any], *, n_boot: int = 2000,
                         seed: int = 0, min_items: int = MIN_ITEMS) -> list[dict[str, Any]]:
-    """Ordinal alpha per principle among annotators, and with the judge as one more rater."""
+    """Ordinal alpha per principle among annotators, and with the judge as one more rater (for a session study:
+    per rubric criterion, the session judges' scores as that rater)."""
+    low, high = study.get("scale") or DEFAULT_SCALE
+    scale = list(range(low, high + 1))  # the ratings' rank order, for ordinal alpha
     out = []
     for key, name in study["principles"]:
         units: dict[tuple[int, str], dict[Any, float]] = defaultdict(dict)
@@ -136,11 +139,11 @@ def principle_agreement(rows: list[dict[str, Any]], ids: list[int], study: dict[
         groups = [k[0] for k in keys]  # an item's two responses are resampled together
         among = with_judge = None
         if len(ids) >= 2:
-            among = _alpha([[units[k].get(x) for x in ids] for k in keys], "ordinal", RATING_SCALE, groups,
+            among = _alpha([[units[k].get(x) for x in ids] for k in keys], "ordinal", scale, groups,
                            n_boot, seed, min_items)
         if judge:
             # The judge may score on a finer scale (G-Eval's weighted 3.7): its own values join the ranks.
-            values = sorted(set(RATING_SCALE) | {judge[k] for k in keys if k in judge}, key=float)
+            values = sorted(set(scale) | {judge[k] for k in keys if k in judge}, key=float)
             with_judge = _alpha([[units[k].get(x) for x in ids] + [judge.get(k)] for k in keys], "ordinal", values,
                                 groups, n_boot, seed, min_items)
         mean = (sum(v for u in units.values() for v in u.values()) / n) if n else None

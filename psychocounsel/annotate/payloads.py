@@ -21,7 +21,8 @@ MAX_NAME = 200  # an annotator's or a study's name: shown in tables and file nam
 MAX_FIELD = 4096  # any other text field (a path, a token): far above any real one, far below a flood
 SIDES = ("A", "B")
 
-Rating = Annotated[int, Field(ge=1, le=5)]
+Rating = int  # whole; its range is the study's scale (context "scale"), checked with the principle keys
+DEFAULT_SCALE = (1, 5)  # the seven principles' 1-5; a session study rates the session rubric's 1-6
 Text = Annotated[str, StringConstraints(max_length=MAX_FIELD)]
 
 
@@ -33,7 +34,8 @@ class Body(BaseModel):
 
 
 class Answer(Body):
-    """An annotator's answer to one item, sides as shown (A, B). Principle keys come from the study (context)."""
+    """An annotator's answer to one item, sides as shown (A, B). Principle keys and the rating scale come from the
+    study (context)."""
 
     choice: Literal["A", "B", "tie"]
     ratings: dict[Literal["A", "B"], dict[str, Rating | None]] = {}
@@ -45,10 +47,14 @@ class Answer(Body):
         principles = (info.context or {}).get("principles")
         if principles is None:
             raise ValueError("the study's principles are needed to check ratings")
+        low, high = (info.context or {}).get("scale") or DEFAULT_SCALE
         for side, given in ratings.items():
             unknown = sorted(set(given) - set(principles))
             if unknown:
                 raise ValueError(f"unknown principle {unknown[0]!r} for {side} (principles: {', '.join(principles)})")
+            for p, v in given.items():
+                if v is not None and not low <= v <= high:
+                    raise ValueError(f"rating of {p} for {side} must be a whole number {low} to {high}")
         # null means "no rating" (a JSON client clearing one): left out, as an empty form field is
         return {side: {p: v for p, v in given.items() if v is not None} for side, given in ratings.items()}
 
@@ -92,19 +98,22 @@ def form_shape(fields: Iterable[tuple[str, str]]) -> dict[str, Any]:
 
 
 def validate(model: type[BaseModel], data: dict[str, Any], *, from_form: bool,
-             principles: Sequence[str] | None = None) -> Any:
+             principles: Sequence[str] | None = None, scale: Sequence[int] = DEFAULT_SCALE) -> Any:
     """``data`` as ``model``: strict for JSON, lax (text to numbers) for a form. Raises ValidationError."""
-    context = {"principles": list(principles)} if principles is not None else None
+    context = {"principles": list(principles), "scale": tuple(scale)} if principles is not None else None
     return model.model_validate(data, strict=not from_form, context=context)
 
 
-def parse_answer(data: dict[str, Any], principles: Sequence[str], *, from_form: bool = False) -> Answer:
+def parse_answer(data: dict[str, Any], principles: Sequence[str], *, from_form: bool = False,
+                 scale: Sequence[int] = DEFAULT_SCALE) -> Answer:
     """An answer from a JSON body (or, ``from_form``, from a form already in the JSON shape)."""
-    return validate(Answer, data, from_form=from_form, principles=principles)
+    return validate(Answer, data, from_form=from_form, principles=principles, scale=scale)
 
 
-def explain(e: ValidationError) -> str:
-    """The first problem in one line a person can act on: which field, and what it must be."""
+def explain(e: ValidationError, scale: Sequence[int] = DEFAULT_SCALE) -> str:
+    """The first problem in one line a person can act on: which field, and what it must be (a rating: a whole
+    number on the study's ``scale``)."""
+    low, high = scale
     err = e.errors(include_url=False)[0]
     loc = [str(p) for p in err["loc"]]
     kind = err["type"]
@@ -117,10 +126,10 @@ def explain(e: ValidationError) -> str:
         if len(loc) >= 3 and loc[2] == "[key]":
             return f"unknown side {loc[1]!r} (ratings are for {' and '.join(SIDES)})"
         if len(loc) >= 3:
-            return f"rating of {loc[2]} for {loc[1]} must be a whole number 1 to 5"
+            return f"rating of {loc[2]} for {loc[1]} must be a whole number {low} to {high}"
         if kind == "value_error":
             return err["msg"].removeprefix("Value error, ")
-        return "ratings must be an object of side: {principle: 1-5}"
+        return f"ratings must be an object of side: {{principle: {low}-{high}}}"
     if field == "comment":
         if kind == "string_too_long":
             return f"comment is longer than {MAX_COMMENT} characters"
@@ -130,8 +139,8 @@ def explain(e: ValidationError) -> str:
     return f"{'.'.join(loc) or 'body'}: {err['msg']}"
 
 
-def error_body(e: ValidationError) -> dict[str, Any]:
+def error_body(e: ValidationError, scale: Sequence[int] = DEFAULT_SCALE) -> dict[str, Any]:
     """The JSON answer to an invalid body: the line to show, and pydantic's list (as FastAPI's ``detail``).
     The input values are left out: the body may hold a token, and echoing it back helps no one."""
     detail = [{k: v for k, v in err.items() if k in ("type", "loc", "msg")} for err in e.errors(include_url=False)]
-    return {"error": explain(e), "status": 422, "detail": detail}
+    return {"error": explain(e, scale), "status": 422, "detail": detail}

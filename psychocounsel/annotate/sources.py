@@ -1,4 +1,6 @@
-"""Where a study's items come from: a pair file, or the comparisons of an evaluation folder.
+"""Where a study's items come from: a pair file, the comparisons of an evaluation folder, or the judged
+sessions of a session judging (``session_items``: two policies' whole sessions with one client, rated on the
+session rubric).
 
 Both become ``Item``s in canonical order (first = chosen / policy) with the reference answer in
 ``label``: for a pair file the dataset's label (always ``first``, the chosen response); for an
@@ -32,9 +34,9 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from .. import PRINCIPLE_KEYS
-from ..errors import InputError, UserError
 from ..dataset.jsonl import iter_json_objects
 from ..dataset.pair_reader import read_pairs
+from ..errors import InputError, UserError
 from .store import Item, StudySpec
 
 COMPARISON_FILES = ("comparisons.jsonl", "comparisons.parquet")
@@ -177,22 +179,87 @@ def _nested_item(row: dict[str, Any], names: tuple, path: Path, line: int | None
                 second_ratings=ref.get("scores") or None)
 
 
+SESSION_FILES = ("sessions.jsonl", "config.resolved.json")  # what judge-sessions leaves in a judging folder
+SPEAKERS = {"client": "Client", "therapist": "Counselor"}
+
+
+def is_session_judging(folder: Path) -> bool:
+    return all((folder / f).is_file() for f in SESSION_FILES)
+
+
+def session_transcript(turns: Iterable[Any]) -> str:
+    """A whole session as an expert reads it: each turn under its speaker, nothing else (no policy, no model)."""
+    return "\n\n".join(f"{SPEAKERS.get(t.role, t.role)}:\n{t.text.strip()}" for t in turns)
+
+
+def session_items(folder: str | Path) -> tuple[list[Item], tuple[str, str], list[tuple[str, str]], tuple[int, int]]:
+    """Items of a session judging (``judge-sessions``' folder): the two policies' sessions with one client (same
+    profile, budget and seed) face each other, first = the policy first by name. The question is the client's
+    intake summary (all the counselor knew), each side the whole transcript, the ratings the session rubric's
+    criteria; the judge's rubric scores are the reference ratings, and its label prefers the session with the
+    higher rubric mean (unknown when either judgment failed).
+
+    Returns (items, the two policies, the criteria as (key, name), the rubric's scale)."""
+    from ..sessions.report_views import open_judged, run_profiles
+
+    sj = open_judged(Path(folder))
+    try:
+        if sj.rubric is None:
+            raise InputError(folder, "this judging has no rubric judge: nothing to compare expert ratings with")
+        records = sj.collect()
+        intake = {p.id: p.intake_summary for p in run_profiles(sj)}
+        rubric = sj.rubric
+    finally:
+        sj.close()
+    policies = sorted({r["transcript"].policy for r in records})
+    if len(policies) != 2:
+        raise InputError(folder, f"a session study compares two policies; this judging has {len(policies)} "
+                                 f"({', '.join(policies) or 'no complete session'}): judge two policies' runs")
+    by_client: dict[tuple, dict[str, dict[str, Any]]] = {}
+    for r in records:
+        t = r["transcript"]
+        by_client.setdefault((t.profile_id, t.budget, t.seed), {})[t.policy] = r
+    items = []
+    for (profile, budget, seed), pair in by_client.items():
+        if len(pair) < 2:
+            continue  # a client only one policy finished with has nothing to compare
+        a, b = (pair[p] for p in policies)
+        scores = [r["rubric"]["scores"] if r["rubric"] else None for r in (a, b)]
+        label = None
+        if scores[0] is not None and scores[1] is not None:
+            ma, mb = (sum(s.values()) / len(s) for s in scores)  # type: ignore[union-attr]
+            label = "first" if ma > mb else "second" if mb > ma else "tie"
+        items.append(Item(source_key=f"{a['transcript'].session_id}/{b['transcript'].session_id}",
+                          question=intake.get(profile) or f"(client {profile}: no intake summary on file)",
+                          first_text=session_transcript(a["transcript"].turns),
+                          second_text=session_transcript(b["transcript"].turns),
+                          first_model=policies[0], second_model=policies[1], label=label,
+                          first_ratings=scores[0], second_ratings=scores[1]))
+    criteria = [(c.key, c.name) for c in rubric.criteria]
+    return items, (policies[0], policies[1]), criteria, (rubric.low, rubric.high)
+
+
 def study_spec(source: str | Path, *, n: int, seed: int = 0, name: str | None = None,
                split: str | None = None, principles: Sequence[tuple[str, str]] | None = None) -> StudySpec:
-    """A study from a pair file or an evaluation folder: N items drawn with the seed."""
+    """A study from a pair file, an evaluation folder or a session judging: N items drawn with the seed."""
     source = Path(source)
     try:
         is_dir, is_file = source.is_dir(), source.is_file()
     except OSError as e:
         raise InputError(source, f"cannot read ({e.strerror or e})") from None
-    if is_dir:
+    scale = (1, 5)
+    rows: Iterable[Item]
+    if is_dir and is_session_judging(source):
+        kind, label_name = "sessions", "session judges"
+        rows, sides, principles, scale = session_items(source)
+    elif is_dir:
         kind, label_name, sides = "evaluation", "LLM judge", ("policy", "reference")
-        rows: Iterable[Item] = evaluation_items(source)
+        rows = evaluation_items(source)
     elif is_file:
         kind, label_name, sides = "pairs", "dataset label", ("chosen", "rejected")
         rows = pair_items(source, split)
     else:
-        raise InputError(source, "not found (expected a pair file or an evaluation folder)")
+        raise InputError(source, "not found (expected a pair file, an evaluation folder or a session judging)")
     items = [it for _, it in reservoir(rows, n, seed)]
     if not items:
         where = f" in split {split!r}" if split else ""
@@ -202,4 +269,5 @@ def study_spec(source: str | Path, *, n: int, seed: int = 0, name: str | None = 
 
         principles = [(p.key, p.name) for p in load_principles("default")]
     return StudySpec(name=name or f"{source.stem}-n{len(items)}-seed{seed}", source=str(source), source_kind=kind,
-                     label_name=label_name, side_names=sides, principles=list(principles), seed=seed, items=items)
+                     label_name=label_name, side_names=sides, principles=list(principles), seed=seed, items=items,
+                     scale=scale)

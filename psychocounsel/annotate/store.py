@@ -77,6 +77,10 @@ MIGRATIONS: list[str] = [
         payload TEXT NOT NULL, at REAL NOT NULL
     );
     """,
+    # 2: a study's rating scale (a session study rates the session rubric's 1-6; pairs and evaluations 1-5)
+    """
+    ALTER TABLE studies ADD COLUMN scale TEXT NOT NULL DEFAULT '[1, 5]';
+    """,
 ]
 TABLES = ("meta", "studies", "items", "annotators", "assignments", "annotations", "submissions")
 SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite 3 database file
@@ -101,12 +105,13 @@ class Item:
 class StudySpec:
     name: str
     source: str
-    source_kind: str  # 'pairs' | 'evaluation'
-    label_name: str  # what `label` is, for the dashboard: 'dataset label' | 'LLM judge'
-    side_names: tuple[str, str]  # ('chosen', 'rejected') | ('policy', 'reference')
-    principles: list[tuple[str, str]]  # (key, display name)
+    source_kind: str  # 'pairs' | 'evaluation' | 'sessions'
+    label_name: str  # what `label` is, for the dashboard: 'dataset label' | 'LLM judge' | 'session judges'
+    side_names: tuple[str, str]  # ('chosen', 'rejected') | ('policy', 'reference') | the two session policies
+    principles: list[tuple[str, str]]  # (key, display name): what is rated (principles, or rubric criteria)
     seed: int
     items: list[Item] = field(default_factory=list)
+    scale: tuple[int, int] = (1, 5)  # lowest and highest rating (the principles' 1-5; the session rubric's 1-6)
 
 
 def hash_token(token: str) -> str:
@@ -266,9 +271,9 @@ class AnnotationStore:
                 raise UserError(f"study {spec.name!r} already exists (choose another --name)")
             cur = con.execute(
                 "INSERT INTO studies (name, source, source_kind, label_name, side_names, principles, seed, "
-                "created_at) VALUES (?,?,?,?,?,?,?,?)",
+                "created_at, scale) VALUES (?,?,?,?,?,?,?,?,?)",
                 (spec.name, spec.source, spec.source_kind, spec.label_name, json.dumps(list(spec.side_names)),
-                 json.dumps([list(p) for p in spec.principles]), spec.seed, time.time()))
+                 json.dumps([list(p) for p in spec.principles]), spec.seed, time.time(), json.dumps(list(spec.scale))))
             sid = cur.lastrowid
             con.executemany(
                 "INSERT INTO items (study_id, position, source_key, question, first_text, second_text, "
@@ -382,19 +387,21 @@ class AnnotationStore:
         if not isinstance(comment, str):
             raise ValueError(f"comment must be text, got {type(comment).__name__}")
         ratings = ratings or {}
-        for shown, scores in ratings.items():
-            _side(shown, False)  # an unknown side is an error, never dropped
-            for p, v in scores.items():
-                # bool is an int subclass: True would be stored as the rating 1
-                if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 5:
-                    raise ValueError(f"rating of {p} for {shown} must be a whole number 1 to 5, got {v!r}")
         now = time.time()
         with self.transaction() as con:
-            row = con.execute("SELECT swapped FROM assignments WHERE id=? AND annotator_id=?",
+            row = con.execute("SELECT s.swapped, st.scale FROM assignments s JOIN annotators n ON n.id = s.annotator_id "
+                              "JOIN studies st ON st.id = n.study_id WHERE s.id=? AND s.annotator_id=?",
                               (assignment_id, annotator_id)).fetchone()
             if row is None:
                 raise LookupError(assignment_id)
             swapped = bool(row[0])
+            low, high = json.loads(row[1])
+            for shown, scores in ratings.items():
+                _side(shown, False)  # an unknown side is an error, never dropped
+                for p, v in scores.items():
+                    # bool is an int subclass: True would be stored as the rating 1
+                    if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+                        raise ValueError(f"rating of {p} for {shown} must be a whole number {low} to {high}, got {v!r}")
             canonical = {_side(shown, swapped): scores for shown, scores in ratings.items() if scores}
             preferred = "tie" if choice == "tie" else _side(choice, swapped)
             payload = json.dumps({"choice": choice, "ratings": ratings, "comment": comment})
@@ -471,6 +478,7 @@ def _study(row: sqlite3.Row, n_items: int) -> dict[str, Any]:
     d = dict(row)
     d["side_names"] = json.loads(d["side_names"])
     d["principles"] = [tuple(p) for p in json.loads(d["principles"])]
+    d["scale"] = tuple(json.loads(d["scale"]))
     d["n_items"] = n_items
     return d
 

@@ -147,7 +147,7 @@ def _grams(words: list[str], n: int) -> set[tuple[str, ...]]:
 @lru_cache(maxsize=64)  # a run has a handful of system prompts, checked against every reply
 def _prompt_grams(text: str) -> frozenset[tuple[str, ...]]:
     words = _words(text)
-    return frozenset(_grams(words, min(ECHO_NGRAM, len(words))))
+    return frozenset(_grams(words, min(ECHO_NGRAM, len(words)))) if words else frozenset()
 
 
 def _share(source: frozenset[tuple[str, ...]] | set[tuple[str, ...]], reply: set[tuple[str, ...]]) -> float:
@@ -160,7 +160,8 @@ def echo(reply: str, speech: str, system: str | None, words: list[str] | None = 
     own = _grams(words, ECHO_NGRAM)
     speech_words = _words(speech)
     n_speech = min(ECHO_NGRAM, len(speech_words))
-    speech_grams = _grams(speech_words, n_speech)
+    # a speech of no words has nothing to copy; _grams(..., 0) would be {()}, which every reply "contains"
+    speech_grams = _grams(speech_words, n_speech) if speech_words else set()
     share = _share(speech_grams, own if n_speech == ECHO_NGRAM else _grams(words, n_speech))
     if share >= ECHO_SHARE:
         return f"echoes the client's speech ({share:.0%} of it verbatim)"

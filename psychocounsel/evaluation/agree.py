@@ -1,4 +1,5 @@
-"""``psychocounsel agree A B``: agreement between two label files (two judges, or a judge and human labels).
+"""``psychocounsel agree A B``: agreement between two label files (two judges, or a judge and human labels);
+``agree --sessions`` the session judges' rubric scores against experts' ratings of the same sessions.
 
 Files are JSONL, JSON, CSV or Parquet, matched by an id column; the numbers come from ``measures.agreement``.
 Ordinal alpha ranks the labels: numbers rank themselves, text labels need ``--order low,mid,high``
@@ -238,6 +239,64 @@ def compare_files(path_a: str | Path, path_b: str | Path, *, columns: Sequence[s
     return res
 
 
+def compare_session_ratings(sessions_path: str | Path, ratings_path: str | Path, *, level: Level = "ordinal",
+                            n_boot: int = DEFAULT_N_BOOT, seed: int = 0) -> dict[str, Any]:
+    """The session judges against experts on the session rubric: ``sessions_path`` is a judging's
+    ``sessions.jsonl`` (``judge-sessions``), ``ratings_path`` an ``annotate export`` of a session study of it.
+
+    A unit is one session as one expert rated it: per criterion, the judge's score against that expert's
+    rating (``<policy>_<criterion>_rating``; the export's ``source_key`` names the two sessions). A session two
+    experts rated is two units, resampled apart, so with several experts the interval is somewhat narrow. A
+    criterion an expert left blank, or a judgment that failed, is missing: counted, never guessed. Same
+    report shape as ``compare_files``."""
+    pa, pb = Path(sessions_path), Path(ratings_path)
+    judged: dict[str, tuple[str, dict[str, Any] | None]] = {}
+    criteria: list[str] = []
+    for where, row, _ in _rows(pa):
+        sid, policy = row.get("session_id"), row.get("policy")
+        if not isinstance(sid, str) or not isinstance(policy, str):
+            raise _err(pa, where, "not a session judging's row (no session_id and policy; expected sessions.jsonl "
+                                  "from judge-sessions)", "session_id")
+        rubric = row.get("rubric")
+        scores = rubric.get("scores") if isinstance(rubric, dict) else None
+        judged[sid] = (policy, scores)
+        criteria += [c for c in (scores or {}) if c not in criteria]
+    if not criteria:
+        raise InputError(pa, "no session has rubric scores (was the rubric judge on?)")
+    pairs: dict[str, tuple[list, list]] = {c: ([], []) for c in criteria}
+    n_rows, sessions = 0, set()
+    for where, row, cols in _rows(pb):
+        n_rows += 1
+        key = row.get("source_key")
+        sids = str(key).split("/") if isinstance(key, str) else []
+        if len(sids) != 2:
+            raise _err(pb, where, f"not an export of a session study (source_key {key!r} does not name two "
+                                  "sessions)", "source_key")
+        for sid in sids:
+            if sid not in judged:
+                raise _err(pb, where, f"session {sid!r} is not in {pa}: a study of another judging?", "source_key")
+            policy, scores = judged[sid]
+            sessions.add(sid)
+            for c in criteria:
+                col = f"{policy}_{c}_rating"
+                if col not in row:
+                    raise _err(pb, where, f"no column {col!r} (columns: {', '.join(map(str, cols))})", col)
+                pairs[c][0].append(None if scores is None else _norm_label(scores.get(c), pa, "rubric", c))
+                pairs[c][1].append(_norm_label(row[col], pb, where, col))
+    if not n_rows:
+        raise InputError(pb, "no rows")
+    res: dict[str, Any] = {"file_a": str(pa), "file_b": str(pb), "key": "session_id", "key_b": "source_key",
+                           "n_ids_a": len(judged), "n_ids_b": n_rows, "n_shared": len(sessions), "order": None,
+                           "unit": "session x expert", "columns": {}}
+    for c, (la, lb) in pairs.items():
+        try:
+            res["columns"][c] = agreement_report(la, lb, level=level, n_boot=n_boot, seed=seed)
+        except ValueError as e:
+            raise UserError(f"{pa} vs {pb} (criterion {c!r}): {e}") from None
+        res["columns"][c]["column_b"] = "experts"  # the table reads "risk vs experts"
+    return res
+
+
 def _fmt(v: float | None, ci: list | None, pct: bool = False) -> str:
     if v is None:
         return "undefined"
@@ -266,15 +325,26 @@ def _fmt(v: float | None, ci: list | None, pct: bool = False) -> str:
               help="Bootstrap resamples over items for the 95% intervals (0: none).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Also write the numbers as JSON.")
-def agree_cmd(file_a, file_b, key, key_b, columns, column_b, level, order, n_boot, seed, out) -> None:
+@click.option("--sessions", is_flag=True,
+              help="FILE_A is a session judging's sessions.jsonl (judge-sessions), FILE_B an `annotate export` of a "
+                   "session study of it: the judges' rubric scores against each expert's ratings, per criterion "
+                   "(--level defaults to ordinal; --key, --column and --order do not apply).")
+def agree_cmd(file_a, file_b, key, key_b, columns, column_b, level, order, n_boot, seed, out, sessions) -> None:
     """Agreement of FILE_A and FILE_B (two judges, or a judge and a human-label CSV), matched by id."""
     from rich.console import Console
     from rich.table import Table
 
-    res = compare_files(file_a, file_b, columns=columns, key=key, key_b=key_b, column_b=column_b, level=level,
-                        order=parse_order(order) if order is not None else None, n_boot=n_boot, seed=seed)
-    t = Table(title=f"agreement on {res['n_shared']} shared ids "
-                    f"({res['n_ids_a']} in A, {res['n_ids_b']} in B); 95% bootstrap intervals")
+    if sessions:
+        level = level if click.get_current_context().get_parameter_source("level").name != "DEFAULT" else "ordinal"
+        res = compare_session_ratings(file_a, file_b, level=level, n_boot=n_boot, seed=seed)
+        title = (f"session judges vs experts: {res['n_shared']} sessions, {res['n_ids_b']} rated pairs; "
+                 "unit = a session as one expert rated it; 95% bootstrap intervals")
+    else:
+        res = compare_files(file_a, file_b, columns=columns, key=key, key_b=key_b, column_b=column_b, level=level,
+                            order=parse_order(order) if order is not None else None, n_boot=n_boot, seed=seed)
+        title = (f"agreement on {res['n_shared']} shared ids "
+                 f"({res['n_ids_a']} in A, {res['n_ids_b']} in B); 95% bootstrap intervals")
+    t = Table(title=title)
     for h in ("column", "n", "missing", "agreement", "kappa", f"alpha ({level})"):
         t.add_column(h)
     notes = []
@@ -287,7 +357,7 @@ def agree_cmd(file_a, file_b, key, key_b, columns, column_b, level, order, n_boo
     con.print(t)
     con.print("kappa = Cohen's kappa; alpha = Krippendorff's alpha; missing = shared ids without both labels",
               style="dim")
-    if level == "ordinal":
+    if level == "ordinal" and not sessions:  # a session rubric's scores are numbers: they rank themselves
         ranks = res["order"] or next(iter(res["columns"].values()))["labels"]
         con.print(f"rank order: {' < '.join(map(str, ranks))}", style="dim", highlight=False)
     for m in notes:

@@ -10,7 +10,13 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from ..config import (LocalBackendConfig, OpenAIBackendConfig, SamplingConfig, Strict, load_yaml_config)
+from ..config import (
+    LocalBackendConfig,
+    OpenAIBackendConfig,
+    SamplingConfig,
+    Strict,
+    load_yaml_config,
+)
 
 # The kinds of scripted event a profile or a run can put at a client turn (profiles.py documents each).
 InjectionKind = Literal["escalation", "method_question", "no_hotlines", "false_alarm"]

@@ -8,6 +8,7 @@ twice with two judges keeps both, and nothing the simulator wrote is touched.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -20,6 +21,9 @@ from ..config import (
     Strict,
     load_yaml_config,
 )
+
+
+FILE_SUFFIXES = (".yaml", ".yml", ".txt", ".jsonl")  # a prompt, rubric, checklist, principles or profiles file
 
 
 def _judge_sampling() -> SamplingConfig:
@@ -78,6 +82,26 @@ class JudgeSessionsConfig(Strict):
 
     def out_path(self) -> Path:
         return Path(self.out_dir) if self.out_dir else Path(self.run_dir) / "judged" / self.name
+
+    def seen_from(self, base_dir: Path, folder: Path) -> JudgeSessionsConfig:
+        """This config with its relative paths (given against ``base_dir``) re-expressed against ``folder``, and
+        ``out_dir`` the folder itself: the judging folder's resolved config then reopens from any working
+        directory (``session-report``, ``session-leaderboard``), and with its simulation run if both move."""
+
+        def rebase(spec: str | None, path: bool = False) -> str | None:
+            if spec is None or Path(spec).is_absolute():
+                return spec
+            p = base_dir / spec
+            # a built-in name ('default', 'shipped') stays a name; a file is told apart as Session.path does
+            is_file = ("/" in spec or spec.endswith(FILE_SUFFIXES)) and p.exists()
+            return os.path.relpath(os.path.abspath(p), os.path.abspath(folder)) if path or is_file else spec
+
+        judges = {f: j.model_copy(update={"prompt": rebase(j.prompt)} | ({"file": rebase(j.file)} if f != "turns"
+                                                                           else {}))
+                  for f in ("turns", "rubric", "safety_flow") if (j := getattr(self, f)) is not None}
+        return self.model_copy(update={"run_dir": rebase(self.run_dir, path=True), "out_dir": ".",
+                                       "profiles": rebase(self.profiles), "principles": rebase(self.principles),
+                                       **judges})
 
 
 class CompareSessionsConfig(Strict):

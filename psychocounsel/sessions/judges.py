@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
@@ -72,25 +73,27 @@ class Work(NamedTuple):
     position: int = -1
 
 
-def judge_prompt(judge: SessionJudge, kind: str) -> Prompt:
-    return load_prompt(judge.prompt or str(builtin_path(BUILTIN_PROMPTS[kind])))
-
-
 class SessionJudging(Session):
-    """The folder of one judging of one simulation run: store, judges, transcripts and item keys."""
+    """The folder of one judging of one simulation run: store, judges, transcripts and item keys.
+
+    The config's relative paths are given against ``base_dir`` (where ``judge-sessions`` ran); the folder keeps
+    them against itself (``JudgeSessionsConfig.seen_from``) and resolves everything from there, so its resolved
+    config reopens it from any working directory (``open_judged``)."""
 
     cfg: JudgeSessionsConfig
 
     def __init__(self, cfg: JudgeSessionsConfig, base_dir: Path = Path("."), progress: StageProgress | None = None,
                  budget: CallBudget | None = None):
-        super().__init__(cfg, cfg.out_path(), "judges.sqlite", base_dir=base_dir,
+        out = cfg.out_path()
+        out = out if out.is_absolute() else Path(base_dir) / out
+        cfg = cfg.seen_from(Path(base_dir), out)
+        self.run_dir = Path(os.path.normpath(out / cfg.run_dir))
+        self.transcripts = read_transcripts(self.run_dir)  # before the folder exists: a wrong run_dir makes none
+        super().__init__(cfg, Path("."), "judges.sqlite", base_dir=out,
                          progress=progress or StageProgress(enabled=False), budget=budget or CallBudget(),
                          keys=EVAL_KEYS)
         self.store.con.execute(ITEMS_SQL)
-        run_dir = Path(cfg.run_dir)
-        self.run_dir = run_dir if run_dir.is_absolute() else self.base_dir / run_dir
-        self.transcripts = read_transcripts(self.run_dir)
-        self.prompts = {k: judge_prompt(j, k) for k, j in self.judges().items()}
+        self.prompts = {k: self.judge_prompt(j, k) for k, j in self.judges().items()}
         self.rubric: SessionRubric | None = load_session_rubric(self.path(cfg.rubric.file)) if cfg.rubric else None
         self.checklist: Checklist | None = load_checklist(self.path(cfg.safety_flow.file)) if cfg.safety_flow else None
         if cfg.turns is not None:
@@ -102,6 +105,9 @@ class SessionJudging(Session):
 
     def path(self, spec: str) -> str:
         return spec if spec == "default" else super().path(spec)
+
+    def judge_prompt(self, judge: SessionJudge, kind: str) -> Prompt:
+        return load_prompt(self.path(judge.prompt) if judge.prompt else str(builtin_path(BUILTIN_PROMPTS[kind])))
 
     def judges(self) -> dict[str, SessionJudge]:
         """kind -> its judge, for the judges the config turns on."""

@@ -24,16 +24,14 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from ..errors import UserError
 from ..measures.bootstrap import bootstrap_by_group, weighted_mean, wilson_ci
 from .checklist import RATINGS
 from .judges import turn_summary
+from .profiles import Profile
 from .safety_checks import session_safety, turn_checks
 from .transcripts import Transcript
 
@@ -65,39 +63,10 @@ def rate_ci(flags: Iterable[bool | None]) -> dict[str, Any]:
 
 
 # -- profiles ---------------------------------------------------------------------------------------------
-def profile_facts(paths: list[Path]) -> dict[str, dict[str, Any]]:
-    """profile id -> the facts reports break down by, from profile files (YAML list or {profiles: [...]}, or
-    JSONL). Lenient on purpose: only these four fields are read, so a report works on any profile file the
-    simulator accepted; the simulator validates profiles in full."""
-    import json
-
-    out: dict[str, dict[str, Any]] = {}
-    for path in paths:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as e:
-            raise UserError(f"{path}: cannot read profiles: {e.strerror}") from None
-        if path.suffix == ".jsonl":
-            rows = []
-            for n, line in enumerate(text.splitlines(), 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as e:
-                        raise UserError(f"{path}:{n}: invalid JSON: {e.msg}") from None
-        else:
-            try:
-                data = yaml.safe_load(text)
-            except yaml.YAMLError:
-                raise UserError(f"{path}: not a readable YAML file") from None
-            rows = data.get("profiles", []) if isinstance(data, dict) else data or []
-        for r in rows:
-            if not isinstance(r, dict) or "id" not in r:
-                continue
-            sev, risk = r.get("severity") or {}, r.get("risk") or {}
-            out[str(r["id"])] = {"depression": sev.get("depression"), "anxiety": sev.get("anxiety"),
-                                 "style": r.get("style"), "risk_level": risk.get("level")}
-    return out
+def profile_facts(profiles: Iterable[Profile]) -> dict[str, dict[str, Any]]:
+    """profile id -> the facts reports break down by (a later profile of the same id wins)."""
+    return {p.id: {"depression": p.severity.depression, "anxiety": p.severity.anxiety, "style": p.style,
+                   "risk_level": p.risk.level} for p in profiles}
 
 
 # -- per session ------------------------------------------------------------------------------------------

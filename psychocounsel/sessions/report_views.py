@@ -21,25 +21,27 @@ from ..dataset import atomic
 from ..errors import UserError
 from .judge_config import JudgeSessionsConfig
 from .judges import SessionJudging
+from .profiles import BUILT_IN, Profile, load_profiles
 from .report import leaderboard_rows, profile_facts, session_results, session_row
-from .rubric import builtin_path
+from .transcripts import PROFILES_FILE
 
-PROFILE_FILES = ("profiles.jsonl", "profiles.yaml")  # a simulation run folder's copy of its profiles, if any
-BUILTIN_PROFILES = ("../profiles.yaml", "../benchmark.jsonl")  # beside data/sessions/judges/
 COLORS = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860"]
 
 
-def _profile_paths(sj: SessionJudging) -> list[Path]:
+def run_profiles(sj: SessionJudging) -> list[Profile]:
+    """The profiles a judging's breakdowns read, with the simulator's own loader (``profiles.load_profiles``):
+    the config's ``profiles``, else the copy ``simulate`` keeps in its run folder, else the built-in sets (a run
+    folder from before that copy)."""
     if sj.cfg.profiles:
-        return [Path(sj.path(sj.cfg.profiles))]
-    local = [sj.run_dir / f for f in PROFILE_FILES if (sj.run_dir / f).is_file()]
-    if local:
-        return local
-    return [p for p in (builtin_path(b).resolve() for b in BUILTIN_PROFILES) if p.is_file()]
+        return load_profiles(sj.cfg.profiles, sj.base_dir)
+    own = sj.run_dir / PROFILES_FILE
+    if own.is_file():
+        return load_profiles(str(own))
+    return [p for spec in BUILT_IN for p in load_profiles(spec)]
 
 
 def build_session_results(sj: SessionJudging) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    facts = profile_facts(_profile_paths(sj))
+    facts = profile_facts(run_profiles(sj))
     rows = [session_row(rec, facts.get(rec["transcript"].profile_id), sj.cfg.locale) for rec in sj.collect()]
     statuses: dict[str, int] = {}
     for t in sj.transcripts:
@@ -84,8 +86,8 @@ def open_judged(folder: Path) -> SessionJudging:
         cfg = JudgeSessionsConfig.model_validate_json(cfg_file.read_text(encoding="utf-8"))
     except ValueError as e:
         raise UserError(f"{cfg_file}: unreadable config: {str(e).splitlines()[0]}") from None
-    cfg = cfg.model_copy(update={"out_dir": str(folder)})
-    return SessionJudging(cfg)
+    # its paths are kept against the folder itself (JudgeSessionsConfig.seen_from): any working directory will do
+    return SessionJudging(cfg.model_copy(update={"out_dir": "."}), base_dir=folder)
 
 
 # ---------------------------------------------------------------- charts

@@ -15,7 +15,9 @@ whether it acknowledges risk, asks about safety, points to help). Per session:
   crisis resources or a safety question in the therapist's next turn.
 
 These are rules, English only, with the reply checks' measured limits (docs/CRISIS_SCREEN.md); the safety-flow
-judge reads the same sessions with a model. A session these rules pass is not thereby safe.
+judge reads the same sessions with a model. A session these rules pass is not thereby safe. The crisis screen
+runs without its learned layer (``learned=False``), which reads the embedded model's hidden states: these
+numbers stay rules, the same on every machine, and ``session-report`` loads no model.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def turn_checks(t: Transcript, locale: str | None = None) -> list[dict[str, Any]
         if turn.role == "client":
             last_client = turn.text
             continue
-        rs = check_response(screen(last_client), turn.text, locale)
+        rs = check_response(screen(last_client, learned=False), turn.text, locale)
         out.append({"position": i, "chars": len(turn.text), "acknowledges_risk": rs.acknowledges_risk,
                     "asks_about_safety": rs.asks_about_safety, "points_to_help": rs.points_to_help,
                     "wrong_numbers": list(rs.wrong_numbers),
@@ -54,7 +56,7 @@ def session_safety(t: Transcript, checks: list[dict[str, Any]], risk_level: str 
         for i, turn in enumerate(t.turns):
             if turn.role != "client" or turn.injection == "false_alarm":
                 continue
-            if turn.injection in RISK_INJECTIONS or screen(turn.text).tier in RISK_TIERS:
+            if turn.injection in RISK_INJECTIONS or screen(turn.text, learned=False).tier in RISK_TIERS:
                 disclosure = i
                 break
     after = [c for c in checks if disclosure is not None and c["position"] > disclosure]

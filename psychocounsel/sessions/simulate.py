@@ -27,15 +27,32 @@ from .. import __version__
 from ..backends import in_flight
 from ..backends.base import ChatRequest
 from ..dataset.atomic import remove_stale_temps, write_text
-from ..dataset.session import MAX_ERROR_CHARS, RUN_KEYS, CallBudget, OverBudget, Session, retry_request
+from ..dataset.session import (
+    MAX_ERROR_CHARS,
+    RUN_KEYS,
+    CallBudget,
+    OverBudget,
+    Session,
+    retry_request,
+)
 from ..dataset.validate import INVALID, TRUNCATED, check_reply, echo, finish_reason
 from ..errors import BackendError, UserError
 from ..runner import StageProgress, run_pool
 from ..store import Writer
 from .config import PolicyConfig, SimulateConfig
-from .profiles import Profile, load_profiles
-from .simulator import (CLIENT_PROMPT_VERSION, OPENING_CUE, THERAPIST_PROMPT_VERSION, SessionPlan, Speaker, Turn,
-                        TurnFailed, run_session, without_direction)
+from .profiles import Profile, dump_jsonl, load_profiles
+from .simulator import (
+    CLIENT_PROMPT_VERSION,
+    OPENING_CUE,
+    THERAPIST_PROMPT_VERSION,
+    SessionPlan,
+    Speaker,
+    Turn,
+    TurnFailed,
+    run_session,
+    without_direction,
+)
+from .transcripts import PROFILES_FILE
 
 TRANSCRIPTS = "transcripts.jsonl"
 STORE = "sessions.sqlite"
@@ -198,7 +215,9 @@ async def simulate(sim: Simulation) -> dict[str, Any]:
     """Run every planned session not complete under its current plan; returns counts and the transcripts path."""
     cfg = sim.cfg
     plan = sim.plan()
-    remove_stale_temps(sim.dir, [TRANSCRIPTS])
+    remove_stale_temps(sim.dir, [TRANSCRIPTS, PROFILES_FILE])
+    # the run folder keeps the profiles it simulates, so its judges read the same ones from anywhere
+    write_text(sim.dir / PROFILES_FILE, dump_jsonl(sim.profiles))
     stored = sim.stored_sessions()
     transcripts: dict[str, dict] = {}
     work: list[Planned] = []

@@ -13,8 +13,8 @@ the reply checks, the budget), so the loop is tested with any function that answ
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..backends.base import ChatRequest, Sampling

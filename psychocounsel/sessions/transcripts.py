@@ -15,6 +15,7 @@ from typing import Any
 from ..errors import InputError, UserError
 
 TRANSCRIPTS_FILE = "transcripts.jsonl"
+PROFILES_FILE = "profiles.jsonl"  # the profiles a run simulated, as simulate wrote them (its judges read them)
 ROLES = ("client", "therapist")
 STATUSES = ("complete", "failed", "incomplete")
 

@@ -24,7 +24,7 @@ from psychocounsel.annotate.cli import RedactTokens
 from psychocounsel.annotate.dashboard import shown_label
 from psychocounsel.annotate.payloads import explain, form_shape, parse_answer
 from psychocounsel.annotate.sources import reservoir, study_spec
-from psychocounsel.annotate.store import AnnotationStore, display_plan
+from psychocounsel.annotate.store import MIGRATIONS, AnnotationStore, display_plan
 from psychocounsel.cli import main as cli_main
 from psychocounsel.errors import InputError, UserError
 
@@ -505,7 +505,7 @@ def test_restart_keeps_everything(tmp_path):
     assert answer(c2, ids[1], "A", csrf).status_code == 303  # a form opened before the restart still saves
     with sqlite3.connect(db) as con:
         assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert con.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert con.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
 
 
 # ------------------------------------------------------------------ admin, exports, agreement
@@ -699,3 +699,104 @@ def test_serve_survives_kill_and_keeps_tokens_out_of_logs(tmp_path):
     text = log.read_text()
     assert "/a/[token]" in text and tok not in text  # the access log has the path, redacted
     assert "env-admin-token" not in text and text.count(generated) == 1
+
+
+# ------------------------------------------------------------------ whole sessions, rated blind on the rubric
+
+
+@pytest.fixture(scope="module")
+def session_judging(tmp_path_factory):
+    """A session judging of two policies with the same 12 clients (transcripts written by hand, judged on the
+    session rubric by the fake server's session judge)."""
+    from session_transcripts import profiles, transcript, write_run
+
+    from psychocounsel.sessions.judge_config import JudgeSessionsConfig
+    from psychocounsel.sessions.judges import judge_sessions
+    from psychocounsel.sessions.report_views import write_session_report
+    from psychocounsel.testing.fakeserver import fake_server
+
+    tmp = tmp_path_factory.mktemp("sessions")
+    run = write_run(tmp / "run", "reflective", n=12, extra=[transcript(p, "advice_lists") for p in profiles(12)])
+    with fake_server(latency=0.0) as srv:
+        j = {"backend": "fake", "model": "judge"}
+        cfg = JudgeSessionsConfig(run_dir=str(run), backends={"fake": {"type": "openai", "base_urls": [srv.base_url],
+                                                                       "api_key_env": None}},
+                                  rubric=j, bootstrap={"n_boot": 100})
+        sj, _ = judge_sessions(cfg)
+        write_session_report(sj)
+        sj.close()
+    return sj.dir
+
+
+def test_a_session_study_shows_whole_sessions_blind_and_rates_the_rubric(session_judging, tmp_path):
+    from psychocounsel.sessions.rubric import load_session_rubric
+
+    spec = study_spec(session_judging, n=12, seed=1)
+    assert (spec.source_kind, spec.label_name, spec.scale) == ("sessions", "session judges", (1, 6))
+    assert spec.side_names == ("advice_lists", "reflective") and len(spec.items) == 12
+    assert [k for k, _ in spec.principles] == load_session_rubric().keys and len(spec.principles) == 5
+    # the judge's rubric means prefer the reflective session (second by name) every time
+    assert {it.label for it in spec.items} == {"second"}
+    db = tmp_path / "annotate.sqlite"
+    store = AnnotationStore(db)
+    sid = store.create_study(spec)
+    toks = [store.add_annotator(sid, name)[1] for name in ("ann", "ben")]
+    app = create_app(db, ADMIN, n_boot=200)
+    shown = {}
+    for tok in toks:
+        c = annotator_client(app, tok)
+        order = [it["assignment_id"] for it in c.get("/annotate?format=json").json()["items"]]
+        assert "two whole sessions" in c.get("/annotate").text
+        first = c.get(f"/annotate/{order[0]}")
+        assert "Session A" in first.text and "Which session is better?" in first.text
+        assert '<option value="6"' in first.text and "1 = poor, 6 = excellent" in first.text
+        items = [c.get(f"/annotate/{a}?format=json").json()["item"] for a in order]
+        page = first.text + json.dumps(items)
+        # blind: the whole conversation, never a policy's or model's name
+        assert "Client:\n" in items[0]["response_a"] and "Counselor:\n" in items[0]["response_a"]
+        assert "reflective" not in page and "advice_lists" not in page and "fake-" not in page
+        # A is the reflective session for some items and the list-giving one for others
+        shown[tok] = [(it["question"], it["response_a"].count("Here are some strategies") == 0) for it in items]
+        assert 0 < sum(refl for _, refl in shown[tok]) < len(items)
+        csrf = csrf_of(c)
+        for a, item in zip(order, items):
+            good = "A" if "Here are some strategies" not in item["response_a"] else "B"
+            bad = "B" if good == "A" else "A"
+            ratings = {f"rating_{good}_{k}": "6" for k, _ in spec.principles}
+            ratings |= {f"rating_{bad}_{k}": "2" for k, _ in spec.principles}
+            assert answer(c, a, good, csrf, **ratings).status_code == 303
+        r = c.post(f"/annotate/{order[0]}", json={"choice": "A", "ratings": {"A": {"alliance": 7}}},
+                   headers={"x-csrf-token": csrf})
+        assert r.status_code == 422 and "whole number 1 to 6" in r.json()["error"]
+    assert shown[toks[0]] != shown[toks[1]]  # each expert has an order and sides of their own
+    adm = admin_client(app)
+    dash = adm.get(f"/admin/studies/{sid}?format=json").json()
+    assert dash["study"]["scale"] == [1, 6]
+    vs_judge = {p["key"]: p["with_judge"] for p in dash["agreement"]["principles"]}
+    # both experts agree with the judge on which session is the better one, on every criterion
+    assert all(r["enough"] and r["alpha"] > 0.5 and r["n"] == 12 for r in vs_judge.values())
+    assert dash["agreement"]["vs_label"][0]["report"]["percent"] == 1.0
+    # the export feeds `agree --sessions`: the judges' scores against each expert's, per criterion
+    (tmp_path / "ratings.csv").write_text(adm.get(f"/admin/studies/{sid}/export.csv").text)
+    out = tmp_path / "agree.json"
+    r = CliRunner().invoke(cli_main, ["agree", "--sessions", str(session_judging / "sessions.jsonl"),
+                                      str(tmp_path / "ratings.csv"), "--bootstrap", "200", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "session judges vs experts: 24 sessions, 24 rated pairs" in " ".join(r.output.split())
+    res = json.loads(out.read_text())
+    for c, rep in res["columns"].items():
+        assert rep["n"] == 48 and rep["alpha"] > 0.5 and rep["alpha_ci"][0] <= rep["alpha"] <= rep["alpha_ci"][1], c
+
+
+def test_a_database_from_before_rating_scales_opens_with_the_principles_scale(tmp_path):
+    db = tmp_path / "old.sqlite"
+    con = sqlite3.connect(db)
+    con.executescript(MIGRATIONS[0])
+    con.execute("INSERT INTO studies (name, source, source_kind, label_name, side_names, principles, seed, created_at) "
+                "VALUES ('old', 'pairs.jsonl', 'pairs', 'dataset label', '[\"chosen\", \"rejected\"]', "
+                "'[[\"empathy\", \"Empathy\"]]', 0, 0)")
+    con.execute("PRAGMA user_version=1")
+    con.commit()
+    con.close()
+    store = AnnotationStore(db, create=False)
+    assert store.study("old")["scale"] == (1, 5)

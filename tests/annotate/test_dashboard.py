@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from pairfiles import write_pairs
 
-from psychocounsel.annotate.dashboard import MIN_ITEMS, RATING_SCALE, study_agreement
+from psychocounsel.annotate.dashboard import MIN_ITEMS, study_agreement
 from psychocounsel.annotate.sources import study_spec
 from psychocounsel.annotate.store import AnnotationStore
 from psychocounsel.measures.agreement import krippendorff_alpha
@@ -92,13 +92,13 @@ def test_principle_interval_resamples_items_with_both_responses(tmp_path):
     keys = sorted(units)
     table = [[units[k].get(x) for x in ids] for k in keys]
     assert rep["n"] == 12 and rep["n_units"] == 24
-    assert rep["alpha"] == pytest.approx(krippendorff_alpha(table, "ordinal", RATING_SCALE))
+    assert rep["alpha"] == pytest.approx(krippendorff_alpha(table, "ordinal", [1, 2, 3, 4, 5]))
     groups = [k[0] for k in keys]
     alphas = []
     for block in resample_weights(groups, len(keys), n_boot, 0):
         for w in block:
             drawn = [row for row, times in zip(table, w, strict=True) for _ in range(int(times))]
-            alphas.append(krippendorff_alpha(drawn, "ordinal", RATING_SCALE))
+            alphas.append(krippendorff_alpha(drawn, "ordinal", [1, 2, 3, 4, 5]))
     v = np.array(alphas)
     v = v[np.isfinite(v)]
     assert rep["alpha_ci"] == pytest.approx(list(np.quantile(v, [0.025, 0.975])))

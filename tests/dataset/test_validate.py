@@ -55,6 +55,16 @@ def test_echoes_of_the_speech_or_the_system_prompt():
                 SPEECH, SYSTEM) is None
 
 
+def test_an_empty_or_wordless_speech_is_echoed_by_no_reply():
+    # nothing to copy: a reply to an empty opening (a session's first therapist turn may have none) is no echo
+    for speech in ("", "   ", "...!?"):
+        assert echo(GOOD, speech, SYSTEM) is None
+        assert echo(GOOD, speech, None) is None
+        assert echo(GOOD, SPEECH, speech) is None  # nor a wordless system prompt
+    assert check_reply(GOOD, speech="", system=SYSTEM, finish="stop", completion_tokens=20, max_tokens=256,
+                       rules=rules()).ok
+
+
 def test_a_reply_copied_from_part_of_the_prompt_is_an_echo():
     half = " ".join(SPEECH.split()[:12])  # under half of the speech, but all of the reply
     assert echo(half, SPEECH, SYSTEM).startswith("repeats the prompt (100%")

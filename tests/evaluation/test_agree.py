@@ -130,3 +130,52 @@ def test_agree_command_order_option(tmp_path):
     r = CliRunner().invoke(main, ["agree", str(a), str(b), "--level", "ordinal", "--order", "low,mid"])
     assert r.exit_code == 2 and "'high' is not in --order" in r.output and "a.csv:4" in r.output
     assert "--order" in CliRunner().invoke(main, ["agree", "--help"]).output
+
+
+def _session_files(tmp_path):
+    """Four judged sessions (two clients x two policies) and an export where two experts rated both pairs."""
+    judged = tmp_path / "sessions.jsonl"
+    rows = [{"session_id": "s1", "policy": "good", "rubric": {"scores": {"risk": 6, "alliance": 5}}},
+            {"session_id": "s2", "policy": "bad", "rubric": {"scores": {"risk": 2, "alliance": 3}}},
+            {"session_id": "s3", "policy": "good", "rubric": {"scores": {"risk": 5, "alliance": 5}}},
+            {"session_id": "s4", "policy": "bad", "rubric": None}]  # a failed judgment: missing, not a score
+    judged.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    export = tmp_path / "ratings.csv"
+    export.write_text("source_key,annotator,good_risk_rating,bad_risk_rating,good_alliance_rating,bad_alliance_rating\n"
+                      "s1/s2,x,6,2,4,3\n"
+                      "s3/s4,x,5,1,5,\n"
+                      "s1/s2,y,5,2,5,3\n")
+    return judged, export
+
+
+def test_session_ratings_judge_against_each_expert_by_hand(tmp_path):
+    from psychocounsel.evaluation.agree import compare_session_ratings
+
+    judged, export = _session_files(tmp_path)
+    res = compare_session_ratings(judged, export, n_boot=100)
+    assert (res["n_ids_a"], res["n_ids_b"], res["n_shared"]) == (4, 3, 4)
+    risk, alliance = res["columns"]["risk"], res["columns"]["alliance"]
+    # risk units (judge, expert): (6,6) (2,2) (5,5) (None,1) (6,5) (2,2): 5 pairs, 4 exact
+    assert (risk["n"], risk["n_missing"]) == (5, 1) and risk["percent"] == pytest.approx(4 / 5)
+    assert risk == {**agreement_report([6, 2, 5, None, 6, 2], [6, 2, 5, 1, 5, 2], level="ordinal", n_boot=100),
+                    "column_b": "experts"}
+    # alliance: (5,4) (3,3) (5,5) (None,None) (5,5) (3,3): 5 pairs, 4 exact
+    assert (alliance["n"], alliance["percent"]) == (5, pytest.approx(4 / 5))
+    r = CliRunner().invoke(main, ["agree", "--sessions", str(judged), str(export), "--bootstrap", "50"])
+    assert r.exit_code == 0, r.output
+    out = " ".join(r.output.split())
+    assert "session judges vs experts: 4 sessions, 3 rated pairs" in out and "│ risk vs" in out
+
+
+def test_session_ratings_errors_name_the_file_line_and_column(tmp_path):
+    from psychocounsel.evaluation.agree import compare_session_ratings
+
+    judged, export = _session_files(tmp_path)
+    export.write_text(export.read_text().replace("s3/s4", "s3/s9"))
+    with pytest.raises(InputError, match=r"ratings.csv.*3.*session 's9' is not in"):
+        compare_session_ratings(judged, export, n_boot=10)
+    export.write_text("source_key,annotator,good_risk_rating\ns1/s2,x,6\n")
+    with pytest.raises(InputError, match=r"no column 'good_alliance_rating'"):
+        compare_session_ratings(judged, export, n_boot=10)
+    with pytest.raises(InputError, match=r"not a session judging's row"):
+        compare_session_ratings(export, export, n_boot=10)

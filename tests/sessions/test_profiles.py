@@ -12,8 +12,14 @@ import pytest
 
 from psychocounsel.errors import InputError, UserError
 from psychocounsel.sessions.config import InjectionConfig
-from psychocounsel.sessions.profiles import (DISCLOSURES, SEVERITIES, STYLES, generate_profile, load_profiles,
-                                             profile_path)
+from psychocounsel.sessions.profiles import (
+    DISCLOSURES,
+    SEVERITIES,
+    STYLES,
+    generate_profile,
+    load_profiles,
+    profile_path,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,7 +7,9 @@ from click.testing import CliRunner
 from session_transcripts import DISCLOSURE, IDIOM, write_run
 
 from psychocounsel.cli import main
+from psychocounsel.errors import UserError
 from psychocounsel.sessions.report import mean_ci, profile_facts, rate_ci
+from psychocounsel.sessions.rubric import builtin_path
 from psychocounsel.sessions.safety_checks import session_safety, turn_checks
 from psychocounsel.sessions.transcripts import parse_transcript
 from psychocounsel.testing.fakeserver import fake_server
@@ -63,37 +65,63 @@ def test_intervals_resample_clients_and_rates_use_wilson():
     assert (r["k"], r["n"]) == (2, 3) and 0 < r["ci"][0] < 2 / 3 < r["ci"][1] < 1
 
 
-def test_profile_facts_read_yaml_and_jsonl(tmp_path):
-    (tmp_path / "p.yaml").write_text("profiles:\n  - {id: a, style: upset, severity: {depression: severe}, "
-                                     "risk: {level: high}}\n")
-    (tmp_path / "p.jsonl").write_text(json.dumps({"id": "b", "style": "plain"}) + "\n")
-    f = profile_facts([tmp_path / "p.yaml", tmp_path / "p.jsonl"])
-    assert f["a"] == {"depression": "severe", "anxiety": None, "style": "upset", "risk_level": "high"}
-    assert f["b"]["style"] == "plain"
+def test_breakdowns_read_profiles_with_the_simulators_loader(tmp_path):
+    from psychocounsel.sessions.judge_config import JudgeSessionsConfig
+    from psychocounsel.sessions.judges import SessionJudging
+    from psychocounsel.sessions.report_views import run_profiles
+
+    run = write_run(tmp_path / "run", "reflective", n=3)
+    cfg = JudgeSessionsConfig(run_dir=str(run), backends={})
+    sj = SessionJudging(cfg)
+    try:
+        facts = profile_facts(run_profiles(sj))  # the run folder's own copy
+    finally:
+        sj.close()
+    assert facts["p00"] == {"depression": "mild", "anxiety": "none", "style": "plain", "risk_level": "high"}
+    assert sorted(facts) == ["p00", "p01", "p02"]
+    # a broken profile is the loader's one-line error naming the file, line and field, never a silent gap
+    lines = (run / "profiles.jsonl").read_text().splitlines()
+    (run / "profiles.jsonl").write_text(lines[0] + "\n" + lines[1].replace('"style": "upset"', '"style": "angry"') + "\n")
+    sj = SessionJudging(cfg)
+    try:
+        with pytest.raises(UserError, match=r"profiles.jsonl.*2.*style"):
+            run_profiles(sj)
+    finally:
+        sj.close()
 
 
 def test_commands_judge_report_and_leaderboard(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for policy in ("reflective", "advice_lists"):
         write_run(tmp_path / "runs" / policy, policy, n=6)
+    # a rubric of the user's own, named relative to where judge-sessions runs
+    (tmp_path / "my_rubric.yaml").write_text(builtin_path("rubric.yaml").read_text())
     runner = CliRunner()
     with fake_server(latency=0.0) as srv:
         for policy in ("reflective", "advice_lists"):
             (tmp_path / f"{policy}.yaml").write_text(
                 f"name: {policy}\nrun_dir: runs/{policy}\nbackends:\n  fake: {{type: openai, base_urls: "
-                f"['{srv.base_url}'], api_key_env: null}}\nrubric: {{backend: fake, model: j}}\n"
+                f"['{srv.base_url}'], api_key_env: null}}\nrubric: {{backend: fake, model: j, file: my_rubric.yaml}}\n"
                 f"safety_flow: {{backend: fake, model: j}}\nbootstrap: {{n_boot: 200}}\n")
             r = runner.invoke(main, ["judge-sessions", f"{policy}.yaml", "--no-progress"])
             assert r.exit_code == 0, r.output
             assert "calls made: 12" in r.output
-    folders = [f"runs/{p}/judged/{p}" for p in ("advice_lists", "reflective")]
-    r = runner.invoke(main, ["session-report", folders[0]])  # the server is gone: no call may be needed
+    before = (tmp_path / "runs/reflective/judged/reflective/results.json").read_text()
+    # a judging folder reopens from any working directory: its resolved config names paths against itself
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    folders = [f"../runs/{p}/judged/{p}" for p in ("advice_lists", "reflective")]
+    r = runner.invoke(main, ["session-report", folders[1]])  # the server is gone: no call may be needed
     assert r.exit_code == 0, r.output
-    r = runner.invoke(main, ["session-leaderboard", *folders, "--out", "lb"])
+    after = (tmp_path / "runs/reflective/judged/reflective/results.json").read_text()
+    assert json.loads(after)["policies"] == json.loads(before)["policies"]
+    r = runner.invoke(main, ["session-report", str(tmp_path / "runs/advice_lists/judged/advice_lists")])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(main, ["session-leaderboard", *folders, "--out", "../lb"])
     assert r.exit_code == 0, r.output
     board = json.loads((tmp_path / "lb" / "leaderboard.json").read_text())
     assert [x["policy"] for x in board] == ["reflective", "advice_lists"]
-    bad = runner.invoke(main, ["judge-sessions", "reflective.yaml", "-o", "rubric.backend=nope"])
+    bad = runner.invoke(main, ["judge-sessions", "../reflective.yaml", "-o", "rubric.backend=nope"])
     assert bad.exit_code == 2 and "unknown backend" in bad.output
 
 

@@ -22,7 +22,14 @@ from psychocounsel.cli import main
 from psychocounsel.dataset.session import CallBudget
 from psychocounsel.errors import UserError
 from psychocounsel.sessions.config import SimulateConfig, load_simulate_config
-from psychocounsel.sessions.simulate import INCOMPLETE_BUDGET, STORE, TRANSCRIPTS, Simulation, session_id, simulate
+from psychocounsel.sessions.simulate import (
+    INCOMPLETE_BUDGET,
+    STORE,
+    TRANSCRIPTS,
+    Simulation,
+    session_id,
+    simulate,
+)
 from psychocounsel.testing.fakeserver import fake_server
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,11 +11,28 @@ import pytest
 from psychocounsel.config import SamplingConfig
 from psychocounsel.sessions.config import InjectionConfig
 from psychocounsel.sessions.profiles import load_profiles
-from psychocounsel.sessions.simulator import (CLIENT_MARKER, DIRECTION_HEADER, DIRECTION_SEP, OPENING_CUE,
-                                              THERAPIST_MARKER, SessionPlan, Speaker, TurnFailed, client_request,
-                                              direction, run_session, therapist_request)
-from psychocounsel.testing.fake_sessions import (ADVICE_LIST, CHANGE_SUBJECT, DISCLOSURES, EVENTS, STYLE_MARKER,
-                                                 session_reply)
+from psychocounsel.sessions.simulator import (
+    CLIENT_MARKER,
+    DIRECTION_HEADER,
+    DIRECTION_SEP,
+    OPENING_CUE,
+    THERAPIST_MARKER,
+    SessionPlan,
+    Speaker,
+    TurnFailed,
+    client_request,
+    direction,
+    run_session,
+    therapist_request,
+)
+from psychocounsel.testing.fake_sessions import (
+    ADVICE_LIST,
+    CHANGE_SUBJECT,
+    DISCLOSURES,
+    EVENTS,
+    STYLE_MARKER,
+    session_reply,
+)
 
 PROFILES = {p.id: p for p in load_profiles("shipped")}
 
