@@ -1,7 +1,8 @@
 """The crisis screen's learned layer: two probes stacked, offline, on CPU.
 
     layer = load_layer()                   # psychocounsel/data/crisis_probe.npz (scripts/train_crisis_probe.py)
-    layer.scores(texts) -> np.ndarray      # one stacked score per text; >= layer.threshold means "possible"
+    risk, high = layer.scores(texts)       # stacked scores: risk >= layer.threshold raises none to possible,
+                                           # high >= layer.high_threshold raises possible to high
 
 Why a learned layer next to the rules: real clients say the same wish in more ways than patterns can list.
 On messages written by two authors who never saw the rules, the rules found 0.43 of those at risk (dev split
@@ -19,8 +20,12 @@ Their logits are scaled to unit spread on the training rows and mixed (``mix`` w
 hidden-state probe costs ~25 ms a text on 2 cores (the n-gram probe microseconds), and only texts the rules
 leave at ``none`` are read: 26k speeches, the paper's scale, take about 10 minutes.
 
-The screen only lets this layer RAISE a tier (signal kind ``learned``, the score as evidence), never lower
-one, so every rule's evidence span stays.
+A second pair of probes, fitted on risk rows only, scores high against possible: rules catch few plans,
+methods and preparations worded outside their patterns (7 of 41 high-risk messages by new authors screened
+high), and a missed high tier is the costlier miss.
+
+The screen only lets this layer RAISE a tier (signal kinds ``learned`` and ``learned_high``, the score as
+evidence), never lower one, so every rule's evidence span stays.
 """
 
 from __future__ import annotations
@@ -178,23 +183,31 @@ class LearnedLayer:
     hidden_spread: float
     mix: float
     threshold: float
+    # The high tier: the same two probes, fitted on risk rows only (high vs possible), mixed alike. A text
+    # screened possible whose high score reaches ``high_threshold`` is raised to high.
+    high_ngram_w: np.ndarray
+    high_ngram_b: float
+    high_hidden_w: np.ndarray
+    high_hidden_b: float
+    high_ngram_spread: float
+    high_hidden_spread: float
+    high_threshold: float
     version: str
-
-    def ngram_logits(self, texts: Sequence[str]) -> np.ndarray:
-        return SparseRows.of(texts).dot(self.ngram_w.astype(np.float64)) + self.ngram_b
-
-    def hidden_logits(self, states: np.ndarray) -> np.ndarray:
-        return ((states - self.hidden_mean) / self.hidden_scale) @ self.hidden_w + self.hidden_b
 
     def stack(self, ngram: np.ndarray, hidden: np.ndarray) -> np.ndarray:
         return self.mix * ngram / self.ngram_spread + (1 - self.mix) * hidden / self.hidden_spread
 
-    def scores(self, texts: Sequence[str], states: Any = None) -> np.ndarray:
-        """Stacked scores of ``texts``; ``states`` computes hidden states (default: the embedded model's)."""
+    def scores(self, texts: Sequence[str], states: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """Stacked (any-risk, high) scores of ``texts``; ``states`` computes hidden states (default: the embedded
+        model's). Compare them with ``threshold`` and ``high_threshold``."""
         if not texts:
-            return np.zeros(0)
-        embed = states or hidden_states()
-        return self.stack(self.ngram_logits(texts), self.hidden_logits(embed(list(texts))))
+            return np.zeros(0), np.zeros(0)
+        rows = SparseRows.of(texts)
+        z = (((states or hidden_states())(list(texts))) - self.hidden_mean) / self.hidden_scale
+        risk = self.stack(rows.dot(self.ngram_w.astype(np.float64)) + self.ngram_b, z @ self.hidden_w + self.hidden_b)
+        high = (self.mix * (rows.dot(self.high_ngram_w.astype(np.float64)) + self.high_ngram_b) / self.high_ngram_spread
+                + (1 - self.mix) * (z @ self.high_hidden_w + self.high_hidden_b) / self.high_hidden_spread)
+        return risk, high
 
 
 def save_layer(layer: LearnedLayer, path: Path = PROBE_PATH) -> None:

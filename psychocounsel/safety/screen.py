@@ -73,8 +73,8 @@ KIND_TIER: dict[str, Tier] = {
     # docs/CRISIS_LABELS.md, "Refinements": an urge to return to self-harm is high; a threat to someone
     # else is high with intent, plan or means, possible as urges without them.
     "self_harm_urge": "high", "harm_to_others": "high", "harm_to_others_urge": "possible",
-    # The learned layer's score at or above its threshold (learned.py): raises a tier, never lowers one.
-    "learned": "possible",
+    # The learned layer's scores at or above their thresholds (learned.py): raise a tier, never lower one.
+    "learned": "possible", "learned_high": "high",
 }
 # Kinds that only count next to the client's own ideation: alone they are everyday words ("pills",
 # "I gave my guitar to a friend", "I have a plan").
@@ -312,20 +312,26 @@ def screen_rules(text: str) -> Screen:
 
 
 def screen_many(texts: Iterable[str], learned: bool = True) -> list[Screen]:
-    """``screen`` for many texts; the learned layer scores every rules-``none`` text in one batch."""
+    """``screen`` for many texts; the learned layer reads every text the rules did not screen high, in one batch."""
     texts = list(texts)
     out = [screen_rules(t) for t in texts]
     layer = load_layer() if learned else None
     if layer is None:
         return out
-    todo = [i for i, s in enumerate(out) if s.tier == "none"]
-    scores = layer.scores([texts[i] for i in todo]) if todo else []
-    for i, score in zip(todo, scores):
-        if score >= layer.threshold:
-            sig = Signal("learned", 0, len(texts[i]), f"score {score:.2f} >= {layer.threshold:.2f} ({layer.version})")
-            out[i] = Screen(tier=KIND_TIER["learned"], signals=(sig,), learned_version=layer.version)
-        else:
-            out[i] = Screen(tier="none", signals=(), learned_version=layer.version)
+    todo = [i for i, s in enumerate(out) if s.tier != "high"]
+    risk, high = layer.scores([texts[i] for i in todo])
+    for i, r, h in zip(todo, risk, high):
+        s, tier, added = out[i], out[i].tier, ()
+        if tier == "none" and r >= layer.threshold:
+            tier, added = "possible", (Signal("learned", 0, len(texts[i]),
+                                              f"score {r:.2f} >= {layer.threshold:.2f} ({layer.version})"),)
+        if tier == "possible" and h >= layer.high_threshold:  # at risk, and the high-tier probe says high
+            tier, added = "high", added + (Signal("learned_high", 0, len(texts[i]),
+                                                  f"high score {h:.2f} >= {layer.high_threshold:.2f} "
+                                                  f"({layer.version})"),)
+        out[i] = Screen(tier=tier, signals=s.signals + added, learned_version=layer.version)
+    for i in set(range(len(out))) - set(todo):
+        out[i] = Screen(tier=out[i].tier, signals=out[i].signals, learned_version=layer.version)
     return out
 
 

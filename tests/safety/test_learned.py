@@ -55,9 +55,35 @@ def layer():
 
 
 def test_shipped_layer_is_complete(layer):
-    assert layer.version == "crisis-learned-2" and 0 < layer.mix < 1
-    assert layer.ngram_w.shape == (N_BUCKETS,) and layer.hidden_w.shape == layer.hidden_mean.shape == (576,)
-    assert np.isfinite([layer.threshold, layer.ngram_spread, layer.hidden_spread]).all()
+    assert layer.version == "crisis-learned-3" and 0 < layer.mix < 1
+    assert layer.ngram_w.shape == layer.high_ngram_w.shape == (N_BUCKETS,)
+    assert layer.hidden_w.shape == layer.high_hidden_w.shape == layer.hidden_mean.shape == (576,)
+    assert np.isfinite([layer.threshold, layer.ngram_spread, layer.hidden_spread, layer.high_threshold,
+                        layer.high_ngram_spread, layer.high_hidden_spread]).all()
+
+
+def test_layer_raises_tiers_and_never_lowers_them(layer, monkeypatch):
+    """With fixed scores (a stand-in for the model's), the combination rules alone are tested: none -> possible at
+    the risk threshold, possible -> high at the high threshold, nothing lowered, the rules' evidence kept."""
+    from psychocounsel.safety import screen as screen_module
+
+    texts = ["the bus was late again", "the bus was late and i want to die", "the bus was late and i want to die",
+             "I'm going to kill myself tonight, I've written the note.", "the bus was late"]
+    risk = np.array([layer.threshold + 1, layer.threshold - 1, 0.0, 0.0, layer.threshold - 1])
+    high = np.array([layer.high_threshold + 1, layer.high_threshold + 1, layer.high_threshold - 1, 0.0,
+                     layer.high_threshold + 1])
+
+    def fixed(texts_):  # the layer reads every text the rules did not screen high, in order
+        keep = [i for i, t in enumerate(texts) if t in texts_ and screen_module.screen_rules(t).tier != "high"]
+        return risk[keep][: len(texts_)], high[keep][: len(texts_)]
+
+    monkeypatch.setattr(type(layer), "scores", lambda self, t, states=None: fixed(t))
+    got = screen_many(texts)
+    assert [s.tier for s in got] == ["high", "high", "possible", "high", "none"]
+    assert [x.kind for x in got[0].signals] == ["learned", "learned_high"]
+    assert got[1].signals[0].kind == "passive_death_wish" and got[1].signals[-1].kind == "learned_high"
+    assert got[3].signals == screen_module.screen_rules(texts[3]).signals  # high by the rules: untouched
+    assert all(s.learned_version == layer.version for s in got)
 
 
 @pytest.mark.slow
@@ -88,3 +114,4 @@ def test_shipped_layer_raises_indirect_risk_and_never_lowers(layer):
         assert TIER_RANK[s.tier] >= TIER_RANK[rules.tier]
         if rules.tier == "none" and s.tier != "none":
             assert s.signals[0].kind == "learned" and layer.version in s.signals[0].text
+        assert all(x in s.signals for x in rules.signals)
