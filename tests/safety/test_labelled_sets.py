@@ -197,3 +197,18 @@ def test_minimal_pairs_tell_one_story_twice():
         assert (a["id"], b["id"]) == (pair + "a", pair + "b")
         assert a["tier"] != "none" and b["tier"] == "none", pair
         assert abs(len(a["text"]) - len(b["text"])) <= 0.2 * max(len(a["text"]), len(b["text"])), pair
+
+
+INBOX = DATA / "crisis_inbox.jsonl"
+
+
+def test_inbox_set_is_all_heldout_and_frozen():
+    rows_ = rows(INBOX)
+    assert len(rows_) == len({r["id"] for r in rows_}) == len({r["text"] for r in rows_}) == 440
+    for r in rows_:
+        assert set(r) == {"id", "text", "tier", "register", "category", "trap", "author", "split", "note"}, r["id"]
+        assert r["split"] == "heldout", r["id"]
+        _category_fits(r)
+    assert 0.20 <= sum(r["tier"] != "none" for r in rows_) / len(rows_) <= 0.30  # an inbox's mix, not a test's
+    n, digest = frozen(INBOX.name)
+    assert heldout_sha256(INBOX) == (n, digest), "a row of crisis_inbox.jsonl changed"
