@@ -1,4 +1,4 @@
-"""Crisis screen on the real-register sets (crisis_messages.jsonl, cssrs_posts.jsonl), per split.
+"""Crisis screen on the labelled sets (crisis_messages, cssrs_posts, crisis_independent, crisis_inbox), per split.
 
     .venv/bin/python bench/bench_crisis_sets.py                # both sets: dev, heldout, all
     .venv/bin/python bench/bench_crisis_sets.py --errors       # also the DEV misses and false alarms, with evidence
@@ -39,8 +39,8 @@ from psychocounsel.safety.screen import TIER_RANK, TIERS, screen_many
 
 DATA = ROOT / "psychocounsel" / "data"
 SETS = {"crisis_messages": DATA / "crisis_messages.jsonl", "cssrs_posts": DATA / "cssrs_posts.jsonl",
-        "crisis_independent": DATA / "crisis_independent.jsonl"}
-WRITTEN = ("crisis_messages", "crisis_independent")  # written sets: registers and categories; the posts: severity
+        "crisis_independent": DATA / "crisis_independent.jsonl", "crisis_inbox": DATA / "crisis_inbox.jsonl"}
+WRITTEN = ("crisis_messages", "crisis_independent", "crisis_inbox")  # written sets: registers and categories; the posts: severity
 N_BOOT = 2000  # percentile bootstrap over messages; 2,000 keeps the endpoints' Monte-Carlo error < 1 point
 ECHO = "[echoes a reported miss]"  # crisis_messages rows that reuse wording of misses seen on real text
 
@@ -183,6 +183,8 @@ def main() -> None:
         out = report[set_name] = {}
         for split in ("dev", "heldout", "all"):
             idx = [i for i, r in enumerate(rows) if split == "all" or r["split"] == split]
+            if not idx:  # a set that is all held out has no dev split
+                continue
             part = [rows[i] for i in idx]
             for name, run in runs.items():
                 part_preds = [run[i] for i in idx]

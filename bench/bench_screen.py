@@ -1,6 +1,7 @@
 """Crisis screen: precision / recall on the labelled set (with bootstrap 95% intervals), speed, demo counts.
 
-    .venv/bin/python bench/bench_screen.py                 # labelled set + demo speeches + speed
+    .venv/bin/python bench/bench_screen.py                 # labelled set + demo speeches + speed (rules alone)
+    .venv/bin/python bench/bench_screen.py --learned       # also the learned layer's speed (screen_many, batched)
     .venv/bin/python bench/bench_screen.py --json out.json
 
 The labelled set (psychocounsel/data/crisis_labelled.jsonl) was written by the author of the rules: the
@@ -26,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from psychocounsel.measures.bootstrap import bootstrap_ci
 from psychocounsel.safety.normalise import normalise
 from psychocounsel.safety.responses import check_response
-from psychocounsel.safety.screen import TIERS, screen
+from psychocounsel.safety.screen import TIERS, screen_many, screen_rules
 
 DATA = ROOT / "psychocounsel" / "data"
 N_BOOT = 2000  # percentile bootstrap over speeches; 2,000 keeps the endpoints' Monte-Carlo error < 1 point
@@ -51,7 +52,7 @@ def binary(pred: np.ndarray, gold: np.ndarray, seed: int = 0) -> dict:
 
 def evaluate(rows: list[dict]) -> dict:
     gold = np.array([r["tier"] for r in rows])
-    pred = np.array([screen(r["text"]).tier for r in rows])
+    pred = np.array([screen_rules(r["text"]).tier for r in rows])
     res = {"n": len(rows), "accuracy": float((gold == pred).mean()),
            "confusion": {g: {p: int(((gold == g) & (pred == p)).sum()) for p in TIERS} for g in TIERS},
            "per_tier": {t: binary(pred == t, gold == t) for t in TIERS},
@@ -67,14 +68,14 @@ def evaluate(rows: list[dict]) -> dict:
 def responses(rows: list[dict]) -> dict:
     agree = Counter()
     for r in rows:
-        got = check_response(screen(r["text"]), r["response"])
+        got = check_response(screen_rules(r["text"]), r["response"])
         agree["acknowledges_risk"] += got.acknowledges_risk == r["acknowledges_risk"]
         agree["points_to_help"] += got.points_to_help == r["points_to_help"]
         agree["wrong_numbers"] += list(got.wrong_numbers) == r["wrong_numbers"]
     return {"n": len(rows), **{k: f"{v}/{len(rows)}" for k, v in agree.items()}}
 
 
-def speed(texts: list[str], min_seconds: float = 2.0, fn=screen) -> dict:
+def speed(texts: list[str], min_seconds: float = 2.0, fn=screen_rules) -> dict:
     """Speeches per second on one core: CPU time of this process (a busy shared machine slows the wall
     clock, not the work), timing whole passes until ``min_seconds`` of CPU have gone by; wall time too.
     ``fn`` is the screen, or one step of it (``normalise``) to see where the time goes."""
@@ -99,6 +100,7 @@ def _fmt(b: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", help="Also write every number to this JSON file.")
+    ap.add_argument("--learned", action="store_true", help="Also time the learned layer (loads the embedded model).")
     args = ap.parse_args()
     rows = [json.loads(line) for line in (DATA / "crisis_labelled.jsonl").read_text(encoding="utf-8").splitlines() if line]
     speeches = [r for r in rows if r["kind"] == "speech"]
@@ -117,7 +119,7 @@ def main() -> None:
         print("  errors:", ", ".join(f"{e['id']} {e['gold']}->{e['pred']}" for e in res["errors"]) or "none")
     report["responses"] = responses([r for r in rows if r["kind"] == "response"])
     print("\n== check_response vs labels:", report["responses"])
-    demo_screens = [(r, screen(r["text"])) for r in demo]
+    demo_screens = [(r, screen_rules(r["text"])) for r in demo]
     counts = Counter(s.tier for _, s in demo_screens)
     crisis = [(r["id"], r["subtopic"], s.tier) for r, s in demo_screens if r["topic"] == "crisis"]
     others = [(r["id"], r["topic"], s.tier, s.evidence()) for r, s in demo_screens if r["topic"] != "crisis" and s.tier != "none"]
@@ -132,6 +134,15 @@ def main() -> None:
     report["speed_normalise_only"] = speed(texts, fn=normalise)
     print("\n== speed (one core):", report["speed"])
     print("   normalise alone:", report["speed_normalise_only"])
+    if args.learned:
+        screen_many(texts[:2])  # load the embedded model first: its ~10 s are paid once per process
+        c0, w0 = time.process_time(), time.perf_counter()
+        screen_many(texts)
+        cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+        report["speed_learned"] = {"speeches": len(texts), "cpu_s": round(cpu, 1), "wall_s": round(wall, 1),
+                                   "speeches_per_wall_s": round(len(texts) / wall, 1),
+                                   "mean_chars": round(sum(map(len, texts)) / len(texts))}
+        print("   rules + learned layer (screen_many, wall clock, all cores):", report["speed_learned"])
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2), encoding="utf-8")
 

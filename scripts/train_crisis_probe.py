@@ -5,8 +5,10 @@
 
 Training rows (never a held-out row):
 - the dev splits of crisis_messages.jsonl, cssrs_posts.jsonl and crisis_independent.jsonl;
-- every row of crisis_labelled.jsonl except its held-out ones, and every row of crisis_pairs.jsonl (minimal
-  pairs: one story written with and without a risk clause; a pair stays in one fold);
+- every row of crisis_labelled.jsonl except its held-out ones, every row of crisis_pairs.jsonl (minimal
+  pairs: one story written with and without a risk clause; a pair stays in one fold) and of crisis_hard.jsonl
+  (the cases the layer got wrong on the dev folds, written anew: fear of dying, denials, other people's
+  history, long hard lives; plans, preparation and self-harm worded without the usual words);
 - the demo speeches (demo_speeches.jsonl): ordinary counseling speeches, `none` except the eight of topic
   `crisis`, labelled by hand below (DEMO_RISK).
 The label is any risk (tier possible or high); a second pair of probes, fitted on risk rows only, tells high
@@ -40,7 +42,7 @@ DATA = ROOT / "psychocounsel" / "data"
 # being read, so the shipped threshold aims at 0.90 and the misses are reported per register.
 TARGET_RECALL = 0.90
 FOLDS = 5
-VERSION = "crisis-learned-3"
+VERSION = "crisis-learned-4"
 L2_NGRAM, L2_HIDDEN = 1e-4, 1e-2  # swept on the dev folds (1e-5..1e-3; 1e-3..1e-1)
 # The high tier: the highest threshold (of the possible-vs-high probes' stacked out-of-fold score) at which no
 # more than this share of dev `possible` risk rows is raised to high (10%: 8% at the chosen point, against
@@ -61,6 +63,7 @@ def rows() -> list[dict]:
     for name in ("crisis_messages.jsonl", "cssrs_posts.jsonl", "crisis_labelled.jsonl", "crisis_independent.jsonl"):
         out += [dict(r, source=name) for r in _jsonl(name) if r.get("split", "dev") == "dev" and "tier" in r]
     out += [dict(r, source="crisis_pairs.jsonl", group=r["pair"]) for r in _jsonl("crisis_pairs.jsonl")]
+    out += [dict(r, source="crisis_hard.jsonl") for r in _jsonl("crisis_hard.jsonl")]
     for r in _jsonl("demo_speeches.jsonl"):
         if r["topic"] == "crisis" and r["id"] not in DEMO_RISK:
             raise SystemExit(f"demo speech {r['id']} is about a crisis and has no label in DEMO_RISK")

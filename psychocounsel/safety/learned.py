@@ -17,8 +17,11 @@ of ``crisis_independent.jsonl``). Two probes read each text:
   the hidden states, 0.80 stacked).
 
 Their logits are scaled to unit spread on the training rows and mixed (``mix`` weighs the n-grams). The
-hidden-state probe costs ~25 ms a text on 2 cores (the n-gram probe microseconds), and only texts the rules
-leave at ``none`` are read: 26k speeches, the paper's scale, take about 10 minutes.
+hidden-state probe reads ~20 speeches a second on 2 cores (`bench/bench_screen.py --learned`: 22.7/s at 234
+characters on average; the n-gram probe takes microseconds), and only texts the rules do not screen high are
+read: 26k speeches, the paper's scale, take about 20 minutes. It runs in fp32 on purpose: bf16 was 2.7x
+faster on a CPU with native bf16 but flipped 5 of 841 decisions, and a screen should read a text the same on
+every machine.
 
 A second pair of probes, fitted on risk rows only, scores high against possible: rules catch few plans,
 methods and preparations worded outside their patterns (7 of 41 high-risk messages by new authors screened
@@ -45,8 +48,8 @@ from ..errors import UserError
 from .rules import SAME_LENGTH
 
 PROBE_PATH = Path(__file__).resolve().parents[1] / "data" / "crisis_probe.npz"
-# 2^16 buckets: ~2,300 training texts use ~90k distinct uni+bigrams; at 2^14 collisions cost about a point of
-# cross-validated recall. The weights stay under 300 KB compressed.
+# 2^16 buckets: the size the layer was cross-validated with (the first probe's 2^14 collides more on the larger
+# training set); the weights stay under 300 KB compressed.
 N_BUCKETS = 1 << 16
 HIDDEN_LAYER = 20  # of SmolLM2-135M's 30: layers 16-20 gave the best cross-validated probe (layers 1-30 swept)
 MAX_TOKENS = 320  # ~1,300 characters; the paper's speeches are at most 1,000 characters

@@ -212,3 +212,11 @@ def test_inbox_set_is_all_heldout_and_frozen():
     assert 0.20 <= sum(r["tier"] != "none" for r in rows_) / len(rows_) <= 0.30  # an inbox's mix, not a test's
     n, digest = frozen(INBOX.name)
     assert heldout_sha256(INBOX) == (n, digest), "a row of crisis_inbox.jsonl changed"
+
+
+def test_hard_cases_fields():
+    rows_ = rows(DATA / "crisis_hard.jsonl")
+    assert len(rows_) == len({r["id"] for r in rows_}) == len({r["text"] for r in rows_}) == 320
+    for r in rows_:
+        assert set(r) == {"id", "text", "tier", "register", "category", "trap", "note"}, r["id"]
+        _category_fits(r)

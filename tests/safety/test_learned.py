@@ -55,7 +55,7 @@ def layer():
 
 
 def test_shipped_layer_is_complete(layer):
-    assert layer.version == "crisis-learned-3" and 0 < layer.mix < 1
+    assert layer.version == "crisis-learned-4" and 0 < layer.mix < 1
     assert layer.ngram_w.shape == layer.high_ngram_w.shape == (N_BUCKETS,)
     assert layer.hidden_w.shape == layer.high_hidden_w.shape == layer.hidden_mean.shape == (576,)
     assert np.isfinite([layer.threshold, layer.ngram_spread, layer.hidden_spread, layer.high_threshold,
