@@ -1,8 +1,10 @@
 """Crisis screen: tag a client speech none / possible / high risk of self-harm, with the evidence spans.
 
-    screen(text, learned=False) -> Screen          normalised text, compiled regexes (~6k speeches/s, one core);
-                                                   learned=True adds the learned layer of learned.py (raise-only)
-    screen_many(texts, learned=False)              the same for many texts (the learned layer batches)
+    screen(text) -> Screen                          the rules (normalised text, compiled regexes, ~9.7k speeches/s
+                                                   on one core), then the learned layer of learned.py (~20/s,
+                                                   raise-only); learned=False: the rules alone
+    screen_many(texts)                              the same for many texts (the learned layer batches)
+    screen_rules(text)                              the rules alone
     check_response(screen, response) -> ResponseSafety    does a reply acknowledge the risk and point to help?
     find_wrong_crisis_numbers(text)                 retired crisis numbers a reply cites (1-800-273-8255, ...)
     await model_check(texts, backend, model)        optional LLM second opinion; a bad reply is a failure
@@ -294,8 +296,8 @@ def _windows(positions: list[int], before: int, after: int) -> list[tuple[int, i
 
 def screen(text: str, learned: bool = True) -> Screen:
     """Tier and evidence for one client speech: the rules (see the module docstring), then, when
-    ``learned``, the shipped learned layer (learned.py), which may raise a ``none`` to ``possible`` but never
-    lowers. Screening many texts, use ``screen_many``: the learned layer batches its model calls."""
+    ``learned``, the shipped learned layer (learned.py), which may raise ``none`` to ``possible`` and ``possible``
+    to ``high`` but never lowers. Screening many texts, use ``screen_many``: the learned layer batches."""
     return screen_many([text], learned=learned)[0]
 
 
