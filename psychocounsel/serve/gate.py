@@ -5,7 +5,8 @@
     check_draft(gate, draft, locale) -> Check   the reply checks on one draft; ``blocked`` needs an override
     gate_reply(gate, locale) -> str             the fixed reply the chat API gives when a draft is withheld
 
-The screen and the checks are ``safety/screen.py`` and ``safety/responses.py`` (rules, with evidence); the
+The screen and the checks are ``safety/screen.py`` (rules with evidence spans, then the learned layer, which
+may raise a tier with its score as evidence) and ``safety/responses.py``; the
 resources come from ``data/crisis_resources.yaml`` per locale. A triage aid for the clinician, never a
 decision: the tool never contacts anyone and never sends anything to a client.
 """
@@ -54,11 +55,13 @@ class Gate:
         if not self.at_risk:
             return None
         return {"tier": self.tier, "rules_version": self.screen.rules_version,
+                "learned_version": self.screen.learned_version,
                 "evidence": [{"kind": s.kind, "start": s.start, "end": s.end, "text": s.text}
                              for s in self.screen.signals],
                 "questions": list(HIGH_QUESTIONS if self.tier == "high" else POSSIBLE_QUESTIONS),
                 "resources": resource_block(self.locale),
-                "note": "A triage aid from written rules, not a clinical decision. This tool contacts no one."}
+                "note": "A triage aid (written rules and a learned layer), not a clinical decision. This tool contacts "
+                        "no one."}
 
 
 def resource_block(locale: str) -> list[dict[str, Any]]:

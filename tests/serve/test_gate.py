@@ -17,6 +17,13 @@ def test_panel_for_risk_only():
     assert [r["number"] for r in panel["resources"]][:2] == ["116 123", "85258"]
 
 
+def test_panel_names_the_screen_that_read_the_message():
+    """The learned layer reads every message by default; its version is on the panel, the rules' too."""
+    panel = gate_message("i keep hoping i just dont wake up one of these mornings", "US").panel()
+    assert panel is not None and panel["rules_version"] and panel["learned_version"]
+    assert gate_message(CALM, "US", learned=False).screen.learned_version is None
+
+
 @pytest.mark.parametrize("locale", sorted(load_resources()))
 def test_the_gate_reply_passes_the_reply_checks_in_every_locale(locale):
     gate = gate_message(CRISIS, locale)
