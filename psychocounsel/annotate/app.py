@@ -59,7 +59,7 @@ from .payloads import (
     validate,
 )
 from .sources import study_spec
-from .store import AnnotationStore
+from .store import AnnotationStore, hash_token, same_secret
 
 HERE = Path(__file__).parent
 ANNOTATOR_COOKIE, ADMIN_COOKIE, LOGIN_COOKIE = "pc_annotator", "pc_admin", "pc_login"
@@ -83,17 +83,8 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' 
        "base-uri 'none'; frame-ancestors 'none'")
 
 
-def _sha(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
 def sends_json(request: Request) -> bool:
     return request.headers.get("content-type", "").split(";")[0].strip().lower() == "application/json"
-
-
-def _same(a: str, b: str) -> bool:
-    """Constant-time equality; as bytes, because compare_digest refuses non-ASCII text (a 500, not a 403)."""
-    return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))
 
 
 def create_app(db_path: str | Path, admin_token: str, *, n_boot: int = 2000, create: bool = False) -> FastAPI:
@@ -103,7 +94,7 @@ def create_app(db_path: str | Path, admin_token: str, *, n_boot: int = 2000, cre
         raise UserError("admin token must be at least 16 characters")
     store = AnnotationStore(db_path, create=create)
     secret = store.meta("csrf_secret").encode()
-    admin_hash = _sha(admin_token)
+    admin_hash = hash_token(admin_token)
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True, trim_blocks=True,
                       lstrip_blocks=True)
     env.filters["utc"] = lambda ts: datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
@@ -175,8 +166,8 @@ def create_app(db_path: str | Path, admin_token: str, *, n_boot: int = 2000, cre
     def is_admin(request: Request) -> tuple[bool, bool]:
         token = bearer(request)
         if token is not None:
-            return _same(_sha(token), admin_hash), False
-        return _same(request.cookies.get(ADMIN_COOKIE, ""), admin_session), True
+            return same_secret(hash_token(token), admin_hash), False
+        return same_secret(request.cookies.get(ADMIN_COOKIE, ""), admin_session), True
 
     async def read_body(request: Request) -> tuple[dict[str, Any], bool]:
         """(the body in the JSON shape, whether it came from a form); HTTPException when it cannot be read."""
@@ -197,7 +188,7 @@ def create_app(db_path: str | Path, admin_token: str, *, n_boot: int = 2000, cre
         if not via_cookie:
             return True
         sent = data.get("csrf") or request.headers.get("x-csrf-token") or ""
-        return isinstance(sent, str) and bool(sent) and _same(sent, csrf_for(principal))
+        return isinstance(sent, str) and bool(sent) and same_secret(sent, csrf_for(principal))
 
     def admin_guard(request: Request) -> Response | None:
         ok, _ = is_admin(request)
@@ -345,13 +336,13 @@ def create_app(db_path: str | Path, admin_token: str, *, n_boot: int = 2000, cre
         data, from_form = await read_body(request)
         nonce = request.cookies.get(LOGIN_COOKIE, "")
         sent = data.get("csrf")
-        if not nonce or not isinstance(sent, str) or not _same(sent, nonce):
+        if not nonce or not isinstance(sent, str) or not same_secret(sent, nonce):
             return error(request, 403, "This form expired; reload the login page.")
         try:
             token = validate(Login, data, from_form=from_form).token
         except ValidationError as e:
             return invalid(request, e)
-        if not _same(_sha(token), admin_hash):
+        if not same_secret(hash_token(token), admin_hash):
             return error(request, 401, "Wrong admin token.")
         resp = RedirectResponse("/admin", status_code=303)
         set_cookie(request, resp, ADMIN_COOKIE, admin_session)

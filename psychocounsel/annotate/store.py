@@ -22,6 +22,7 @@ Design:
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import random
 import secrets
@@ -116,6 +117,12 @@ class StudySpec:
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def same_secret(a: str, b: str) -> bool:
+    """Constant-time equality of two tokens or digests; as bytes, because compare_digest refuses non-ASCII text
+    (a 500, not a 403). Both web apps (annotate, serve) compare every token, CSRF value and nonce with it."""
+    return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))
 
 
 def _unit(*parts: Any) -> int:

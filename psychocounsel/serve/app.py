@@ -37,6 +37,7 @@ from ..annotate.app import sends_json
 from ..annotate.payloads import Body, error_body, explain, form_shape, validate
 from ..backends.base import Backend
 from ..training.scoring import Scorer
+from ..annotate.store import same_secret
 from .auth import ADMIN_COOKIE, CLINICIAN_COOKIE, LOGIN_COOKIE, Auth, bearer
 from .config import ServeConfig
 from .drafts import Style
@@ -305,7 +306,7 @@ def create_app(cfg: ServeConfig, admin_token: str, *, backend: Backend | None = 
         data, from_form = await read_body(request)
         nonce = request.cookies.get(LOGIN_COOKIE, "")
         sent = data.get("csrf")
-        if not nonce or not isinstance(sent, str) or sent != nonce:
+        if not nonce or not isinstance(sent, str) or not same_secret(sent, nonce):
             return error(request, 403, "This form expired; reload the login page.")
         body = parse(request, Login, data, from_form)
         if isinstance(body, Response):

@@ -17,17 +17,12 @@ from typing import Any
 
 from fastapi import Request
 
-from ..annotate.store import hash_token
+from ..annotate.store import hash_token, same_secret
 from ..errors import UserError
 from .store import Clinician, ServeStore
 
 CLINICIAN_COOKIE, ADMIN_COOKIE, LOGIN_COOKIE = "pc_clinician", "pc_serve_admin", "pc_serve_login"
 MIN_ADMIN_TOKEN = 16  # characters; a generated one is 43 (256 bits)
-
-
-def same(a: str, b: str) -> bool:
-    """Constant-time equality; as bytes, because compare_digest refuses non-ASCII text."""
-    return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))
 
 
 def bearer(request: Request) -> str | None:
@@ -59,11 +54,11 @@ class Auth:
     def admin(self, request: Request) -> tuple[bool, bool]:
         token = bearer(request)
         if token is not None:
-            return same(hash_token(token), self.admin_hash), False
-        return same(request.cookies.get(ADMIN_COOKIE, ""), self.admin_session), True
+            return same_secret(hash_token(token), self.admin_hash), False
+        return same_secret(request.cookies.get(ADMIN_COOKIE, ""), self.admin_session), True
 
     def admin_token_ok(self, token: str) -> bool:
-        return same(hash_token(token), self.admin_hash)
+        return same_secret(hash_token(token), self.admin_hash)
 
     def clinician_csrf(self, c: Clinician) -> str:
         return self.csrf_for("clinician|" + c.token_hash)
@@ -75,4 +70,4 @@ class Auth:
         if not via_cookie:
             return True
         sent = data.get("csrf") or request.headers.get("x-csrf-token") or ""
-        return isinstance(sent, str) and bool(sent) and same(sent, expected)
+        return isinstance(sent, str) and bool(sent) and same_secret(sent, expected)
