@@ -220,3 +220,33 @@ def test_hard_cases_fields():
     for r in rows_:
         assert set(r) == {"id", "text", "tier", "register", "category", "trap", "note"}, r["id"]
         _category_fits(r)
+
+
+COUNSELCHAT = DATA / "crisis_counselchat.jsonl"
+FRESH = DATA / "crisis_fresh.jsonl"
+
+
+def test_counselchat_set_is_real_doubly_labelled_and_frozen():
+    rows_ = rows(COUNSELCHAT)
+    assert len(rows_) == len({r["id"] for r in rows_}) == len({r["text"] for r in rows_}) == 830
+    for r in rows_:
+        assert set(r) == {"id", "text", "tier", "category", "split", "annotators", "note", "url"}, r["id"]
+        assert r["tier"] in CATEGORIES[r["category"]] and all(t in TIERS for t in r["annotators"]), r["id"]
+        assert r["url"].startswith("https://counselchat.com/questions/") or r["url"] == "", r["id"]
+        # where the two annotators agreed, the label is theirs; a disagreement was adjudicated and says so
+        assert r["tier"] == r["annotators"][0] == r["annotators"][1] or "adjudicated" in r["note"], r["id"]
+        assert r["split"] == ("heldout" if int(hashlib.sha256(r["id"].encode()).hexdigest(), 16) % 2 == 0 else "dev")
+    n, digest = frozen(COUNSELCHAT.name)
+    assert heldout_sha256(COUNSELCHAT) == (n, digest), "a held-out row of crisis_counselchat.jsonl changed"
+
+
+def test_fresh_set_is_all_heldout_and_frozen():
+    rows_ = rows(FRESH)
+    assert len(rows_) == len({r["id"] for r in rows_}) == len({r["text"] for r in rows_}) == 480
+    for r in rows_:
+        assert set(r) == {"id", "text", "tier", "register", "category", "trap", "author", "split", "note"}, r["id"]
+        assert r["split"] == "heldout", r["id"]
+        _category_fits(r)
+    assert Counter(r["author"] for r in rows_) == {"wh": 240, "wi": 240}
+    n, digest = frozen(FRESH.name)
+    assert heldout_sha256(FRESH) == (n, digest), "a row of crisis_fresh.jsonl changed"
