@@ -95,6 +95,6 @@ def test_no_private_names_imported_across_modules():
 
 def test_top_level_is_a_short_map_of_the_stages():
     entries = sorted(p.name for p in PKG.iterdir() if p.name != "__pycache__")
-    assert len(entries) <= 18, entries
+    assert len(entries) <= 19, entries  # the stages' folders, the shared bottom modules (store, web, ...)
     for stage in ("backends", "rubric", "dataset", "training", "evaluation", "safety", "measures", "annotate"):
         assert (PKG / stage / "__init__.py").exists(), stage

@@ -14,7 +14,9 @@ Security model (docs/ANNOTATION.md has the long form):
   cannot read it, so it cannot forge a submission. Bearer requests need none (a browser never
   attaches that header on its own).
 - Every piece of text goes through Jinja2 autoescaping; the Content-Security-Policy allows only our
-  own script and stylesheet, so even an escaping bug could not run injected script.
+  own script and stylesheet, so even an escaping bug could not run injected script. The plumbing this
+  app shares with the drafting assistant (pages, errors, bodies, cookies, headers, the admin sign-in)
+  is ``web.py``.
 - Pages that show private data are ``Cache-Control: no-store``; ``Referrer-Policy: no-referrer``.
 - Every POST body is validated by its model in ``payloads.py`` (strict for JSON). A request that sends
   JSON, asks for it (``Accept: application/json``) or says ``?format=json`` gets every answer, errors
@@ -27,39 +29,32 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import secrets
 import time
-from collections.abc import Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from fastapi.staticfiles import StaticFiles
-from jinja2 import Environment, FileSystemLoader
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.convertors import Convertor, register_url_convertor
-from starlette.exceptions import HTTPException
 
 from ..errors import UserError
+from ..web import Web, bearer, csrf_ok, hash_token, same_secret, templates
 from .dashboard import study_agreement
 from .export import export_rows, to_csv_text, to_parquet_bytes
 from .payloads import (
-    DEFAULT_SCALE,
     Answer,
     Body,
     Login,
     NewAnnotator,
     NewStudy,
-    error_body,
     explain,
     form_shape,
     validate,
 )
 from .sources import study_spec
-from .store import AnnotationStore, hash_token, same_secret
+from .store import AnnotationStore
 
 HERE = Path(__file__).parent
 ANNOTATOR_COOKIE, ADMIN_COOKIE, LOGIN_COOKIE = "pc_annotator", "pc_admin", "pc_login"
@@ -83,10 +78,6 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' 
        "base-uri 'none'; frame-ancestors 'none'")
 
 
-def sends_json(request: Request) -> bool:
-    return request.headers.get("content-type", "").split(";")[0].strip().lower() == "application/json"
-
-
 def create_app(db_path: str | Path, admin_token: str, *, n_boot: int = 2000, create: bool = False) -> FastAPI:
     """The app over one SQLite file. ``n_boot``: bootstrap resamples for the dashboard's intervals;
     ``create``: make the database when there is none (else a missing file is a UserError)."""
@@ -95,62 +86,16 @@ def create_app(db_path: str | Path, admin_token: str, *, n_boot: int = 2000, cre
     store = AnnotationStore(db_path, create=create)
     secret = store.meta("csrf_secret").encode()
     admin_hash = hash_token(admin_token)
-    env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True, trim_blocks=True,
-                      lstrip_blocks=True)
-    env.filters["utc"] = lambda ts: datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    web = Web(templates(HERE / "templates"), csp=CSP, form_shape=form_shape, explain=explain)
+    page, error, wants_json = web.page, web.error, web.wants_json
     app = FastAPI(title="psychocounsel annotate", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.store = store
-    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next):
-        resp = await call_next(request)
-        resp.headers["Content-Security-Policy"] = CSP
-        resp.headers["X-Content-Type-Options"] = "nosniff"
-        resp.headers["X-Frame-Options"] = "DENY"
-        resp.headers["Referrer-Policy"] = "no-referrer"
-        if not request.url.path.startswith("/static/"):
-            resp.headers["Cache-Control"] = "no-store"
-        return resp
+    web.install(app, HERE / "static")
 
     # ------------------------------------------------------------------ helpers
 
     def csrf_for(principal: str) -> str:
         return hmac.new(secret, principal.encode(), hashlib.sha256).hexdigest()
-
-    def wants_json(request: Request) -> bool:
-        """JSON in, JSON out: a JSON body, ``Accept: application/json`` (without text/html) or ?format=json."""
-        accept = request.headers.get("accept", "")
-        return (request.query_params.get("format") == "json" or sends_json(request)
-                or ("application/json" in accept and "text/html" not in accept))
-
-    def page(request: Request, template: str, ctx: dict[str, Any], status: int = 200) -> Response:
-        """The HTML page, or its JSON twin: the same context minus presentation-only keys."""
-        if wants_json(request):
-            return JSONResponse({k: v for k, v in ctx.items() if not k.startswith("_")}, status_code=status)
-        return HTMLResponse(env.get_template(template).render(**ctx), status_code=status)
-
-    def error(request: Request, status: int, message: str) -> Response:
-        return page(request, "error.html", {"error": message, "status": status}, status)
-
-    def invalid(request: Request, e: ValidationError, scale: Sequence[int] = DEFAULT_SCALE) -> Response:
-        """An invalid body: pydantic's list for a JSON client, the one-line reason on a page for a person."""
-        if wants_json(request):
-            return JSONResponse(error_body(e, scale), status_code=422)
-        return error(request, 422, explain(e, scale))
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> Response:
-        # Unknown paths, wrong methods and unreadable bodies answer like every other error: JSON to a
-        # JSON client (FastAPI's default would be JSON to everyone), a page to a browser.
-        return error(request, exc.status_code, str(exc.detail))
-
-    def bearer(request: Request) -> str | None:
-        auth = request.headers.get("authorization", "")
-        return auth[7:].strip() if auth.lower().startswith("bearer ") else None
-
-    def set_cookie(request: Request, resp: Response, name: str, value: str) -> None:
-        resp.set_cookie(name, value, httponly=True, samesite="lax", secure=request.url.scheme == "https", path="/")
 
     def annotator_of(request: Request) -> tuple[dict[str, Any] | None, bool]:
         """(annotator, signed in by cookie); cookie sessions need a CSRF token on writes."""
@@ -169,46 +114,21 @@ def create_app(db_path: str | Path, admin_token: str, *, n_boot: int = 2000, cre
             return same_secret(hash_token(token), admin_hash), False
         return same_secret(request.cookies.get(ADMIN_COOKIE, ""), admin_session), True
 
-    async def read_body(request: Request) -> tuple[dict[str, Any], bool]:
-        """(the body in the JSON shape, whether it came from a form); HTTPException when it cannot be read."""
-        if sends_json(request):
-            try:
-                body = await request.json()
-            except ValueError:
-                raise HTTPException(400, "invalid JSON body") from None
-            if not isinstance(body, dict):
-                raise HTTPException(422, "expected a JSON object")
-            return body, False
-        try:
-            return form_shape((await request.form()).multi_items()), True
-        except ValueError as e:
-            raise HTTPException(422, str(e)) from None
-
     def check_csrf(request: Request, data: dict[str, Any], principal: str, via_cookie: bool) -> bool:
-        if not via_cookie:
-            return True
-        sent = data.get("csrf") or request.headers.get("x-csrf-token") or ""
-        return isinstance(sent, str) and bool(sent) and same_secret(sent, csrf_for(principal))
+        return csrf_ok(request, data, csrf_for(principal), via_cookie)
 
     def admin_guard(request: Request) -> Response | None:
         ok, _ = is_admin(request)
-        if ok:
-            return None
-        if wants_json(request) or bearer(request) is not None:
-            return error(request, 401, "admin token required")
-        return RedirectResponse("/admin/login", status_code=303)
+        return None if ok else web.sign_in(request, "admin token required", "/admin/login")
 
     async def admin_post(request: Request, model: type[BaseModel]) -> Any:
         """The admin's body for a POST as ``model``, or the login redirect / 401 / 403 / 422 to send instead."""
         if (deny := admin_guard(request)) is not None:
             return deny
-        data, from_form = await read_body(request)
+        data, from_form = await web.read_body(request)
         if not check_csrf(request, data, "admin|" + admin_hash, is_admin(request)[1]):
             return error(request, 403, "This form expired; reload the page.")
-        try:
-            return validate(model, data, from_form=from_form)
-        except ValidationError as e:
-            return invalid(request, e)
+        return web.parse(request, model, data, from_form)
 
     # ------------------------------------------------------------------ public
 
@@ -224,7 +144,7 @@ def create_app(db_path: str | Path, admin_token: str, *, n_boot: int = 2000, cre
         if annotator is None:
             return error(request, 404, "This link is not valid. Ask the study's organiser for your link.")
         resp = RedirectResponse("/annotate", status_code=303)
-        set_cookie(request, resp, ANNOTATOR_COOKIE, token)
+        web.set_cookie(request, resp, ANNOTATOR_COOKIE, token)
         return resp
 
     # ------------------------------------------------------------------ annotator
@@ -276,7 +196,7 @@ def create_app(db_path: str | Path, admin_token: str, *, n_boot: int = 2000, cre
         annotator, via_cookie = annotator_of(request)
         if annotator is None:
             return error(request, 401, unknown)
-        data, from_form = await read_body(request)
+        data, from_form = await web.read_body(request)
         if not check_csrf(request, data, "annotator|" + annotator["token_hash"], via_cookie):
             return error(request, 403, "This form expired or did not come from this site; reload the page.")
         return annotator, data, from_form
@@ -296,7 +216,7 @@ def create_app(db_path: str | Path, admin_token: str, *, n_boot: int = 2000, cre
                                    scale=study["scale"])
         except ValidationError as e:
             if wants_json(request):
-                return invalid(request, e, study["scale"])
+                return web.invalid(request, e, explain(e, study["scale"]))
             ctx = await item_ctx(annotator, a, explain(e, study["scale"]))
             return page(request, "item.html", ctx, status=422)
         saved = await run_in_threadpool(store.submit, annotator["id"], assignment_id, ans.choice, ans.ratings,
@@ -314,51 +234,25 @@ def create_app(db_path: str | Path, admin_token: str, *, n_boot: int = 2000, cre
         if isinstance(got, Response):
             return got
         annotator, data, from_form = got
-        try:
-            validate(Body, data, from_form=from_form)
-        except ValidationError as e:
-            return invalid(request, e)
+        if isinstance(body := web.parse(request, Body, data, from_form), Response):
+            return body
         resp = page(request, "stopped.html", {"stopped": True, "annotator": annotator["name"]})
         resp.delete_cookie(ANNOTATOR_COOKIE, path="/")
         return resp
 
     # ------------------------------------------------------------------ admin
 
-    @app.get("/admin/login")
-    async def login_form(request: Request):
-        nonce = secrets.token_urlsafe(16)
-        resp = page(request, "login.html", {"login": "POST token and csrf to /admin/login", "csrf": nonce})
-        set_cookie(request, resp, LOGIN_COOKIE, nonce)
-        return resp
-
-    @app.post("/admin/login")
-    async def login(request: Request):
-        data, from_form = await read_body(request)
-        nonce = request.cookies.get(LOGIN_COOKIE, "")
-        sent = data.get("csrf")
-        if not nonce or not isinstance(sent, str) or not same_secret(sent, nonce):
-            return error(request, 403, "This form expired; reload the login page.")
-        try:
-            token = validate(Login, data, from_form=from_form).token
-        except ValidationError as e:
-            return invalid(request, e)
-        if not same_secret(hash_token(token), admin_hash):
-            return error(request, 401, "Wrong admin token.")
-        resp = RedirectResponse("/admin", status_code=303)
-        set_cookie(request, resp, ADMIN_COOKIE, admin_session)
-        resp.delete_cookie(LOGIN_COOKIE, path="/")
-        return resp
+    web.add_admin_login(app, login=Login, admin_hash=admin_hash, session=admin_session, login_cookie=LOGIN_COOKIE,
+                        admin_cookie=ADMIN_COOKIE)
 
     @app.post("/admin/logout")
     async def logout(request: Request):
-        data, from_form = await read_body(request)
+        data, from_form = await web.read_body(request)
         ok, via_cookie = is_admin(request)
         if ok and not check_csrf(request, data, "admin|" + admin_hash, via_cookie):
             return error(request, 403, "This form expired; reload the page.")
-        try:
-            validate(Body, data, from_form=from_form)
-        except ValidationError as e:
-            return invalid(request, e)
+        if isinstance(body := web.parse(request, Body, data, from_form), Response):
+            return body
         resp = RedirectResponse("/admin/login", status_code=303)
         resp.delete_cookie(ADMIN_COOKIE, path="/")
         return resp

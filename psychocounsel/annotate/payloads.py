@@ -137,10 +137,3 @@ def explain(e: ValidationError, scale: Sequence[int] = DEFAULT_SCALE) -> str:
     if kind == "missing":
         return f"{field} is required"
     return f"{'.'.join(loc) or 'body'}: {err['msg']}"
-
-
-def error_body(e: ValidationError, scale: Sequence[int] = DEFAULT_SCALE) -> dict[str, Any]:
-    """The JSON answer to an invalid body: the line to show, and pydantic's list (as FastAPI's ``detail``).
-    The input values are left out: the body may hold a token, and echoing it back helps no one."""
-    detail = [{k: v for k, v in err.items() if k in ("type", "loc", "msg")} for err in e.errors(include_url=False)]
-    return {"error": explain(e, scale), "status": 422, "detail": detail}

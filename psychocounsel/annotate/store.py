@@ -22,7 +22,6 @@ Design:
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import random
 import secrets
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..web import hash_token
 
 CHOICES = ("A", "B", "tie")
 SIDES = ("first", "second")
@@ -113,16 +113,6 @@ class StudySpec:
     seed: int
     items: list[Item] = field(default_factory=list)
     scale: tuple[int, int] = (1, 5)  # lowest and highest rating (the principles' 1-5; the session rubric's 1-6)
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
-def same_secret(a: str, b: str) -> bool:
-    """Constant-time equality of two tokens or digests; as bytes, because compare_digest refuses non-ASCII text
-    (a 500, not a 403). Both web apps (annotate, serve) compare every token, CSRF value and nonce with it."""
-    return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))
 
 
 def _unit(*parts: Any) -> int:

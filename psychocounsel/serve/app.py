@@ -13,36 +13,37 @@ stylesheet):
     GET  /admin, POST /admin/login, /admin/clinicians, GET /admin/gate-counts, /admin/audit, /admin/export/<kind>
     /v1/chat/completions, /v1/models (openai_api.py); /v1/reward, /get_reward (reward_api.py)
 
-Security as in the annotation app: CSRF tokens on forms, a strict Content-Security-Policy (our own stylesheet,
-no script at all), ``Cache-Control: no-store`` on every page, autoescaping for every piece of text. The tool
-never sends anything to a client and never contacts anyone.
+Security as in the annotation app (the plumbing both share is ``web.py``): CSRF tokens on forms, a strict
+Content-Security-Policy (our own stylesheet, no script at all), ``Cache-Control: no-store`` on every page,
+autoescaping for every piece of text. The tool never sends anything to a client and never contacts anyone.
 """
 
 from __future__ import annotations
 
-import secrets
 from contextlib import asynccontextmanager
-from datetime import datetime, UTC
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from fastapi.staticfiles import StaticFiles
-from jinja2 import Environment, FileSystemLoader
-from pydantic import BaseModel, ValidationError
-from starlette.exceptions import HTTPException
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from pydantic import BaseModel
 
-from ..annotate.app import sends_json
-from ..annotate.payloads import Body, error_body, explain, form_shape, validate
+from ..annotate.payloads import Body, explain, form_shape
 from ..backends.base import Backend
 from ..training.scoring import Scorer
-from ..annotate.store import same_secret
-from .auth import ADMIN_COOKIE, CLINICIAN_COOKIE, LOGIN_COOKIE, Auth, bearer
+from ..web import Web, csrf_ok, templates
+from .auth import ADMIN_COOKIE, CLINICIAN_COOKIE, LOGIN_COOKIE, Auth
 from .config import ServeConfig
 from .drafts import Style
 from .openai_api import add_openai_routes
-from .payloads import ConsentBody, DecisionBody, DraftBody, Login, NewClinician, StyleBody
+from .payloads import (
+    ConsentBody,
+    DecisionBody,
+    DraftBody,
+    Login,
+    NewClinician,
+    StyleBody,
+)
 from .reward_api import add_reward_routes
 from .service import DraftService, Refused, parse_history
 from .store import Clinician, ServeStore
@@ -59,9 +60,9 @@ def create_app(cfg: ServeConfig, admin_token: str, *, backend: Backend | None = 
     store = ServeStore(cfg.db)
     auth = Auth(store, admin_token)
     service = DraftService(cfg, store, backend=backend, scorer=scorer)
-    env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True, trim_blocks=True,
-                      lstrip_blocks=True)
-    env.filters["utc"] = lambda ts: datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    # A Bearer token alone asks for JSON: only scripts and the machine APIs send one.
+    web = Web(templates(HERE / "templates"), csp=CSP, form_shape=form_shape, explain=explain, bearer_wants_json=True)
+    page, error, wants_json = web.page, web.error, web.wants_json
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -73,98 +74,36 @@ def create_app(cfg: ServeConfig, admin_token: str, *, backend: Backend | None = 
 
     app = FastAPI(title="psychocounsel serve", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.service, app.state.store, app.state.auth = service, store, auth
-    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next):
-        resp = await call_next(request)
-        resp.headers["Content-Security-Policy"] = CSP
-        resp.headers["X-Content-Type-Options"] = "nosniff"
-        resp.headers["X-Frame-Options"] = "DENY"
-        resp.headers["Referrer-Policy"] = "no-referrer"
-        if not request.url.path.startswith("/static/"):
-            resp.headers["Cache-Control"] = "no-store"
-        return resp
+    web.install(app, HERE / "static")
 
     # ------------------------------------------------------------------ helpers
 
-    def wants_json(request: Request) -> bool:
-        accept = request.headers.get("accept", "")
-        return (request.query_params.get("format") == "json" or sends_json(request) or bearer(request) is not None
-                or ("application/json" in accept and "text/html" not in accept))
-
-    def page(request: Request, template: str, ctx: dict[str, Any], status: int = 200) -> Response:
-        """The HTML page, or its JSON twin: the same context minus keys starting with an underscore."""
-        if wants_json(request):
-            return JSONResponse({k: v for k, v in ctx.items() if not k.startswith("_")}, status_code=status)
-        return HTMLResponse(env.get_template(template).render(**ctx), status_code=status)
-
-    def error(request: Request, status: int, message: str) -> Response:
-        return page(request, "error.html", {"error": message, "status": status}, status)
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> Response:
-        return error(request, exc.status_code, str(exc.detail))
-
-    def set_cookie(request: Request, resp: Response, name: str, value: str) -> None:
-        resp.set_cookie(name, value, httponly=True, samesite="lax", secure=request.url.scheme == "https", path="/")
-
-    async def read_body(request: Request) -> tuple[dict[str, Any], bool]:
-        if sends_json(request):
-            try:
-                body = await request.json()
-            except ValueError:
-                raise HTTPException(400, "invalid JSON body") from None
-            if not isinstance(body, dict):
-                raise HTTPException(422, "expected a JSON object")
-            return body, False
-        try:
-            return form_shape((await request.form()).multi_items()), True
-        except ValueError as e:
-            raise HTTPException(422, str(e)) from None
-
-    def parse(request: Request, model: type[BaseModel], data: dict[str, Any], from_form: bool) -> Any:
-        try:
-            return validate(model, data, from_form=from_form)
-        except ValidationError as e:
-            if wants_json(request):
-                return JSONResponse(error_body(e), status_code=422)
-            return error(request, 422, explain(e))
-
     def signed_in(request: Request) -> Clinician | Response:
         c, _ = auth.clinician(request)
-        if c is None:
-            if wants_json(request) or bearer(request) is not None:
-                return error(request, 401, NOT_SIGNED_IN)
-            return RedirectResponse("/", status_code=303)
-        return c
+        return web.sign_in(request, NOT_SIGNED_IN, "/") if c is None else c
 
     async def clinician_post(request: Request, model: type[BaseModel]) -> tuple[Clinician, Any] | Response:
         """(the clinician, their validated body), or the 401 / 403 / 422 to send instead."""
         c, via_cookie = auth.clinician(request)
         if c is None:
             return error(request, 401, NOT_SIGNED_IN)
-        data, from_form = await read_body(request)
-        if not auth.csrf_ok(request, data, auth.clinician_csrf(c), via_cookie):
+        data, from_form = await web.read_body(request)
+        if not csrf_ok(request, data, auth.clinician_csrf(c), via_cookie):
             return error(request, 403, "This form expired or did not come from this site; reload the page.")
-        body = parse(request, model, data, from_form)
+        body = web.parse(request, model, data, from_form)
         return body if isinstance(body, Response) else (c, body)
 
     def admin_guard(request: Request) -> Response | None:
         ok, _ = auth.admin(request)
-        if ok:
-            return None
-        if wants_json(request) or bearer(request) is not None:
-            return error(request, 401, "admin token required")
-        return RedirectResponse("/admin/login", status_code=303)
+        return None if ok else web.sign_in(request, "admin token required", "/admin/login")
 
     async def admin_post(request: Request, model: type[BaseModel]) -> Any:
         if (deny := admin_guard(request)) is not None:
             return deny
-        data, from_form = await read_body(request)
-        if not auth.csrf_ok(request, data, auth.admin_csrf(), auth.admin(request)[1]):
+        data, from_form = await web.read_body(request)
+        if not csrf_ok(request, data, auth.admin_csrf(), auth.admin(request)[1]):
             return error(request, 403, "This form expired; reload the page.")
-        return parse(request, model, data, from_form)
+        return web.parse(request, model, data, from_form)
 
     def workspace_ctx(c: Clinician, err: str | None = None) -> dict[str, Any]:
         return {"clinician": c.name, "csrf": auth.clinician_csrf(c), "n_default": cfg.n_default, "n_max": cfg.n_max,
@@ -183,7 +122,7 @@ def create_app(cfg: ServeConfig, admin_token: str, *, backend: Backend | None = 
         if store.clinician_by_token(token) is None:
             return error(request, 404, "This link is not valid. Ask your administrator for a new one.")
         resp = RedirectResponse("/workspace", status_code=303)
-        set_cookie(request, resp, CLINICIAN_COOKIE, token)
+        web.set_cookie(request, resp, CLINICIAN_COOKIE, token)
         return resp
 
     # ------------------------------------------------------------------ clinician
@@ -294,30 +233,9 @@ def create_app(cfg: ServeConfig, admin_token: str, *, backend: Backend | None = 
 
     # ------------------------------------------------------------------ admin
 
-    @app.get("/admin/login")
-    async def login_form(request: Request):
-        nonce = secrets.token_urlsafe(16)
-        resp = page(request, "login.html", {"login": "POST token and csrf to /admin/login", "csrf": nonce})
-        set_cookie(request, resp, LOGIN_COOKIE, nonce)
-        return resp
-
-    @app.post("/admin/login")
-    async def login(request: Request):
-        data, from_form = await read_body(request)
-        nonce = request.cookies.get(LOGIN_COOKIE, "")
-        sent = data.get("csrf")
-        if not nonce or not isinstance(sent, str) or not same_secret(sent, nonce):
-            return error(request, 403, "This form expired; reload the login page.")
-        body = parse(request, Login, data, from_form)
-        if isinstance(body, Response):
-            return body
-        if not auth.admin_token_ok(body.token):
-            return error(request, 401, "Wrong admin token.")
-        store.audit("admin", "sign_in")
-        resp = RedirectResponse("/admin", status_code=303)
-        set_cookie(request, resp, ADMIN_COOKIE, auth.admin_session)
-        resp.delete_cookie(LOGIN_COOKIE, path="/")
-        return resp
+    web.add_admin_login(app, login=Login, admin_hash=auth.admin_hash, session=auth.admin_session,
+                        login_cookie=LOGIN_COOKIE, admin_cookie=ADMIN_COOKIE,
+                        on_sign_in=lambda: store.audit("admin", "sign_in"))
 
     def admin_ctx(new_link: dict[str, Any] | None = None) -> dict[str, Any]:
         return {"clinicians": store.clinicians(), "gate_counts": store.gate_counts(),

@@ -3,7 +3,7 @@
 The annotation app's model (annotate/app.py's docstring has the long form), for a second kind of user:
 - A clinician's private link ``/c/<token>`` trades the token for an HttpOnly cookie and redirects, so the token
   leaves the address bar; scripts and the machine APIs send ``Authorization: Bearer <token>``. Only the token's
-  SHA-256 is stored (``annotate.store.hash_token``).
+  SHA-256 is stored (``web.hash_token``).
 - The admin token comes from an environment variable or is generated and printed once; only its hash is held.
   Signing in is a POST, and the cookie holds a value derived from the token, never the token.
 - CSRF: a form carries HMAC(server secret, who is signed in); Bearer requests need none.
@@ -13,21 +13,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Any
 
 from fastapi import Request
 
-from ..annotate.store import hash_token, same_secret
 from ..errors import UserError
+from ..web import bearer, hash_token, same_secret
 from .store import Clinician, ServeStore
 
 CLINICIAN_COOKIE, ADMIN_COOKIE, LOGIN_COOKIE = "pc_clinician", "pc_serve_admin", "pc_serve_login"
 MIN_ADMIN_TOKEN = 16  # characters; a generated one is 43 (256 bits)
-
-
-def bearer(request: Request) -> str | None:
-    auth = request.headers.get("authorization", "")
-    return auth[7:].strip() if auth.lower().startswith("bearer ") else None
 
 
 class Auth:
@@ -57,17 +51,8 @@ class Auth:
             return same_secret(hash_token(token), self.admin_hash), False
         return same_secret(request.cookies.get(ADMIN_COOKIE, ""), self.admin_session), True
 
-    def admin_token_ok(self, token: str) -> bool:
-        return same_secret(hash_token(token), self.admin_hash)
-
     def clinician_csrf(self, c: Clinician) -> str:
         return self.csrf_for("clinician|" + c.token_hash)
 
     def admin_csrf(self) -> str:
         return self.csrf_for("admin|" + self.admin_hash)
-
-    def csrf_ok(self, request: Request, data: dict[str, Any], expected: str, via_cookie: bool) -> bool:
-        if not via_cookie:
-            return True
-        sent = data.get("csrf") or request.headers.get("x-csrf-token") or ""
-        return isinstance(sent, str) and bool(sent) and same_secret(sent, expected)

@@ -1,7 +1,7 @@
 """The drafting assistant's SQLite file: clinicians, draft sets, decisions, the audit log, consent, gate counts.
 
 What is kept, and why:
-- Clinicians: a name, the SHA-256 of their token (never the token: annotate's ``hash_token``), style controls.
+- Clinicians: a name, the SHA-256 of their token (never the token: ``web.hash_token``), style controls.
 - Draft sets and drafts: ids, the gate's tier, scores, flag kinds, who drafted them. Client text (the message,
   the conversation, the drafts, the clinician's final words) only when the policy turns storage on, only for a
   client id with a consent record, and only for ``retention_days``; ``purge`` erases it after that.
@@ -21,12 +21,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..annotate.store import hash_token
 from ..errors import UserError
+from ..web import hash_token
 
 MIGRATIONS = [
     """
