@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from psychocounsel.measures.bootstrap import bootstrap_ci
+from psychocounsel.safety.labels import crisis_tier
 from psychocounsel.safety.normalise import normalise
 from psychocounsel.safety.responses import check_response
 from psychocounsel.safety.screen import TIERS, screen_many, screen_rules
@@ -51,7 +52,7 @@ def binary(pred: np.ndarray, gold: np.ndarray, seed: int = 0) -> dict:
 
 
 def evaluate(rows: list[dict]) -> dict:
-    gold = np.array([r["tier"] for r in rows])
+    gold = np.array([crisis_tier(r) for r in rows])  # concerns (another adult at risk, danger from others): none
     pred = np.array([screen_rules(r["text"]).tier for r in rows])
     res = {"n": len(rows), "accuracy": float((gold == pred).mean()),
            "confusion": {g: {p: int(((gold == g) & (pred == p)).sum()) for p in TIERS} for g in TIERS},

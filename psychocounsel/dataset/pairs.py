@@ -199,7 +199,7 @@ def build_pairs(question: str, speech_id: str, split: str, responses: list[Score
     kept = [(hi, lo) for hi, lo in candidates if keep(hi, lo)]
     for hi, lo in kept:  # both sides' flags go into the pair files
         flags(hi), flags(lo)
-    # The rules' tier (crisis-rules-3), not the learned layer's: `pairs` reruns on every `run` and must stay
+    # The rules' tier, not the learned layer's: `pairs` reruns on every `run` and must stay
     # seconds at 26k speeches; the learned layer reads ~40 speeches/s (`psychocounsel screen` runs it).
     tier = screen(question, learned=False).tier if kept else "none"
     return [Pair(split, speech_id, question, hi, lo, tier) for hi, lo in kept]

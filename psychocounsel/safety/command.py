@@ -83,7 +83,7 @@ def screen_cmd(file: str, column: str, id_column: str | None, out: str | None, r
     for row, s in zip(raw, screened):
         rid = row.meta.get("orig_id") or row.source.rsplit(":", 1)[-1]
         counts[s.tier] += 1
-        if s.tier != "none":
+        if s.tier != "none" or s.concerns:  # a concern has no tier but its reply must still point to help
             flagged.append((rid, s))
         rows.append({"id": rid, "source": row.source, **s.to_dict()})
         if check_model:
@@ -120,6 +120,10 @@ def screen_cmd(file: str, column: str, id_column: str | None, out: str | None, r
         t.add_row(tier, f"{counts[tier]:,}", f"{counts[tier] / total:.1%}" if total else "-",
                   *((f"{final[tier]:,}",) if check_model else ()))
     console.print(t)
+    concerns = sum(1 for _, s in flagged if s.tier == "none")
+    if concerns:
+        console.print(f"{concerns:,} speech(es) with tier none carry a concern (another adult at risk, or danger "
+                      "from someone else): listed below, tier none")
     if failed:
         console.print(f"[yellow]{failed} model check(s) failed (error in `model_check`); their rules tier stands"
                       "[/yellow]")

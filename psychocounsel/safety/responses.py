@@ -215,7 +215,7 @@ class ResponseSafety:
     points_to_help: bool  # a crisis line, emergency services, or a professional / trusted person to contact now
     wrong_numbers: tuple[str, ...]  # retired or superseded crisis numbers cited (see WRONG_NUMBERS)
     asks_about_safety: bool = False  # asks whether the client (or the person at risk) is safe, has a plan, ...
-    at_risk: bool = False  # the screen's tier is possible or high: the required behaviours apply
+    at_risk: bool = False  # the tier is possible or high, or the screen found a concern: the required behaviours apply
     flags: tuple[Flag, ...] = ()
     evidence: tuple[Evidence, ...] = ()
     locale: str | None = None
@@ -402,7 +402,8 @@ def check_response(speech: Screen, response: str, locale: str | None = None) -> 
     found = {e.kind for e in evidence}
     return ResponseSafety(acknowledges_risk="acknowledges_risk" in found, points_to_help="points_to_help" in found,
                           wrong_numbers=find_wrong_crisis_numbers(response),
-                          asks_about_safety="asks_about_safety" in found, at_risk=speech.tier in RISK_TIERS,
+                          asks_about_safety="asks_about_safety" in found,
+                          at_risk=speech.tier in RISK_TIERS or bool(speech.concerns),
                           flags=tuple(sorted(flags, key=lambda f: f.span)), evidence=tuple(evidence), locale=locale)
 
 

@@ -60,7 +60,7 @@ from .rules import (
     WORD,
 )
 
-RULES_VERSION = "crisis-rules-3"
+RULES_VERSION = "crisis-rules-4"
 Tier = Literal["none", "possible", "high"]
 TIERS: tuple[Tier, ...] = ("none", "possible", "high")
 TIER_RANK = {t: i for i, t in enumerate(TIERS)}
@@ -69,7 +69,10 @@ TIER_RANK = {t: i for i, t in enumerate(TIERS)}
 KIND_TIER: dict[str, Tier] = {
     "passive_death_wish": "possible", "active_ideation": "possible", "self_harm_thoughts": "possible",
     "past_attempt": "possible", "past_self_harm": "possible", "dependent_at_risk": "possible",
-    "other_at_risk": "possible", "harm_from_others": "possible",
+    # Concerns, not risk (docs/CRISIS_LABELS.md): another adult's suicidal talk and danger from someone else
+    # fall outside the crisis definition (the speaker, or someone in their care, at risk of suicide or
+    # self-harm, or threatening someone). They stay as evidence, and a reply must still point to help.
+    "other_at_risk": "none", "harm_from_others": "none",
     "method": "high", "method_ideation": "high", "plan": "high", "command_hallucination": "high", "preparation": "high", "intent": "high",
     "attempt": "high", "recent_self_harm": "high", "dependent_harm": "high",
     # docs/CRISIS_LABELS.md, "Refinements": an urge to return to self-harm is high; a threat to someone
@@ -78,11 +81,17 @@ KIND_TIER: dict[str, Tier] = {
     # The learned layer's scores at or above their thresholds (learned.py): raise a tier, never lower one.
     "learned": "possible", "learned_high": "high",
 }
+CONCERN_KINDS = frozenset(k for k, t in KIND_TIER.items() if t == "none")
 # Kinds that only count next to the client's own ideation: alone they are everyday words ("pills",
 # "I gave my guitar to a friend", "I have a plan").
 _SUPPORTING = {"method", "preparation"}
 _OWN_IDEATION = {"passive_death_wish", "active_ideation", "self_harm_thoughts", "intent", "plan", "attempt",
                  "command_hallucination", "method_ideation"}
+# A plan said only as a decision ("I decided", "made my mind up", "picked the date") counts next to other
+# ideation in the speech, as method and preparation do: alone it is everyday speech ("I decided to meet her"
+# fired high on 6 of 411 real counseling questions).
+_VAGUE_PLAN = re.compile(r"(?:I(?:'ve| have| am)? )?decided|(?:made|make) my mind up|(?:picked|chosen|chose|set) (?:a|the) "
+                         r"(?:date|day)", re.IGNORECASE)
 # How far a method mention may sit from the ideation it supports: about two sentences.
 METHOD_WINDOW_CHARS = 200
 # A rule's regex runs only in a window around each of its trigger words: (characters before the word,
@@ -120,6 +129,11 @@ class Screen:
     signals: tuple[Signal, ...]
     rules_version: str = RULES_VERSION
     learned_version: str | None = None  # the learned layer that also read the text (None: the rules alone)
+
+    @property
+    def concerns(self) -> tuple[Signal, ...]:
+        """Signals that are not crisis risk but still need a reply that points to help (``CONCERN_KINDS``)."""
+        return tuple(s for s in self.signals if s.kind in CONCERN_KINDS)
 
     def evidence(self) -> str:
         """The spans, joined, for reports: ``kind: "text" | ...``."""
@@ -416,8 +430,12 @@ def _classify(kind: str, text: str, m: re.Match, who: str) -> str | None:
     return kind
 
 
+def _vague_plan(s: Signal) -> bool:
+    return s.kind == "plan" and bool(_VAGUE_PLAN.fullmatch(s.text.strip()))
+
+
 def _finish(found: list[Signal], text: str, norm: str | None = None) -> Screen:
-    own = [s for s in found if s.kind in _OWN_IDEATION]
+    own = [s for s in found if s.kind in _OWN_IDEATION and not _vague_plan(s)]
     kept: list[Signal] = []
     urge_context = None
     for s in found:
@@ -426,6 +444,8 @@ def _finish(found: list[Signal], text: str, norm: str | None = None) -> Screen:
                 urge_context = bool(_SELF_HARM_WORDS.search(norm or text))
             if not urge_context:
                 continue
+        if _vague_plan(s) and not own:
+            continue
         if s.kind in _SUPPORTING:
             if s.kind == "method" and not any(abs(s.start - o.start) <= METHOD_WINDOW_CHARS and s is not o for o in own):
                 continue

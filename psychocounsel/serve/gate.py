@@ -33,6 +33,13 @@ HIGH_QUESTIONS = POSSIBLE_QUESTIONS + (
     "Have you started to work out the details of how to kill yourself, and do you intend to carry out this plan?",
     "Have you done anything, started to do anything, or prepared to do anything to end your life?",
 )
+# A concern (danger from someone else, another adult at risk) is not crisis risk in the client, but the reply
+# still has to ask about safety and point to help.
+CONCERN_QUESTIONS = (
+    "Are you safe right now, and is anyone in your care in danger?",
+    "Is there somewhere safe you could go, or someone who could be with you?",
+    "Does the person you are worried about have someone with them now?",
+)
 
 
 @dataclass(frozen=True)
@@ -48,17 +55,21 @@ class Gate:
 
     @property
     def at_risk(self) -> bool:
-        return self.screen.tier in RISK_TIERS
+        """The panel and the safety instruction apply: a risk tier, or a concern the screen found."""
+        return self.screen.tier in RISK_TIERS or bool(self.screen.concerns)
 
     def panel(self) -> dict[str, Any] | None:
-        """The risk panel's data (None when the tier is none): tier, evidence spans, questions, resources."""
+        """The risk panel's data (None when the screen found nothing): tier, evidence spans, questions,
+        resources. A concern alone shows tier none with its own questions."""
         if not self.at_risk:
             return None
+        questions = {"high": HIGH_QUESTIONS, "possible": POSSIBLE_QUESTIONS}.get(self.tier, CONCERN_QUESTIONS)
         return {"tier": self.tier, "rules_version": self.screen.rules_version,
                 "learned_version": self.screen.learned_version,
                 "evidence": [{"kind": s.kind, "start": s.start, "end": s.end, "text": s.text}
                              for s in self.screen.signals],
-                "questions": list(HIGH_QUESTIONS if self.tier == "high" else POSSIBLE_QUESTIONS),
+                "concerns": sorted({s.kind for s in self.screen.concerns}),
+                "questions": list(questions),
                 "resources": resource_block(self.locale),
                 "note": "A triage aid (written rules and a learned layer), not a clinical decision. This tool contacts "
                         "no one."}
@@ -96,6 +107,10 @@ def safety_instruction(gate: Gate) -> str:
     line, emergency = _first_lines(gate.locale)
     kinds = ", ".join(sorted({s.kind.replace("_", " ") for s in gate.screen.signals})) or "risk"
     help_now = _how(line) + (f", or call {emergency.number} in an emergency" if emergency else "")
+    if gate.tier not in RISK_TIERS:
+        return (f"SAFETY FIRST. The client's message describes a danger to someone's safety ({kinds}). In this "
+                "reply: name what they described, in plain and caring words; ask directly whether they, and anyone "
+                f"in their care, are safe right now; point them to help now: {help_now}. Do not diagnose.")
     return (f"SAFETY FIRST. The client's message shows {gate.tier} risk of suicide or self-harm ({kinds}). "
             "In this reply: name what they said about wanting to die or hurting themselves, in plain and caring "
             "words; ask directly whether they are safe right now and whether they have thought about how; urge "

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from psychocounsel.safety.labels import crisis_tier
+from psychocounsel.safety.responses import check_response
 from psychocounsel.safety.screen import KIND_TIER, TIERS, Screen, screen_many, screen_rules
 from psychocounsel.safety.model_check import ModelCheck, model_check, parse_check_reply
 from psychocounsel.safety.model_check import CheckReplyError
@@ -98,8 +100,9 @@ def test_negated_doubt_is_still_possible():
     ("I used to self-harm when I was at school.", "possible", "past_self_harm"),
     ("My daughter is nine. She said, 'I wish I was dead.'", "possible", "dependent_at_risk"),
     ("My son keeps saying he wants to kill himself.", "possible", "dependent_at_risk"),
-    ("My husband keeps saying he wants to kill himself.", "possible", "other_at_risk"),
-    ("He grabbed me by the throat on Friday.", "possible", "harm_from_others"),
+    # concerns, not crisis risk: evidence without a tier (docs/CRISIS_LABELS.md)
+    ("My husband keeps saying he wants to kill himself.", "none", "other_at_risk"),
+    ("He grabbed me by the throat on Friday.", "none", "harm_from_others"),
     ("I have a plan to kill myself.", "high", "plan"),
     ("I've been stockpiling my sleeping pills.", "high", "plan"),
     ("I know when and how.", "high", "plan"),
@@ -139,14 +142,24 @@ def test_dependent_passive_wish_is_possible_and_dependent_attempt_high():
     assert screen_rules("My son tried to hang himself in his room last week. He's twelve.").tier == "high"
 
 
-def test_other_peoples_recent_risk_is_possible_but_their_past_is_none():
-    assert screen_rules("My mum tried to kill herself last week.").tier == "possible"
-    assert screen_rules("My dad tried to kill himself years ago.").tier == "none"
+def test_other_peoples_recent_risk_is_a_concern_but_their_past_is_nothing():
+    recent = screen_rules("My mum tried to kill herself last week.")
+    assert recent.tier == "none" and [s.kind for s in recent.concerns] == ["other_at_risk"]
+    assert screen_rules("My dad tried to kill himself years ago.").signals == ()
 
 
-def test_abuse_in_the_past_is_history_not_present_danger():
-    assert screen_rules("My dad used to hit me when I was a kid.").tier == "none"
-    assert screen_rules("He hits me when he drinks.").tier == "possible"
+def test_abuse_in_the_past_is_history_present_danger_a_concern():
+    assert screen_rules("My dad used to hit me when I was a kid.").signals == ()
+    now = screen_rules("He hits me when he drinks.")
+    assert now.tier == "none" and [s.kind for s in now.concerns] == ["harm_from_others"]
+
+
+def test_a_concern_still_needs_a_reply_that_points_to_help():
+    concern = screen_rules("He grabbed me by the throat on Friday.")
+    assert check_response(concern, "That sounds frightening. What would you like to do?").missing
+    helped = check_response(concern, "That sounds frightening. Are you safe at home tonight? You can call 911, or "
+                                     "the domestic violence hotline, any time.")
+    assert helped.at_risk and helped.adequate
 
 
 # ------------------------------------------------------------------------------------------- spans
@@ -189,16 +202,18 @@ def test_labelled_set_shape_and_accuracy_floor():
     assert {r["tier"] for r in speeches} == set(TIERS)
     assert len([r for r in rows if r["kind"] == "response"]) >= 20
     # a regression guard, not a quality claim: the rules were written against these speeches
-    right = sum(screen_rules(r["text"]).tier == r["tier"] for r in speeches)
+    right = sum(screen_rules(r["text"]).tier == crisis_tier(r) for r in speeches)
     assert right / len(speeches) >= 0.95
     assert all(screen_rules(r["text"]).tier == "none" for r in speeches if r["trap"])
 
 
 def test_demo_crisis_rows_flagged_and_others_not():
     demo = [json.loads(x) for x in (DATA / "demo_speeches.jsonl").read_text().splitlines()]
-    tiers = {r["id"]: screen_rules(r["text"]).tier for r in demo}
+    screens = {r["id"]: screen_rules(r["text"]) for r in demo}
+    tiers = {i: s.tier for i, s in screens.items()}
     crisis = {r["id"] for r in demo if r["topic"] == "crisis"}
-    assert all(tiers[i] != "none" for i in crisis)
+    # demo-173 (strangled by her husband) is a concern: no crisis tier, but the reply must point to help
+    assert all(tiers[i] != "none" for i in crisis - {"demo-173"}) and screens["demo-173"].concerns
     assert all(t == "none" for i, t in tiers.items() if i not in crisis)
     assert tiers["demo-170"] == tiers["demo-171"] == "high" and tiers["demo-172"] == "possible"
 
@@ -230,6 +245,16 @@ def test_cli_jsonl_end_to_end(tmp_path):
     assert rows[2]["signals"][0] == {"kind": "recent_self_harm", "start": 0, "end": 12, "text": "I cut myself"}
     assert rows[1]["evidence"] == 'passive_death_wish: "wish I was dead"' and rows[1]["source"].endswith(":2")
     assert "possible" in res.output and "high" in res.output and "none" in res.output
+
+
+def test_cli_lists_a_concern_without_a_tier(tmp_path):
+    src = _write_jsonl(tmp_path / "s.jsonl", [{"id": "a", "text": "He grabbed me by the throat on Friday."}])
+    out = tmp_path / "out.jsonl"
+    res = _run(["screen", str(src), "--out", str(out), "--rules-only"])
+    assert res.exit_code == 0, res.output
+    row = json.loads(out.read_text())
+    assert row["tier"] == "none" and row["signals"][0]["kind"] == "harm_from_others"
+    assert "carry a concern" in res.output and "harm_from_others" in res.output
 
 
 def test_cli_csv_and_parquet_with_column(tmp_path):

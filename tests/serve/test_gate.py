@@ -17,6 +17,16 @@ def test_panel_for_risk_only():
     assert [r["number"] for r in panel["resources"]][:2] == ["116 123", "85258"]
 
 
+def test_a_concern_gets_a_panel_and_a_safety_instruction_without_a_tier():
+    gate = gate_message("He grabbed me by the throat on Friday and said next time he'd finish it.", "US",
+                        learned=False)
+    panel = gate.panel()
+    assert gate.tier == "none" and panel["concerns"] == ["harm_from_others"]
+    assert "Are you safe right now" in panel["questions"][0] and panel["resources"]
+    instruction = safety_instruction(gate)
+    assert "danger to someone's safety" in instruction and "988" in instruction
+
+
 def test_panel_names_the_screen_that_read_the_message():
     """The learned layer reads every message by default; its version is on the panel, the rules' too."""
     panel = gate_message("i keep hoping i just dont wake up one of these mornings", "US").panel()
