@@ -1,6 +1,8 @@
-"""Crisis screen on the labelled sets (crisis_messages, cssrs_posts, crisis_independent, crisis_inbox), per split.
+"""Crisis screen on the labelled sets (crisis_messages, cssrs_posts, crisis_independent, crisis_inbox,
+crisis_counselchat, crisis_fresh), per split.
 
-    .venv/bin/python bench/bench_crisis_sets.py                # both sets: dev, heldout, all
+    .venv/bin/python bench/bench_crisis_sets.py                # every set: dev, heldout, all
+    .venv/bin/python bench/bench_crisis_sets.py --sets crisis_fresh crisis_counselchat --split heldout --learned
     .venv/bin/python bench/bench_crisis_sets.py --errors       # also the DEV misses and false alarms, with evidence
     .venv/bin/python bench/bench_crisis_sets.py --learned      # recall tables for rules + learned layer too
     .venv/bin/python bench/bench_crisis_sets.py --json out.json
@@ -12,7 +14,8 @@ tier confusion matrix, and recall per register and per category (per severity le
 Then the recall tables: per gold tier (possible, high) and per register / category / C-SSRS severity, the
 share of risk rows screened at any risk and the share screened at their gold tier, each with a 95% Wilson
 interval (counts per cell are small, down to a handful), for the rules alone and, with ``--learned``, for
-the rules plus the learned layer. Nothing here tunes anything: it measures the screen as shipped.
+the rules plus the learned layer. Nothing here tunes anything: it measures the screen as shipped. Gold tiers are read through
+``safety.labels.crisis_tier`` (another adult's risk and danger from someone else are concerns, not risk).
 
 The held-out parts were frozen before the screen was first run on them (docs/CRISIS_SCREEN.md,
 "Real-register evidence"). Error listings are for the dev split only: read held-out rows to check a
@@ -34,13 +37,17 @@ sys.path.insert(0, str(ROOT))
 
 from psychocounsel.measures.agreement import cohen_kappa
 from psychocounsel.measures.bootstrap import bootstrap_ci, wilson_ci
-from psychocounsel.safety.learned import PROBE_PATH, load_layer
+from psychocounsel.safety.labels import crisis_tier
+from psychocounsel.safety.learned import LAYER_PATH, load_layer
 from psychocounsel.safety.screen import TIER_RANK, TIERS, screen_many
 
 DATA = ROOT / "psychocounsel" / "data"
 SETS = {"crisis_messages": DATA / "crisis_messages.jsonl", "cssrs_posts": DATA / "cssrs_posts.jsonl",
-        "crisis_independent": DATA / "crisis_independent.jsonl", "crisis_inbox": DATA / "crisis_inbox.jsonl"}
-WRITTEN = ("crisis_messages", "crisis_independent", "crisis_inbox")  # written sets: registers and categories; the posts: severity
+        "crisis_independent": DATA / "crisis_independent.jsonl", "crisis_inbox": DATA / "crisis_inbox.jsonl",
+        "crisis_counselchat": DATA / "crisis_counselchat.jsonl", "crisis_fresh": DATA / "crisis_fresh.jsonl"}
+# What each set is broken down by: written sets by register and category, the real questions by category, the
+# posts by their C-SSRS severity.
+GROUPS = {"cssrs_posts": ("severity",), "crisis_counselchat": ("category",)}
 N_BOOT = 2000  # percentile bootstrap over messages; 2,000 keeps the endpoints' Monte-Carlo error < 1 point
 ECHO = "[echoes a reported miss]"  # crisis_messages rows that reuse wording of misses seen on real text
 
@@ -169,19 +176,23 @@ def main() -> None:
     ap.add_argument("--learned", action="store_true",
                     help="Also screen with the learned layer on and print its recall tables next to the rules'.")
     ap.add_argument("--json", help="Also write every number to this JSON file.")
+    ap.add_argument("--sets", nargs="+", choices=list(SETS), default=list(SETS), help="Which sets (default: all).")
+    ap.add_argument("--split", choices=("dev", "heldout", "all"), help="Only this split (default: each).")
     args = ap.parse_args()
     if args.learned and load_layer() is None:
-        sys.exit(f"--learned: no learned layer at {PROBE_PATH} (scripts/train_crisis_probe.py builds it)")
+        sys.exit(f"--learned: no learned layer at {LAYER_PATH} (scripts/train_crisis_layer.py builds it)")
     report: dict = {}
-    for set_name, path in SETS.items():
+    for set_name in args.sets:
+        path = SETS[set_name]
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+        rows = [dict(r, tier=crisis_tier(r)) for r in rows]
         screens = screen_many((r["text"] for r in rows), learned=False)
         preds = [s.tier for s in screens]
         runs = {"rules": preds}
         if args.learned:
             runs["rules + learned"] = [s.tier for s in screen_many((r["text"] for r in rows), learned=True)]
         out = report[set_name] = {}
-        for split in ("dev", "heldout", "all"):
+        for split in (args.split,) if args.split else ("dev", "heldout", "all"):
             idx = [i for i, r in enumerate(rows) if split == "all" or r["split"] == split]
             if not idx:  # a set that is all held out has no dev split
                 continue
@@ -191,14 +202,14 @@ def main() -> None:
                 s = out.setdefault(split if name == "rules" else f"{split}, {name}", {})
                 s.update(score([r["tier"] for r in part], part_preds))
                 print_score(f"{set_name}, {split}, {name}", s)
-            keys = ("register", "category") if set_name in WRITTEN else ("severity",)
+            keys = GROUPS.get(set_name, ("register", "category"))
             for name, run in runs.items():
                 s = out.setdefault(split if name == "rules" else f"{split}, {name}", {})
                 for key in keys:
                     s[f"by_{key}"] = by_group(part, [run[i] for i in idx], key)
                     print_groups(f"{name}, by {key}", s[f"by_{key}"])
             s, part_preds = out[split], [preds[i] for i in idx]
-            group_keys = ("tier", "register", "category") if set_name in WRITTEN else ("tier", "severity")
+            group_keys = ("tier", *keys)
             s["recall_by"] = {name: {key: recall_by(part, [run[i] for i in idx], key) for key in group_keys}
                               for name, run in runs.items()}
             print_recall(s["recall_by"])

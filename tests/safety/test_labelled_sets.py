@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from psychocounsel.safety.labels import CONCERN_CATEGORIES
 from psychocounsel.safety.screen import TIERS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,7 +74,10 @@ def test_guide_vocabulary_is_read():
     assert {"teen", "older_adult", "slang", "non_native", "long_narrative"} <= set(REGISTERS)
     assert {"passive_wish", "self_harm_urge", "idiom", "kicked_out", "everyday"} <= set(CATEGORIES)
     for name, tier in CATEGORIES.items():
-        assert set(tier.replace("(trap)", "").replace(" or ", " ").split()) <= set(TIERS), (name, tier)
+        assert set(tier.replace("(trap)", "").replace("(concern)", "").replace(" or ", " ").split()) <= set(TIERS), \
+            (name, tier)
+    concerns = {name for name, tier in CATEGORIES.items() if "(concern)" in tier}
+    assert concerns == CONCERN_CATEGORIES - {"other"}  # "other": crisis_labelled.jsonl's name for other_at_risk
 
 
 # ------------------------------------------------------------------------------- crisis_messages.jsonl
@@ -250,3 +254,16 @@ def test_fresh_set_is_all_heldout_and_frozen():
     assert Counter(r["author"] for r in rows_) == {"wh": 240, "wi": 240}
     n, digest = frozen(FRESH.name)
     assert heldout_sha256(FRESH) == (n, digest), "a row of crisis_fresh.jsonl changed"
+
+
+def test_boundary_training_set_fields_and_contrast_pairs():
+    rows_ = rows(DATA / "crisis_boundaries.jsonl")
+    assert len(rows_) == len({r["id"] for r in rows_}) == len({r["text"] for r in rows_}) == 400
+    by_id = {r["id"]: r for r in rows_}
+    for r in rows_:
+        assert set(r) == {"id", "text", "tier", "register", "category", "trap", "pair", "note"}, r["id"]
+        _category_fits(r)
+        if r["pair"]:  # a contrast pair: the same story once with risk and once without, pointing both ways
+            other = by_id[r["pair"]]
+            assert other["pair"] == r["id"] and (r["tier"] == "none") != (other["tier"] == "none"), r["id"]
+    assert sum(bool(r["pair"]) for r in rows_) == 120

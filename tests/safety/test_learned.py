@@ -1,65 +1,105 @@
-"""The crisis screen's learned layer: deterministic features, fits that learn, the shipped layer's behaviour
-on clear cases, and raise-only combination with the rules."""
+"""The crisis screen's learned layer: adapters merge into the model exactly, the layer file round-trips, the
+shipped layer is complete, behaves on clear cases, and only ever raises the rules' tier."""
 
 import numpy as np
 import pytest
+import torch
 
+from psychocounsel.errors import UserError
 from psychocounsel.safety.learned import (
+    ADAPTED,
+    ALPHA,
     HIDDEN_LAYER,
-    N_BUCKETS,
-    SparseRows,
-    fit,
-    hidden_states,
+    HIDDEN_SIZE,
+    RANK,
+    LearnedLayer,
+    adapter_names,
     load_layer,
-    ngram_features,
+    mean_pool,
+    merge_adapters,
+    save_layer,
 )
 from psychocounsel.safety.screen import TIER_RANK, screen, screen_many
 
-POS = ["i want to die", "i wish i was dead", "no reason to live", "i cut myself again"] * 5
-NEG = ["i want a sandwich", "the bus was late", "my exam went fine", "i cut my hair again"] * 5
+
+def _tiny_llama(layers: int = 2):
+    from transformers import LlamaConfig, LlamaModel
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
+                         num_attention_heads=4, num_key_value_heads=2)
+    return LlamaModel(config).eval()
 
 
-def test_ngram_features_are_deterministic_and_normalised():
-    (ia, va), (ib, vb) = ngram_features("I don’t want to be here"), ngram_features("I don't want to be here")
-    assert np.array_equal(ia, ib) and np.allclose(va, vb) and abs(np.linalg.norm(va) - 1) < 1e-5
-    assert ia.max() < N_BUCKETS and len(ngram_features("")[0]) == 0
+def _random_adapters(body, names):
+    rng = np.random.default_rng(0)
+    out = {}
+    for n in names:
+        w = body.get_submodule(n).weight
+        out[n] = (rng.normal(size=(RANK, w.shape[1])).astype(np.float32),
+                  rng.normal(size=(w.shape[0], RANK)).astype(np.float32) * 0.1)
+    return out
 
 
-def test_sparse_rows_products_match_dense():
-    rows = SparseRows.of(POS[:4] + NEG[:4])
-    dense = np.zeros((rows.n, N_BUCKETS))
-    for i, (idx, val) in enumerate(rows.rows):
-        dense[i, idx] = val
-    w, g = np.random.default_rng(0).normal(size=N_BUCKETS), np.arange(rows.n, dtype=float)
-    assert np.allclose(rows.dot(w), dense @ w) and np.allclose(rows.tdot(g), dense.T @ g)
-    assert rows.take(np.arange(rows.n) < 4).n == 4
+def test_merged_adapters_compute_what_the_adapted_model_computes():
+    body = _tiny_llama()
+    names = [f"layers.1.{m}" for m in ADAPTED]
+    adapters = _random_adapters(body, names)
+    ids = torch.tensor([[1, 5, 7, 9, 2]])
+    xs = {n: torch.randn(3, body.get_submodule(n).in_features) for n in names}
+    with torch.no_grad():
+        base = body(input_ids=ids).last_hidden_state
+        expected = {n: body.get_submodule(n)(xs[n]) + (ALPHA / RANK) * (xs[n] @ torch.from_numpy(a).T @ torch.from_numpy(b).T)
+                    for n, (a, b) in adapters.items()}
+        merge_adapters(body, adapters)
+        for n in names:  # each projection now computes base + scaled low-rank update
+            assert torch.allclose(body.get_submodule(n)(xs[n]), expected[n], atol=1e-4), n
+        assert not torch.allclose(body(input_ids=ids).last_hidden_state, base)  # and the model reads differently
 
 
-def test_fit_separates_a_toy_set_sparse_and_dense():
-    y = np.array([1.0] * len(POS) + [0.0] * len(NEG))
-    rows = SparseRows.of(POS + NEG)
-    w, b = fit(rows, y, l2=1e-4, lr=0.5)
-    z = rows.dot(w) + b
-    assert (z[y == 1] > 0).all() and (z[y == 0] < 0).all()
-    x = np.random.default_rng(1).normal(size=(40, 8)) + y[:40, None] * 0  # noise features ...
-    x[:, 0] = np.where(np.arange(40) % 2 == 0, 2.0, -2.0)  # ... and one that carries the label
-    w, b = fit(x, (np.arange(40) % 2 == 0).astype(float), l2=1e-3)
-    assert w[0] > np.abs(w[1:]).max()
+def test_an_adapter_of_the_wrong_shape_is_one_line():
+    body = _tiny_llama()
+    bad = {"layers.0.self_attn.q_proj": (np.zeros((RANK, 31), np.float32), np.zeros((32, RANK), np.float32))}
+    with pytest.raises(UserError, match="retrain the learned layer") as e:
+        merge_adapters(body, bad)
+    assert "\n" not in str(e.value)
+
+
+def test_mean_pool_ignores_padding():
+    h = torch.tensor([[[1.0, 1.0], [3.0, 3.0], [100.0, 100.0]]])
+    assert torch.allclose(mean_pool(h, torch.tensor([[1, 1, 0]])), torch.tensor([[2.0, 2.0]]))
+
+
+def test_layer_file_round_trips(tmp_path):
+    body = _tiny_llama()
+    adapters = _random_adapters(body, [f"layers.0.{m}" for m in ADAPTED])
+    rng = np.random.default_rng(1)
+    layer = LearnedLayer(adapters=adapters, risk_w=rng.normal(size=32), risk_b=0.5, high_w=rng.normal(size=32),
+                         high_b=-0.25, threshold=1.5, high_threshold=0.75, version="test-layer")
+    save_layer(layer, tmp_path / "layer.npz")
+    back = load_layer.__wrapped__(tmp_path / "layer.npz")
+    assert back.version == "test-layer" and list(back.adapters) == list(adapters)
+    assert all(np.array_equal(back.adapters[n][k], adapters[n][k]) for n in adapters for k in (0, 1))
+    assert (back.risk_b, back.high_b, back.threshold, back.high_threshold) == (0.5, -0.25, 1.5, 0.75)
+    pooled = rng.normal(size=(3, 32)).astype(np.float32)
+    assert all(np.allclose(a, b) for a, b in zip(back.scores(["a", "b", "c"], states=lambda t: pooled),
+                                                 layer.heads(pooled)))
+    assert load_layer.__wrapped__(tmp_path / "absent.npz") is None
 
 
 @pytest.fixture(scope="module")
 def layer():
     layer = load_layer()
-    assert layer is not None, "psychocounsel/data/crisis_probe.npz is missing (scripts/train_crisis_probe.py)"
+    assert layer is not None, "psychocounsel/data/crisis_layer.npz is missing (scripts/train_crisis_layer.py)"
     return layer
 
 
 def test_shipped_layer_is_complete(layer):
-    assert layer.version == "crisis-learned-4" and 0 < layer.mix < 1
-    assert layer.ngram_w.shape == layer.high_ngram_w.shape == (N_BUCKETS,)
-    assert layer.hidden_w.shape == layer.high_hidden_w.shape == layer.hidden_mean.shape == (576,)
-    assert np.isfinite([layer.threshold, layer.ngram_spread, layer.hidden_spread, layer.high_threshold,
-                        layer.high_ngram_spread, layer.high_hidden_spread]).all()
+    assert layer.version == "crisis-learned-5" and list(layer.adapters) == adapter_names()
+    for name, (a, b) in layer.adapters.items():
+        assert a.shape[0] == b.shape[1] == RANK and a.shape[1] in (HIDDEN_SIZE, 1536), name
+    assert layer.risk_w.shape == layer.high_w.shape == (HIDDEN_SIZE,)
+    assert np.isfinite([layer.threshold, layer.high_threshold, layer.risk_b, layer.high_b]).all()
 
 
 def test_layer_raises_tiers_and_never_lowers_them(layer, monkeypatch):
@@ -87,13 +127,15 @@ def test_layer_raises_tiers_and_never_lowers_them(layer, monkeypatch):
 
 
 @pytest.mark.slow
-def test_hidden_states_are_the_embedded_models_layer():
-    states = hidden_states()
+def test_adapted_states_are_the_embedded_models_layer(layer):
+    states = layer.states()
     assert len(states.body.layers) == HIDDEN_LAYER
     a = states(["I hope I don't wake up tomorrow.", "I hope I wake up early tomorrow.", "ok"])
-    assert a.shape == (3, 576) and np.isfinite(a).all()
+    assert a.shape == (3, HIDDEN_SIZE) and np.isfinite(a).all()
     again = states(["ok", "I hope I don't wake up tomorrow."])  # batching and order do not change a row
     assert np.allclose(again[1], a[0], atol=1e-4) and np.allclose(again[0], a[2], atol=1e-4)
+    risk, _ = layer.heads(a)
+    assert risk[0] > risk[1]  # the adapted model tells the wish from the plan to get up early
 
 
 @pytest.mark.slow
