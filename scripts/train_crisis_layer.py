@@ -287,6 +287,8 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, help="folder for the layer-12 states (reruns skip the model's first layers)")
     ap.add_argument("--validate", type=int, default=FOLDS, choices=range(1, FOLDS + 1),
                     help=f"how many of the {FOLDS} folds to hold out in turn for the thresholds (default: all)")
+    ap.add_argument("--oof", type=Path, help="also write the out-of-fold scores (ids, sources, tiers, rules' tiers) "
+                                             "to this .npz, to study other thresholds without retraining")
     args = ap.parse_args()
     data = rows()
     texts = [r["text"] for r in data]
@@ -307,6 +309,10 @@ def main() -> None:
     seen = fold < args.validate  # the rows scored out of fold
     oof, y_, yh_, source_, rule_, rule_high_ = oof[seen], y[seen], yh[seen], source[seen], rule[seen], rule_high[seen]
     risk_score, high_score = oof[:, 0], oof[:, 1]
+    if args.oof:
+        np.savez(args.oof, id=np.array([r["id"] for r in data])[seen], source=source_, risk=risk_score,
+                 high=high_score, tier=np.array([r["tier"] for r in data])[seen],
+                 rules=np.array(rules)[seen])
     cv = f"{args.validate} of {FOLDS} folds held out in turn, {int(seen.sum())} rows"
     report(f"rules alone ({cv})", rule_, y_, source_)
     t = threshold_for(risk_score, rule_, y_, source_ != "cssrs_posts.jsonl", TARGET_RECALL)

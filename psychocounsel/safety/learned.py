@@ -125,6 +125,9 @@ class HiddenStates:
         return out
 
 
+_LOADING = threading.Lock()
+
+
 @dataclass(frozen=True)
 class LearnedLayer:
     """The adapters and the two heads as shipped. ``scores`` >= ``threshold`` raises a ``none`` to ``possible``;
@@ -141,9 +144,11 @@ class LearnedLayer:
     _reader: list = field(default_factory=list, repr=False, compare=False)  # the loaded model, once
 
     def states(self) -> Callable[[Sequence[str]], np.ndarray]:
-        """The embedded model with this layer's adapters merged (loaded on first use, then kept)."""
-        if not self._reader:
-            self._reader.append(HiddenStates(self.adapters))
+        """The embedded model with this layer's adapters merged (loaded on first use, then kept; the serve gate
+        asks from several threads at once, and the model loads once)."""
+        with _LOADING:
+            if not self._reader:
+                self._reader.append(HiddenStates(self.adapters))
         return self._reader[0]
 
     def heads(self, pooled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
