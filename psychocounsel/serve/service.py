@@ -181,7 +181,8 @@ class DraftService:
         try:
             set_id = self.store.add_draft_set(clinician.id, gate.tier, rows, self.scorer is not None,
                                               client_id=client_id if stored else None,
-                                              message=message if stored else None, history=history_text)
+                                              message=message if stored else None, history=history_text,
+                                              failed=failed)
         except UserError as e:  # consent withdrawn between the check and the write
             raise Refused(409, str(e)) from None
         self.memory.put(set_id, DraftPage(clinician.id, gate, message, texts, failed))
@@ -224,7 +225,7 @@ class DraftService:
         if page is None and row["message"] is not None:  # stored: rebuild the page from the database
             history = parse_history(row["history"] or "")
             texts = [d["text"] or "" for d in row["drafts"]]
-            page = DraftPage(clinician.id, self.gate(history, row["message"]), row["message"], texts)
+            page = DraftPage(clinician.id, self.gate(history, row["message"]), row["message"], texts, row["failed"])
             self.memory.put(set_id, page)
         return row, page
 

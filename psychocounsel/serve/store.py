@@ -55,6 +55,11 @@ MIGRATIONS = [
     ALTER TABLE drafts ADD COLUMN reason TEXT NOT NULL DEFAULT '';
     ALTER TABLE drafts ADD COLUMN finish_reason TEXT;
     """,
+    # The drafts the backend failed to write, as the first page listed them, so a page rebuilt after a restart
+    # lists them too. Kept only with the text (storage on): a backend's error line may quote the request.
+    """
+    ALTER TABLE draft_sets ADD COLUMN failed TEXT NOT NULL DEFAULT '[]';
+    """,
 ]
 ACTIONS = ("accept", "edit", "reject")
 
@@ -166,17 +171,21 @@ class ServeStore:
     # ------------------------------------------------------------------ drafts and decisions
 
     def add_draft_set(self, clinician_id: int, tier: str, drafts: list[dict[str, Any]], ranked: bool, *,
-                      client_id: str | None = None, message: str | None = None, history: str | None = None) -> int:
+                      client_id: str | None = None, message: str | None = None, history: str | None = None,
+                      failed: list[str] | None = None) -> int:
         """One draft set and its drafts. ``drafts``: {overall, flags, blocked, text} and optionally {principles,
-        reason, finish_reason}; text None unless stored."""
+        reason, finish_reason}; text None unless stored. ``failed``: the backend's error lines for drafts it
+        could not write, kept only with the message (storage on)."""
         now = time.time()
         with self.tx() as con:
             if message is not None and not con.execute("SELECT 1 FROM consents WHERE client_id=?",
                                                        (client_id,)).fetchone():
                 raise UserError(f"no consent recorded for client {client_id!r}: record it before text is stored")
+            kept_failed = json.dumps(failed or []) if message is not None else "[]"
             sid = con.execute("INSERT INTO draft_sets (clinician_id, created_at, tier, n, ranked, client_id, message, "
-                              "history) VALUES (?,?,?,?,?,?,?,?)", (clinician_id, now, tier, len(drafts), int(ranked),
-                                                                     client_id, message, history)).lastrowid
+                              "history, failed) VALUES (?,?,?,?,?,?,?,?,?)",
+                              (clinician_id, now, tier, len(drafts), int(ranked), client_id, message, history,
+                               kept_failed)).lastrowid
             con.executemany("INSERT INTO drafts (set_id, idx, overall, flags, blocked, text, principles, reason, "
                             "finish_reason) VALUES (?,?,?,?,?,?,?,?,?)",
                             [(sid, i, d["overall"], json.dumps(d["flags"]), int(d["blocked"]), d.get("text"),
@@ -199,6 +208,7 @@ class ServeStore:
             return None
         out = got[0]
         out["drafts"] = self.rows("SELECT * FROM drafts WHERE set_id=? ORDER BY idx", (set_id,))
+        out["failed"] = json.loads(out["failed"])
         for d in out["drafts"]:
             d["flags"] = json.loads(d["flags"])
             d["principles"] = json.loads(d["principles"])
@@ -254,7 +264,7 @@ class ServeStore:
         ids = [r[0] for r in con.execute(f"SELECT id FROM draft_sets WHERE {where} AND message IS NOT NULL", args)]
         if ids:
             marks = ",".join("?" * len(ids))
-            con.execute(f"UPDATE draft_sets SET message=NULL, history=NULL WHERE id IN ({marks})", ids)
+            con.execute(f"UPDATE draft_sets SET message=NULL, history=NULL, failed='[]' WHERE id IN ({marks})", ids)
             con.execute(f"UPDATE drafts SET text=NULL WHERE set_id IN ({marks})", ids)
             con.execute(f"UPDATE decisions SET final_text=NULL WHERE set_id IN ({marks})", ids)
         return len(ids)

@@ -234,3 +234,23 @@ def test_a_database_from_before_the_stored_reasons_opens_and_reads(tmp_path):
     (draft,) = store.draft_set(1, 1)["drafts"]
     assert (draft["overall"], draft["principles"], draft["reason"], draft["finish_reason"]) == (0.5, {}, "", None)
     assert store.rows("PRAGMA user_version")[0]["user_version"] == len(MIGRATIONS)
+
+
+def test_a_rebuilt_page_still_lists_the_drafts_the_backend_failed_to_write(tmp_path):
+    """With storage on, a page rebuilt from the database after a restart lists the failed drafts as the first page
+    did; withdrawing consent erases those lines with the text (a backend's error may quote the request)."""
+    from psychocounsel.testing.fakeserver import FakeOptions, fake_server
+
+    with fake_server(FakeOptions(script="ok,ok,500", latency=0.01)) as failing:
+        app = create_app(config(tmp_path, failing.base_url, policy={"storage": True}), ADMIN)
+        token = app.state.store.add_clinician("Dr. Rivera")[1]
+        bearer = {"authorization": f"Bearer {token}"}
+        with TestClient(app) as c:
+            c.post("/consent", json={"client_id": "c-1"}, headers=bearer)
+            first = c.post("/drafts", json={"message": CALM, "n": 3, "client_id": "c-1"}, headers=bearer).json()
+            assert len(first["drafts"]) == 2 and len(first["failed"]) == 1 and "500" in first["failed"][0]
+            app.state.service.memory.pages.clear()  # what a restart forgets
+            rebuilt = c.get(f"/drafts/{first['set_id']}", headers=bearer).json()
+            assert rebuilt["failed"] == first["failed"]
+            assert app.state.store.withdraw_consent("c-1") == 1
+            assert app.state.store.draft_set(app.state.store.clinicians()[0]["id"], first["set_id"])["failed"] == []
