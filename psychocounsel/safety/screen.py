@@ -15,7 +15,8 @@ Tiers follow the screener's triage: a wish to be dead or suicidal thoughts witho
 is recent or of unknown date (questions 3-6) are ``high``. A dependent (a child) reported to say they want
 to die is ``possible``, as the ASQ (NIMH's paediatric screen) treats it: a positive screen that needs an
 assessment soon, not an emergency; a dependent's recent self-harm or attempt is ``high``, because the
-client is the person who must act now.
+client is the person who must act now. Another adult's suicidal talk and danger from someone else are
+concerns: signals without a tier (``Screen.concerns``), whose reply must still point to help.
 
 How a rule fires: a pattern matches; then its clause is checked for negation ("I'm not suicidal"),
 hypotheticals ("if someone wanted to die"), idioms ("die of embarrassment", "end things with him"),
