@@ -19,6 +19,7 @@ from typing import Any
 
 import click
 
+from ..dataset import atomic
 from ..dataset.jsonl import iter_json_objects
 from ..errors import InputError, UserError
 from ..measures.agreement import (
@@ -363,5 +364,5 @@ def agree_cmd(file_a, file_b, key, key_b, columns, column_b, level, order, n_boo
     for m in notes:
         con.print(f"note: {m}", highlight=False)
     if out:
-        Path(out).write_text(json.dumps(res, indent=2, default=str), encoding="utf-8")
+        atomic.write_text(Path(out), json.dumps(res, indent=2, default=str))
         Console(stderr=True).print(f"wrote {out}")

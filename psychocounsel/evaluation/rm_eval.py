@@ -28,12 +28,24 @@ from typing import Any
 import click
 import numpy as np
 
-from ..errors import InputError, UserError
+from ..dataset import atomic
 from ..dataset.jsonl import iter_json_objects
-from ..measures.rm_metrics import (DEFAULT_BINS, DEFAULT_BOOTSTRAP, pair_accuracy, pair_outcomes,
-    preference_metrics, reliability_bins)
-
-from ..training.scoring import DEFAULT_BATCH_SIZE, OVERALL, Scorer, load_scorer, score_unique
+from ..errors import InputError, UserError
+from ..measures.rm_metrics import (
+    DEFAULT_BINS,
+    DEFAULT_BOOTSTRAP,
+    pair_accuracy,
+    pair_outcomes,
+    preference_metrics,
+    reliability_bins,
+)
+from ..training.scoring import (
+    DEFAULT_BATCH_SIZE,
+    OVERALL,
+    Scorer,
+    load_scorer,
+    score_unique,
+)
 
 
 def _jsonable(x: Any) -> Any:
@@ -139,12 +151,11 @@ def _evaluate_table(scorer: Scorer, files: Sequence[Path], table, split: str | N
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "results.json").write_text(json.dumps(result, indent=2, ensure_ascii=False))
-        with open(out / "pair_scores.jsonl", "w", encoding="utf-8") as f:
-            for i in range(n):
-                f.write(json.dumps({"speech_id": cols["speech_id"][i], "chosen_id": cols["chosen_id"][i],
-                                    "rejected_id": cols["rejected_id"][i], "split": cols["split"][i],
-                                    "r_chosen": float(rc[i]), "r_rejected": float(rr[i])}) + "\n")
+        atomic.write_text(out / "results.json", json.dumps(result, indent=2, ensure_ascii=False))
+        atomic.write_text(out / "pair_scores.jsonl", "".join(
+            json.dumps({"speech_id": cols["speech_id"][i], "chosen_id": cols["chosen_id"][i],
+                        "rejected_id": cols["rejected_id"][i], "split": cols["split"][i],
+                        "r_chosen": float(rc[i]), "r_rejected": float(rr[i])}) + "\n" for i in range(n)))
         plot_reliability(result, out / "reliability.png")
     return result
 

@@ -47,6 +47,7 @@ import click
 from ..backends import in_flight
 from ..backends.base import ChatRequest, Completion
 from ..config import load_yaml_config
+from ..dataset import atomic
 from ..dataset.generate import therapist_request
 from ..dataset.jsonl import iter_json_objects
 from ..dataset.session import EVAL_KEYS, CallBudget, Session
@@ -287,10 +288,10 @@ def write_outputs(ss: SuiteSession, samples: list[dict[str, Any]], wall_s: float
               "checks": {"must": list(MUST), "must_not": list(MUST_NOT), "always_not": list(ALWAYS_NOT),
                          "judge": cfg.suite.judge_model},
               **summarise(samples), "wall_s": round(wall_s, 2)}
-    (ss.dir / "suite.json").write_text(json.dumps(result, indent=2))
-    with open(ss.dir / "suite_samples.jsonl", "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(s, ensure_ascii=False) + "\n" for s in samples)
-    (ss.dir / "suite.html").write_text(render_html(result, samples), encoding="utf-8")
+    # replaced whole or not at all: a kill mid-write never leaves a rerun's half file over a good one
+    atomic.write_text(ss.dir / "suite.json", json.dumps(result, indent=2))
+    atomic.write_text(ss.dir / "suite_samples.jsonl", "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in samples))
+    atomic.write_text(ss.dir / "suite.html", render_html(result, samples))
     return result
 
 
