@@ -456,7 +456,7 @@ def export_responses(run: Run) -> Path:
     judge = run.judge_fingerprint()
     keys = run.principles.keys
     path = run.dir / "responses.parquet"
-    tmp = path.with_suffix(".parquet.tmp")
+    tmp = atomic.make_temp(path)
     cols: dict[str, list] = {c: [] for c in ["response_id", "speech_id", "profile", "model", "status",
                                                 "generate_error", "finish_reason", "truncated",
                                                 "judge_status", "judge_error", "overall", "flags", *keys]}
@@ -482,8 +482,12 @@ def export_responses(run: Run) -> Path:
             for k in keys:
                 cols[k].append((j.scores or {}).get(k) if judged else None)  # type: ignore[union-attr]
     types = {"flags": pa.list_(pa.string())}  # all-null in a run with nothing generated: the type says what it holds
-    pq.write_table(pa.table({c: pa.array(v, types.get(c)) for c, v in cols.items()}), tmp)
-    tmp.replace(path)
+    try:
+        pq.write_table(pa.table({c: pa.array(v, types.get(c)) for c, v in cols.items()}), tmp)
+        atomic.replace(tmp, path)  # fsynced: a crash never leaves the new name on a half-written file
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

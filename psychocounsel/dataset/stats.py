@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 from ..errors import InputError
 from ..safety.responses import FLAG_SEVERITY
 from ..safety.screen import TIERS
+from . import atomic
 from .pair_reader import detect_principles, load_pair_table, normalize_pair_table
 from .pairs import SPLITS, pair_columns
 from .records import reply_flags
@@ -352,7 +353,6 @@ def dataset_report(pairs: PairSource | Sequence[PairSource], out_dir: str | Path
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     report["figures"] = write_figures(report, out)
-    (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False) + "\n",
-                                     encoding="utf-8")
-    (out / "report.html").write_text(render_html(report, out, title), encoding="utf-8")
+    atomic.write_text(out / "report.json", json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+    atomic.write_text(out / "report.html", render_html(report, out, title))
     return report
