@@ -50,6 +50,12 @@ def same_secret(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))
 
 
+def sign(secret: bytes, principal: str) -> str:
+    """A value only the server can make for ``principal`` (HMAC-SHA256 with the app's stored secret): the CSRF
+    token of a page, and the admin's cookie, derived from the admin token hash and never the token itself."""
+    return hmac.new(secret, principal.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
 def bearer(request: Request) -> str | None:
     """The token of an ``Authorization: Bearer`` header (scripts and the machine APIs sign in this way)."""
     auth = request.headers.get("authorization", "")

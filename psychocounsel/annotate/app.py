@@ -27,8 +27,6 @@ Security model (docs/ANNOTATION.md has the long form):
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import time
 from pathlib import Path
 from typing import Any
@@ -40,7 +38,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.convertors import Convertor, register_url_convertor
 
 from ..errors import UserError
-from ..web import Web, bearer, csrf_ok, hash_token, same_secret, templates
+from ..web import Web, bearer, csrf_ok, hash_token, same_secret, sign, templates
 from .dashboard import study_agreement
 from .export import export_rows, to_csv_text, to_parquet_bytes
 from .payloads import (
@@ -95,7 +93,7 @@ def create_app(db_path: str | Path, admin_token: str, *, n_boot: int = 2000, cre
     # ------------------------------------------------------------------ helpers
 
     def csrf_for(principal: str) -> str:
-        return hmac.new(secret, principal.encode(), hashlib.sha256).hexdigest()
+        return sign(secret, principal)
 
     def annotator_of(request: Request) -> tuple[dict[str, Any] | None, bool]:
         """(annotator, signed in by cookie); cookie sessions need a CSRF token on writes."""

@@ -11,13 +11,10 @@ The annotation app's model (annotate/app.py's docstring has the long form), for 
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-
 from fastapi import Request
 
 from ..errors import UserError
-from ..web import bearer, hash_token, same_secret
+from ..web import bearer, hash_token, same_secret, sign
 from .store import Clinician, ServeStore
 
 CLINICIAN_COOKIE, ADMIN_COOKIE, LOGIN_COOKIE = "pc_clinician", "pc_serve_admin", "pc_serve_login"
@@ -36,7 +33,7 @@ class Auth:
         self.admin_session = self.csrf_for("admin-session|" + self.admin_hash)
 
     def csrf_for(self, principal: str) -> str:
-        return hmac.new(self.secret, principal.encode(), hashlib.sha256).hexdigest()
+        return sign(self.secret, principal)
 
     def clinician(self, request: Request) -> tuple[Clinician | None, bool]:
         """(the clinician, signed in by cookie); cookie sessions need a CSRF token on writes."""
