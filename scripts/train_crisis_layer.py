@@ -44,7 +44,6 @@ from psychocounsel.safety.learned import (
     HIDDEN_LAYER,
     HIDDEN_SIZE,
     LAYER_PATH,
-    MAX_TOKENS,
     RANK,
     HiddenStates,
     LearnedLayer,
@@ -117,21 +116,19 @@ def layer_inputs(texts: list[str], cache: Path | None) -> list[torch.Tensor]:
     if todo:
         reader = HiddenStates(layer=ADAPTED_FROM)
         t0 = time.perf_counter()
-        with torch.inference_mode():
-            for i in range(0, len(todo), 16):
-                batch = todo[i:i + 16]
-                enc = reader.tokenizer(batch, return_tensors="pt", padding=True, truncation=True, max_length=MAX_TOKENS)
-                h = reader.body(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
-                for j, t in enumerate(batch):
-                    k = hashlib.sha256(t.encode()).hexdigest()
-                    have[k] = h[j, :int(enc["attention_mask"][j].sum())].numpy().astype(np.float16)
-                    if cache is not None:
-                        np.save(cache / f"{k}.npy", have[k])
-                done = i + len(batch)
-                if done % 320 < 16 or done == len(todo):
-                    el = time.perf_counter() - t0
-                    print(f"  states {done}/{len(todo)}  {el:.0f} s, ETA {el / done * (len(todo) - done):.0f} s",
-                          flush=True)
+        for i in range(0, len(todo), reader.batch_size):
+            batch = todo[i:i + reader.batch_size]
+            h, mask = reader.tokens(batch)
+            for j, t in enumerate(batch):
+                k = hashlib.sha256(t.encode()).hexdigest()
+                have[k] = h[j, :int(mask[j].sum())].numpy().astype(np.float16)
+                if cache is not None:
+                    np.save(cache / f"{k}.npy", have[k])
+            done = i + len(batch)
+            if done % 320 < reader.batch_size or done == len(todo):
+                el = time.perf_counter() - t0
+                print(f"  states {done}/{len(todo)}  {el:.0f} s, ETA {el / done * (len(todo) - done):.0f} s",
+                      flush=True)
     return [torch.from_numpy(have[k].astype(np.float32)) for k in keys]
 
 

@@ -111,17 +111,22 @@ class HiddenStates:
         self._lock = threading.Lock()
         self._torch = torch
 
+    def tokens(self, batch: Sequence[str]) -> tuple[Any, Any]:
+        """(token states, attention mask) of one padded batch at the top layer, without gradients. The caller
+        holds the order: the training script caches these per text, ``__call__`` pools them."""
+        with self._lock, self._torch.inference_mode():
+            enc = self.tokenizer(list(batch), return_tensors="pt", padding=True, truncation=True,
+                                 max_length=MAX_TOKENS)
+            h = self.body(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
+        return h, enc["attention_mask"]
+
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
-        torch = self._torch
         out = np.zeros((len(texts), self.body.config.hidden_size), dtype=np.float32)
         order = np.argsort([len(t) for t in texts])  # similar lengths together: less padding
-        with self._lock, torch.inference_mode():
-            for i in range(0, len(texts), self.batch_size):
-                idx = order[i:i + self.batch_size]
-                enc = self.tokenizer([texts[j] for j in idx], return_tensors="pt", padding=True, truncation=True,
-                                     max_length=MAX_TOKENS)
-                h = self.body(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
-                out[idx] = mean_pool(h, enc["attention_mask"]).numpy()
+        for i in range(0, len(texts), self.batch_size):
+            idx = order[i:i + self.batch_size]
+            h, mask = self.tokens([texts[j] for j in idx])
+            out[idx] = mean_pool(h, mask).numpy()
         return out
 
 
