@@ -206,16 +206,23 @@ def test_minimal_pairs_tell_one_story_twice():
 INBOX = DATA / "crisis_inbox.jsonl"
 
 
-def test_inbox_set_is_all_heldout_and_frozen():
-    rows_ = rows(INBOX)
-    assert len(rows_) == len({r["id"] for r in rows_}) == len({r["text"] for r in rows_}) == 440
+def all_heldout_written_set(path: Path, size: int) -> list[dict]:
+    """The rows of a written set that is held out whole: ``size`` distinct messages with the written sets' fields,
+    every one held out, and the file still hashing to its recorded freeze."""
+    rows_ = rows(path)
+    assert len(rows_) == len({r["id"] for r in rows_}) == len({r["text"] for r in rows_}) == size
     for r in rows_:
         assert set(r) == {"id", "text", "tier", "register", "category", "trap", "author", "split", "note"}, r["id"]
         assert r["split"] == "heldout", r["id"]
         _category_fits(r)
+    n, digest = frozen(path.name)
+    assert heldout_sha256(path) == (n, digest), f"a row of {path.name} changed"
+    return rows_
+
+
+def test_inbox_set_is_all_heldout_and_frozen():
+    rows_ = all_heldout_written_set(INBOX, 440)
     assert 0.20 <= sum(r["tier"] != "none" for r in rows_) / len(rows_) <= 0.30  # an inbox's mix, not a test's
-    n, digest = frozen(INBOX.name)
-    assert heldout_sha256(INBOX) == (n, digest), "a row of crisis_inbox.jsonl changed"
 
 
 def test_hard_cases_fields():
@@ -245,15 +252,8 @@ def test_counselchat_set_is_real_doubly_labelled_and_frozen():
 
 
 def test_fresh_set_is_all_heldout_and_frozen():
-    rows_ = rows(FRESH)
-    assert len(rows_) == len({r["id"] for r in rows_}) == len({r["text"] for r in rows_}) == 480
-    for r in rows_:
-        assert set(r) == {"id", "text", "tier", "register", "category", "trap", "author", "split", "note"}, r["id"]
-        assert r["split"] == "heldout", r["id"]
-        _category_fits(r)
+    rows_ = all_heldout_written_set(FRESH, 480)
     assert Counter(r["author"] for r in rows_) == {"wh": 240, "wi": 240}
-    n, digest = frozen(FRESH.name)
-    assert heldout_sha256(FRESH) == (n, digest), "a row of crisis_fresh.jsonl changed"
 
 
 def test_boundary_training_set_fields_and_contrast_pairs():
