@@ -12,9 +12,16 @@ SameSite=Lax and Secure over HTTPS; every answer carries a strict Content-Securi
 no referrer, and every page but the stylesheet and script is ``Cache-Control: no-store`` (pages show private
 text). Tokens are compared in constant time and stored only as SHA-256.
 
+Request bodies: every POST body is a pydantic model on ``Body`` (unknown fields are errors; the CSRF token may ride
+in the body), text fields are bounded (``MAX_FIELD``, ``MAX_NAME``), and ``Login`` is the admin sign-in both apps
+take. ``form_fields`` reads a form (empty fields left out, a field sent twice or a file refused) and ``explain``
+gives the one line for an invalid body (an unknown field, a missing one, else ``field: message``); a payload
+module builds on them where its fields need more (the annotation app's ratings).
+
 What differs between the apps is a parameter: the CSP (the drafting assistant runs no script at all), whether a
 Bearer token alone asks for JSON (the drafting assistant's machine APIs), how a form is put in the JSON shape and
-how a validation error reads (the payload modules know their fields).
+how a validation error reads (the annotation app nests and explains its ratings; the drafting assistant takes
+``form_fields`` and ``explain`` as they are).
 """
 
 from __future__ import annotations
@@ -25,17 +32,21 @@ import secrets
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 from starlette.exceptions import HTTPException
 
 FormShape = Callable[[Iterable[tuple[str, Any]]], dict[str, Any]]
 Explain = Callable[[ValidationError], str]
+
+MAX_NAME = 200  # a person's or a study's name: shown in tables and file names
+MAX_FIELD = 4096  # any other text field (a path, a token): far above any real one, far below a flood
+Text = Annotated[str, StringConstraints(max_length=MAX_FIELD)]
 
 
 def hash_token(token: str) -> str:
@@ -91,13 +102,62 @@ def validation_body(e: ValidationError, line: str) -> dict[str, Any]:
     return {"error": line, "status": 422, "detail": detail}
 
 
+# ------------------------------------------------------------------ request bodies
+
+
+class Body(BaseModel):
+    """Every form carries its CSRF token (``csrf``) in the body; a JSON client may send it as a header instead.
+    An unknown field is an error, not something quietly dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+    csrf: Text | None = None
+
+
+class Login(Body):
+    """The admin sign-in (``Web.add_admin_login``): the admin token and the form's nonce."""
+
+    token: Text
+    csrf: Text
+
+
+def form_fields(fields: Iterable[tuple[str, Any]]) -> dict[str, Any]:
+    """A form's fields as a dict, empty fields left out (a form sends "" for an unset select or input). A field
+    sent twice or a file is a ValueError of one line, not a guess."""
+    out: dict[str, Any] = {}
+    seen: set[str] = set()
+    for key, value in fields:
+        if key in seen:
+            raise ValueError(f"field {key!r} sent twice")
+        seen.add(key)
+        if not isinstance(value, str):
+            raise ValueError(f"field {key!r} must be text, not a file")  # noqa: TRY004 (read_body answers ValueError)
+        if value != "":
+            out[key] = value
+    return out
+
+
+def explain(e: ValidationError) -> str:
+    """The first problem of an invalid body in one line a person can act on: an unknown field, a missing one,
+    else ``field: pydantic's message``."""
+    err = e.errors(include_url=False)[0]
+    loc = [str(p) for p in err["loc"]]
+    if err["type"] == "extra_forbidden":
+        return f"unknown field {'.'.join(loc)!r}"
+    if err["type"] == "missing":
+        return f"{loc[0] if loc else ''} is required"
+    return f"{'.'.join(loc) or 'body'}: {err['msg']}"
+
+
+# ------------------------------------------------------------------ one app's pages
+
+
 class Web:
     """Pages, errors, bodies, cookies and headers for one app, rendered from ``env``.
 
     ``csp``: the Content-Security-Policy on every answer. ``form_shape``: a form's fields (name, value) in the
-    JSON shape, raising ValueError for a field it cannot take. ``explain``: the one line a person is shown for
-    an invalid body. ``bearer_wants_json``: a request with a Bearer token gets JSON even without asking (scripts
-    only ever send one).
+    JSON shape, raising ValueError for a field it cannot take (``form_fields``, or a payload module's shape on top
+    of it). ``explain``: the one line a person is shown for an invalid body (``explain``, or a payload module's).
+    ``bearer_wants_json``: a request with a Bearer token gets JSON even without asking (scripts only ever send one).
     """
 
     def __init__(self, env: Environment, *, csp: str, form_shape: FormShape, explain: Explain,
@@ -205,9 +265,9 @@ class Web:
                         on_sign_in: Callable[[], None] | None = None) -> None:
         """GET and POST /admin/login. The form carries a fresh nonce, also set as the ``login_cookie``: a
         cross-site page can read neither, so it cannot sign a browser in. The token is POSTed (never in a URL or
-        an access log) as ``login`` (a model with ``token``) and checked against ``admin_hash``; the admin's
-        cookie then holds ``session``, a value derived from the token, never the token. ``on_sign_in``: called
-        on success (an audit line)."""
+        an access log) as ``login`` (``Login``, or another model with ``token``) and checked against
+        ``admin_hash``; the admin's cookie then holds ``session``, a value derived from the token, never the
+        token. ``on_sign_in``: called on success (an audit line)."""
 
         @app.get("/admin/login")
         async def login_form(request: Request):

@@ -15,7 +15,19 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from psychocounsel import web as web_module
-from psychocounsel.web import Web, bearer, csrf_ok, hash_token, same_secret, templates
+from psychocounsel.web import (
+    MAX_FIELD,
+    Body,
+    Login,
+    Web,
+    bearer,
+    csrf_ok,
+    explain,
+    form_fields,
+    hash_token,
+    same_secret,
+    templates,
+)
 
 CSP = "default-src 'none'; style-src 'self'"
 ADMIN_TOKEN = "a-test-admin-token-0123456789"
@@ -32,12 +44,6 @@ class Note(BaseModel):
     csrf: str | None = None
     n: int
     text: str = ""
-
-
-class Login(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    token: str
-    csrf: str
 
 
 def flat_form(fields) -> dict[str, Any]:
@@ -229,6 +235,36 @@ def test_an_invalid_body_never_echoes_what_was_sent(client):
     page = client.post("/note", data={"n": "x"})
     assert page.status_code == 422 and page.headers["content-type"].startswith("text/html")
     assert "<p id=error>n: " in page.text
+
+
+class Named(Body):
+    name: str
+    n: int = 0
+
+
+def test_the_shared_form_reader_leaves_out_empty_fields_and_refuses_doubles_and_files():
+    assert form_fields([("name", "Ana"), ("n", ""), ("csrf", "t")]) == {"name": "Ana", "csrf": "t"}
+    with pytest.raises(ValueError, match="^field 'name' sent twice$"):
+        form_fields([("name", "Ana"), ("name", "Bo")])
+    with pytest.raises(ValueError, match="^field 'file' must be text, not a file$"):
+        form_fields([("file", object())])
+
+
+def test_the_shared_explain_names_an_unknown_field_a_missing_one_else_pydantics_message():
+    def line(data: dict[str, Any], strict: bool = True) -> str:
+        with pytest.raises(ValidationError) as e:
+            Named.model_validate(data, strict=strict)
+        return explain(e.value)
+
+    assert line({"name": "Ana", "mood": "fine"}) == "unknown field 'mood'"
+    assert line({}) == "name is required"
+    assert line({"name": "Ana", "n": "4"}).startswith("n: ")
+    with pytest.raises(ValidationError) as e:
+        Login.model_validate({"token": "x" * (MAX_FIELD + 1), "csrf": "c"})
+    assert explain(e.value).startswith("token: ")
+    with pytest.raises(ValidationError) as e:
+        Login.model_validate({"token": "t"})
+    assert explain(e.value) == "csrf is required"  # the sign-in form needs its nonce
 
 
 # ------------------------------------------------------------------ cookies and the admin sign-in

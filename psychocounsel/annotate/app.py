@@ -18,7 +18,8 @@ Security model (docs/ANNOTATION.md has the long form):
   app shares with the drafting assistant (pages, errors, bodies, cookies, headers, the admin sign-in)
   is ``web.py``.
 - Pages that show private data are ``Cache-Control: no-store``; ``Referrer-Policy: no-referrer``.
-- Every POST body is validated by its model in ``payloads.py`` (strict for JSON). A request that sends
+- Every POST body is validated by its model (strict for JSON): the answer and the admin's forms in
+  ``payloads.py``, the CSRF-only ``Body`` and the admin sign-in's ``Login`` in ``web.py``. A request that sends
   JSON, asks for it (``Accept: application/json``) or says ``?format=json`` gets every answer, errors
   included, as JSON: ``{"error": ..., "status": ...}``, plus pydantic's ``detail`` for an invalid body.
 - The database must exist (``annotate create-study`` makes it): a mistyped path is an error, not a
@@ -38,19 +39,20 @@ from starlette.concurrency import run_in_threadpool
 from starlette.convertors import Convertor, register_url_convertor
 
 from ..errors import UserError
-from ..web import Web, bearer, csrf_ok, hash_token, same_secret, sign, templates
-from .dashboard import study_agreement
-from .export import export_rows, to_csv_text, to_parquet_bytes
-from .payloads import (
-    Answer,
+from ..web import (
     Body,
     Login,
-    NewAnnotator,
-    NewStudy,
-    explain,
-    form_shape,
-    validate,
+    Web,
+    bearer,
+    csrf_ok,
+    hash_token,
+    same_secret,
+    sign,
+    templates,
 )
+from .dashboard import study_agreement
+from .export import export_rows, to_csv_text, to_parquet_bytes
+from .payloads import Answer, NewAnnotator, NewStudy, explain, form_shape, validate
 from .sources import study_spec
 from .store import AnnotationStore
 

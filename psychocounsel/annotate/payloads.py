@@ -7,6 +7,11 @@ int, a number is not text) and an unknown field, side or principle is an error. 
 text, so a form is first put in the JSON shape (``rating_A_empathy=4`` -> ``ratings.A.empathy``, an empty
 field left out) and validated in lax mode, where "4" may become 4 and nothing else is loosened.
 Errors: ``ValidationError`` (a ``ValueError``); ``explain`` gives the one line to show a person.
+
+What every body shares lives in ``web.py``, below both apps: ``Body`` (the CSRF field, unknown fields refused),
+``Login``, the ``MAX_FIELD`` and ``MAX_NAME`` bounds, the form reader ``form_fields`` and the generic ``explain``.
+This module adds the annotation app's own: ``form_shape`` nests the ratings on top of ``form_fields``, and
+``explain`` reads the choice, ratings and comment and leaves the rest to the generic one.
 """
 
 from __future__ import annotations
@@ -14,23 +19,23 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+
+from ..web import MAX_FIELD, MAX_NAME, Body, form_fields
+from ..web import explain as explain_body
 
 MAX_COMMENT = 5000  # characters; a comment is a note, not an essay, and this bounds a row's size
-MAX_NAME = 200  # an annotator's or a study's name: shown in tables and file names
-MAX_FIELD = 4096  # any other text field (a path, a token): far above any real one, far below a flood
 SIDES = ("A", "B")
 
 Rating = int  # whole; its range is the study's scale (context "scale"), checked with the principle keys
 DEFAULT_SCALE = (1, 5)  # the seven principles' 1-5; a session study rates the session rubric's 1-6
-Text = Annotated[str, StringConstraints(max_length=MAX_FIELD)]
-
-
-class Body(BaseModel):
-    """Every form carries its CSRF token (``csrf``) in the body; a JSON client may send it as a header instead."""
-
-    model_config = ConfigDict(extra="forbid")
-    csrf: Text | None = None
 
 
 class Answer(Body):
@@ -38,7 +43,7 @@ class Answer(Body):
     study (context)."""
 
     choice: Literal["A", "B", "tie"]
-    ratings: dict[Literal["A", "B"], dict[str, Rating | None]] = {}
+    ratings: dict[Literal["A", "B"], dict[str, Rating | None]] = Field(default_factory=dict)
     comment: Annotated[str, StringConstraints(strip_whitespace=True, max_length=MAX_COMMENT)] = ""
 
     @field_validator("ratings")
@@ -71,24 +76,11 @@ class NewAnnotator(Body):
     name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_NAME)]
 
 
-class Login(Body):
-    token: Text
-    csrf: Text
-
-
-def form_shape(fields: Iterable[tuple[str, str]]) -> dict[str, Any]:
-    """A form's fields in the JSON shape: ``rating_<side>_<principle>`` nested under ``ratings``, empty fields
-    left out (a form sends "" for an unset select or input). A field sent twice is an error, not a guess."""
+def form_shape(fields: Iterable[tuple[str, Any]]) -> dict[str, Any]:
+    """A form's fields in the JSON shape: read by ``form_fields`` (empty fields left out; a field sent twice or a
+    file is a ValueError), then ``rating_<side>_<principle>`` nested under ``ratings``."""
     out: dict[str, Any] = {}
-    seen: set[str] = set()
-    for key, value in fields:
-        if key in seen:
-            raise ValueError(f"field {key!r} sent twice")
-        seen.add(key)
-        if not isinstance(value, str):
-            raise ValueError(f"field {key!r} must be text, not a file")
-        if value == "":
-            continue
+    for key, value in form_fields(fields).items():
         if key.startswith("rating_") and key.count("_") >= 2:
             _, side, principle = key.split("_", 2)
             out.setdefault("ratings", {}).setdefault(side, {})[principle] = value
@@ -112,14 +104,15 @@ def parse_answer(data: dict[str, Any], principles: Sequence[str], *, from_form: 
 
 def explain(e: ValidationError, scale: Sequence[int] = DEFAULT_SCALE) -> str:
     """The first problem in one line a person can act on: which field, and what it must be (a rating: a whole
-    number on the study's ``scale``)."""
+    number on the study's ``scale``). The choice, ratings and comment are read here; anything else (an unknown
+    field, a missing one, the admin's forms) by ``web.explain``."""
     low, high = scale
     err = e.errors(include_url=False)[0]
     loc = [str(p) for p in err["loc"]]
     kind = err["type"]
     field = loc[0] if loc else ""
     if kind == "extra_forbidden":
-        return f"unknown field {'.'.join(loc)!r}"
+        return explain_body(e)
     if field == "choice":
         return "Choose A, B or tie before saving."
     if field == "ratings":
@@ -134,6 +127,4 @@ def explain(e: ValidationError, scale: Sequence[int] = DEFAULT_SCALE) -> str:
         if kind == "string_too_long":
             return f"comment is longer than {MAX_COMMENT} characters"
         return "comment must be text"
-    if kind == "missing":
-        return f"{field} is required"
-    return f"{'.'.join(loc) or 'body'}: {err['msg']}"
+    return explain_body(e)

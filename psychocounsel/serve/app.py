@@ -28,10 +28,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel
 
-from ..annotate.payloads import Body, explain, form_shape
 from ..backends.base import Backend
 from ..training.scoring import Scorer
-from ..web import Web, csrf_ok, templates
+from ..web import Body, Login, Web, csrf_ok, explain, form_fields, templates
 from .auth import ADMIN_COOKIE, CLINICIAN_COOKIE, LOGIN_COOKIE, Auth
 from .config import ServeConfig
 from .drafts import Style
@@ -40,7 +39,6 @@ from .payloads import (
     ConsentBody,
     DecisionBody,
     DraftBody,
-    Login,
     NewClinician,
     StyleBody,
 )
@@ -61,7 +59,7 @@ def create_app(cfg: ServeConfig, admin_token: str, *, backend: Backend | None = 
     auth = Auth(store, admin_token)
     service = DraftService(cfg, store, backend=backend, scorer=scorer)
     # A Bearer token alone asks for JSON: only scripts and the machine APIs send one.
-    web = Web(templates(HERE / "templates"), csp=CSP, form_shape=form_shape, explain=explain, bearer_wants_json=True)
+    web = Web(templates(HERE / "templates"), csp=CSP, form_shape=form_fields, explain=explain, bearer_wants_json=True)
     page, error, wants_json = web.page, web.error, web.wants_json
 
     @asynccontextmanager

@@ -1,7 +1,8 @@
 """What the drafting assistant's forms and JSON bodies accept: one pydantic model per form.
 
-Strict for JSON, lax for HTML forms (text only), as the annotation app does (``annotate.payloads``: its
-``Body``, ``form_shape``, ``validate`` and ``explain`` are reused). Unknown fields are errors.
+Strict for JSON, lax for HTML forms (text only), as in the annotation app. The basics both apps share are in
+``web.py``: ``Body`` (the CSRF field; unknown fields are errors), ``Login`` (the admin sign-in), ``MAX_NAME``, and
+the form reader ``form_fields`` and one-line ``explain`` the app uses as they are (these forms have no ratings).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints
 
-from ..annotate.payloads import MAX_FIELD, MAX_NAME, Body
+from ..web import MAX_NAME, Body
 
 MAX_TEXT = 20_000  # characters in any text field; the service applies the deployment's own, smaller limit
 Text = Annotated[str, StringConstraints(max_length=MAX_TEXT)]
@@ -47,8 +48,3 @@ class ConsentBody(Body):
 
 class NewClinician(Body):
     name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_NAME)]
-
-
-class Login(Body):
-    token: Annotated[str, StringConstraints(max_length=MAX_FIELD)]
-    csrf: Annotated[str, StringConstraints(max_length=MAX_FIELD)]
