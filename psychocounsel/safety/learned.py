@@ -17,7 +17,7 @@ Why fine-tuned adapters and not a probe: a linear probe on frozen states (``cris
 n-grams stacked) could not tell a denial, a fear of dying or someone else's story from a wish, and at 0.90
 recall flagged one message in eight in cross-validation. On one validation fold, at 0.90 recall, its
 precision was 0.77; adapters on layers 17-20 reached 0.89 and on layers 13-20 0.92. The adapters are trained on
-layer-12 states cached once (scripts/train_crisis_layer.py), so a training run takes ~25 minutes on 2 cores.
+layer-12 states cached once (scripts/train_crisis_layer.py), so a training run takes ~30 minutes on 2 cores.
 
 Reading speed is the plain model's: ~20 speeches a second on 2 cores (`bench/bench_screen.py --learned`), and
 only texts the rules do not screen high are read: 26k speeches, the paper's scale, take about 20 minutes. It
@@ -32,8 +32,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from functools import lru_cache
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -146,15 +146,16 @@ class LearnedLayer:
     threshold: float
     high_threshold: float
     version: str
-    _reader: list = field(default_factory=list, repr=False, compare=False)  # the loaded model, once
 
     def states(self) -> Callable[[Sequence[str]], np.ndarray]:
         """The embedded model with this layer's adapters merged (loaded on first use, then kept; the serve gate
         asks from several threads at once, and the model loads once)."""
         with _LOADING:
-            if not self._reader:
-                self._reader.append(HiddenStates(self.adapters))
-        return self._reader[0]
+            return self._reader
+
+    @cached_property
+    def _reader(self) -> HiddenStates:  # a frozen dataclass still has an instance dict for cached_property
+        return HiddenStates(self.adapters)
 
     def heads(self, pooled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         pooled = pooled.astype(np.float64)
