@@ -1,5 +1,5 @@
 """Crisis screen on the labelled sets (crisis_messages, cssrs_posts, crisis_independent, crisis_inbox,
-crisis_counselchat, crisis_fresh), per split.
+crisis_counselchat, crisis_fresh, crisis_reddit), per split.
 
     .venv/bin/python bench/bench_crisis_sets.py                # every set: dev, heldout, all
     .venv/bin/python bench/bench_crisis_sets.py --sets crisis_fresh crisis_counselchat --split heldout --learned
@@ -10,7 +10,8 @@ crisis_counselchat, crisis_fresh), per split.
 Prints, per set and split: any-risk precision and recall, the high-tier false-negative rate (gold high
 screened below high; and screened none), tier accuracy, quadratic-weighted kappa over none < possible <
 high, each with a 95% percentile bootstrap interval over messages (psychocounsel.measures.bootstrap), the
-tier confusion matrix, and recall per register and per category (per severity level for the C-SSRS posts).
+tier confusion matrix, and recall per register and per category (per severity level for the C-SSRS posts, per
+forum for the Reddit posts).
 Then the recall tables: per gold tier (possible, high) and per register / category / C-SSRS severity, the
 share of risk rows screened at any risk and the share screened at their gold tier, each with a 95% Wilson
 interval (counts per cell are small, down to a handful), for the rules alone and, with ``--learned``, for
@@ -44,10 +45,15 @@ from psychocounsel.safety.screen import TIER_RANK, TIERS, screen_many
 DATA = ROOT / "psychocounsel" / "data"
 SETS = {"crisis_messages": DATA / "crisis_messages.jsonl", "cssrs_posts": DATA / "cssrs_posts.jsonl",
         "crisis_independent": DATA / "crisis_independent.jsonl", "crisis_inbox": DATA / "crisis_inbox.jsonl",
-        "crisis_counselchat": DATA / "crisis_counselchat.jsonl", "crisis_fresh": DATA / "crisis_fresh.jsonl"}
+        "crisis_counselchat": DATA / "crisis_counselchat.jsonl", "crisis_fresh": DATA / "crisis_fresh.jsonl",
+        "crisis_reddit": DATA / "crisis_reddit.jsonl"}
 # What each set is broken down by: written sets by register and category, the real questions by category, the
-# posts by their C-SSRS severity.
-GROUPS = {"cssrs_posts": ("severity",), "crisis_counselchat": ("category",)}
+# r/SuicideWatch posts by their C-SSRS severity, the Reddit posts by forum (support or everyday, then each one).
+GROUPS = {"cssrs_posts": ("severity",), "crisis_counselchat": ("category",),
+          "crisis_reddit": ("forum", "subreddit", "category")}
+# The Reddit sample's forums that are not about mental health (docs/CRISIS_SCREEN.md, "crisis_reddit").
+EVERYDAY_FORUMS = {"UKPersonalFinance", "conspiracy", "divorce", "guns", "legaladvice", "mindfulness",
+                   "personalfinance", "teaching", "ukpolitics", "unitedkingdom"}
 N_BOOT = 2000  # percentile bootstrap over messages; 2,000 keeps the endpoints' Monte-Carlo error < 1 point
 ECHO = "[echoes a reported miss]"  # crisis_messages rows that reuse wording of misses seen on real text
 
@@ -186,6 +192,8 @@ def main() -> None:
         path = SETS[set_name]
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
         rows = [dict(r, tier=crisis_tier(r)) for r in rows]
+        if set_name == "crisis_reddit":
+            rows = [dict(r, forum="everyday" if r["subreddit"] in EVERYDAY_FORUMS else "support") for r in rows]
         screens = screen_many((r["text"] for r in rows), learned=False)
         preds = [s.tier for s in screens]
         runs = {"rules": preds}

@@ -95,7 +95,7 @@ def layer():
 
 
 def test_shipped_layer_is_complete(layer):
-    assert layer.version == "crisis-learned-5" and list(layer.adapters) == adapter_names()
+    assert layer.version == "crisis-learned-6" and list(layer.adapters) == adapter_names()
     for name, (a, b) in layer.adapters.items():
         assert a.shape[0] == b.shape[1] == RANK and a.shape[1] in (HIDDEN_SIZE, 1536), name
     assert layer.risk_w.shape == layer.high_w.shape == (HIDDEN_SIZE,)
