@@ -20,7 +20,7 @@ Training rows: every labelled set in psychocounsel/data except the held-out part
 
 Training: LoRA (rank 8) on every projection of layers 13-20 over the cached layer-12 states, two heads on the
 mean-pooled layer-20 output (any risk, class-balanced; high against possible on risk rows, half the weight),
-AdamW, ``EPOCHS`` epochs; the heads start from a logistic fit on the unadapted states. ``--real-weight`` weighs
+AdamW, ``EPOCHS`` epochs; the heads start from a logistic fit on the unadapted states. ``--real-weight`` can weigh
 the rows of real client language (``REAL``) above the written ones in the loss.
 """
 
