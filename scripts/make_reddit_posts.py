@@ -60,7 +60,8 @@ def sample(csv_path: Path) -> list[dict]:
 
 
 def _read(path: Path) -> dict[str, dict]:
-    return {r["id"]: r for r in map(json.loads, path.read_text(encoding="utf-8").splitlines()) if r}
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return {r["id"]: r for r in (json.loads(line) for line in lines if line.strip())}
 
 
 def labelled(posts: list[dict], a: dict[str, dict], b: dict[str, dict], adjudicated: dict[str, dict]) -> list[dict]:
