@@ -249,6 +249,60 @@ _SELF_RULES: list[tuple[str, tuple[str, ...], str]] = [
         r"\b(?:keep|kept|been|started|I) (?:cutting|burning|punching|scratching) myself\b(?! (?:on|shaving|cooking|by accident|accidentally|with the (?:kettle|iron|oven|pan)))"),
      "hurt cut burn burned burnt punch punched scratch scratched keep kept been started cutting burning punching "
      "scratching"),
+    # Wordings of real posts to forums and counselors (the dev halves of crisis_reddit, crisis_reddit_2 and
+    # crisis_counselchat) that the patterns above missed: adverbs stacked before "suicidal", causes ("making me
+    # suicidal"), "commit suicide", idioms of not existing, and methods named without "kill".
+    ("active_ideation", _rx(
+        r"\b(?:I(?:'m| am)|feel(?:ing)?|felt|been|was|get|getting|went) (?:(?:still|always|constantly|extremely|incredibly|super|now|more|even|really|so|very|quite|pretty|fucking|increasingly|genuinely) ){1,2}suicidal\b",
+        r"\b(?:making|makes|made|make) me (?:\w+ )?suicidal\b",
+        r"\bsuicidal (?:tendenc(?:y|ies)|tendanc\w*|impulses?|episodes?|moods?|again)\b",
+        r"\bwhy (?:I )?shouldn't (?:just )?kill myself\b",
+        r"\b(?:should have|should've) (?:just )?killed myself\b",
+        r"\b(?:want|wanted|wanting|need|needed|ready|tempted|going) to commit suicide\b",
+        r"\b(?:courage|guts|nerve) (?:for|to) (?:commit )?(?:suicide|kill myself|end (?:it|my life))\b"),
+     "suicidal kill killed commit courage guts nerve"),
+    ("passive_death_wish", _rx(
+        r"\b(?:curl up (?:in|into) a ball|crawl (?:into|in) a hole|lay down|lie down) and die\b",
+        r"\bwish (?:my (?:mom|mum|mother|dad|father|parents)|they) (?:had )?never had me\b",
+        r"\b(?:could|should|want to|ready to|thinking (?:of|about)|think (?:of|about)) (?:just )?leav(?:e|ing) this (?:world|earth|planet)\b(?! (?:of|behind|for|to))",
+        r"\bwhy (?:should|would|do) I (?:go on|keep|continue) (?:living|going on|to live)\b|\bwhy (?:should|would) I (?:stay|keep) alive\b",
+        r"\bbetter off (?:if|when) I (?:killed myself|kill myself|ended it|end it|took my (?:own )?life)\b",
+        r"\b(?:don't|do not) (?:even |really |genuinely |honestly |truly )?care (?:if|whether) I die\b",
+        r"\bwish I could (?:just )?be gone\b|\b(?:want|wanna) to be gone\b(?! (?:from|for|by|before|when|tomorrow|next|soon|early|at))",
+        r"\bwish I could (?:just )?(?:meet with|get in|have|be in) an accident\b",
+        r"\bwish(?:ed)? I (?:would've|would have|had|'d|could have|could've) died\b",
+        r"\b(?:fall asleep|go to sleep|sleep)(?: \w+){0,3} and never wake up\b",
+        r"\b(?:don't|do not) want to have to wake up\b",
+        r"\b(?:hope|hoping|pray|praying)\b[^.!?]{0,30}\b(?:kills|will kill|would kill) me\b",
+        r"\bdeserve (?:to die|death)\b",
+        r"\bI should (?:just )?(?:stop breathing|not exist|not be alive|not be here)\b",
+        r"\bwant it to all end\b"),
+     "die wish world earth planet living live alive better care gone accident died wake kills kill deserve breathing "
+     "exist here end"),
+    ("plan", _rx(
+        r"\b(?:made|tied|making|tying|tie|make|bought|got|have) (?:a|the|my) noose\b",
+        r"\b(?:suicide|goodbye) letters?\b",
+        r"\b(?:finding|find|looking (?:up|for)|searching (?:for )?|researching|googling|googled) (?:for )?(?:ways|methods) to (?:commit suicide|kill myself|die|end (?:it|my life))\b"),
+     "noose letter letters ways methods"),
+    ("method_ideation", _rx(
+        r"\bblow(?:ing)? my (?:own )?(?:brains|head) (?:out|off)\b|\bput(?:ting)? a bullet (?:in|through) my (?:own )?(?:head|brain|skull)\b",
+        r"\bthrow(?:ing)? myself (?:into traffic|in front of|under (?:a|the)|off (?:a|the))\b",
+        r"\b(?:jump|step|walk) (?:in front of|under) (?:a|the) (?:train|bus|lorry|truck|car|tube|metro|subway)\b|\bjump (?:in|into|onto) the (?:metro|tracks|subway|tube)\b",
+        r"\bset(?:ting)? myself on fire\b",
+        r"\b(?:drink|drinking|swallow|swallowing) bleach\b"),
+     "blow blowing bullet throw throwing jump step walk set setting drink drinking swallow swallowing"),
+    ("attempt", _rx(
+        r"\bI (?:just )?tried (?:attempting|committing|to commit) suicide\b",
+        r"\b(?:I(?:'ve| have)? had|I made|I survived) (?:a |an |two |three |several |multiple |many |previous |past |recent )?(?:\w+ )?suicide attempts?\b"),
+     "tried had made survived"),
+    ("self_harm", _rx(
+        r"\b(?:usually|always|often|sometimes|then|and|constantly) (?:cutting|burning|hurting|harming|scratching) myself\b(?! (?:off|out|from|away|shaving|on|by accident|accidentally|at the gym|playing|lifting|running|while))",
+        r"\bself[- ]?harm(?:ing)? (?:is|has been|has gotten|got|is getting) (?:\w+ )?(?:out of control|worse|bad)\b",
+        r"\bsince I(?:'ve| have| last)? (?:cut|self[- ]?harmed|hurt myself)\b"),
+     "cutting burning hurting harming scratching self selfharm since"),
+    ("self_harm_thoughts", _rx(
+        r"\bso (?:that )?I can (?:hurt|cut|harm|burn) myself\b"),
+     "myself"),
 ]
 # Third-person patterns: whose risk it is comes from the nearest person named before.
 _THIRD_RULES: list[tuple[str, tuple[str, ...], str]] = [
@@ -379,7 +433,7 @@ SPELLINGS: dict[str, str] = {
     r"sewer ?slide|su[iy]c[iy]de|suicde|sucide|suiside|suic[iy]de": "suicide", r"sewer ?slidal|suicdal|suisidal": "suicidal",
     r"s3lf[- ]?h[a@]rm|self[- ]?h@rm": "self harm", r"sh'?d": "self harmed",
     r"(?:(?<=on )|(?<=my )|(?<=of )|(?<=do )|(?<=did )|(?<=to )|(?<= n )|(?<=from ))sh(?!\s*!)": "self harm", r"ctb": "suicide",
-    r"my ?sel[fv]|myslef|meself": "myself", r"cant": "can't", r"dont": "don't", r"wont": "won't", r"didnt": "didn't",
+    r"my ?sel[fv](?![- ]?h[a@]rm)|myslef|meself": "myself", r"cant": "can't", r"dont": "don't", r"wont": "won't", r"didnt": "didn't",
     r"wouldnt": "wouldn't", r"doesnt": "doesn't", r"isnt": "isn't", r"wasnt": "wasn't", r"aint": "ain't",
     r"couldnt": "couldn't", r"shouldnt": "shouldn't", r"havent": "haven't", r"im": "I'm", r"ive": "I've",
     r"id(?= (?:rather|be|never|like|want|love|just))": "I'd", r"i'?ll(?= (?:\w+ )?(?:kill|end|do|take))": "I'll",

@@ -506,3 +506,52 @@ def test_better_off_without_me_is_the_clients_wish_whoever_they_are():
 def test_conditional_threat_needs_words_that_it_is_meant():
     assert screen_rules("If he leaves me I'll kill myself.").tier == "none"
     assert screen_rules("If he leaves me I'll kill myself. I mean it.").tier == "high"
+
+
+# ------------------------------------------------------------- wordings of real forum posts
+
+REAL_WORDINGS = [
+    ("I'm still very suicidal and nothing helps.", "possible", "active_ideation"),
+    ("The noise next door is making me suicidal.", "possible", "active_ideation"),
+    ("I've had suicidal tendencies since the divorce.", "possible", "active_ideation"),
+    ("Give me one reason why I shouldn't kill myself.", "possible", "active_ideation"),
+    ("I want to commit suicide but I'm scared.", "possible", "active_ideation"),
+    ("Some days I just want to curl up into a ball and die.", "possible", "passive_death_wish"),
+    ("Honestly I wish my mom never had me.", "possible", "passive_death_wish"),
+    ("Why should I go on living like this?", "possible", "passive_death_wish"),
+    ("Everyone would be better off if I killed myself.", "possible", "passive_death_wish"),
+    ("I genuinely don't care if I die.", "possible", "passive_death_wish"),
+    ("I wish I could fall asleep tonight and never wake up.", "possible", "passive_death_wish"),
+    ("I only deserve death.", "possible", "passive_death_wish"),
+    ("I made a noose from a cable last night.", "high", "plan"),
+    ("All I think about is finding ways to commit suicide.", "high", "plan"),
+    ("Most days I want to blow my brains out.", "high", "method_ideation"),
+    ("I'll end up throwing myself into traffic.", "high", "method_ideation"),
+    ("I'm going to set myself on fire.", "high", "method_ideation"),
+    ("I just tried committing suicide and stopped halfway.", "high", "attempt"),
+    ("I had a suicide attempt four days ago.", "high", "attempt"),
+    ("Every night ends with me crying and usually cutting myself.", "high", "recent_self_harm"),
+    ("My self harm is getting out of control.", "high", "recent_self_harm"),
+    ("It had been months since I cut, but tonight I did.", "high", "recent_self_harm"),
+]
+
+REAL_WORDING_TRAPS = [
+    "I'm cutting myself off from people who drain me.",
+    "I'd like to learn the warning signs of suicidal thinking in teenagers.",
+    "My sister's illness causes her to become very suicidal at times.",
+    "My friend thinks I'm actually suicidal, but I was joking.",
+    "I want to be gone from this town by spring.",
+    "I could leave this world of office politics behind and open a bakery.",
+    "I can't wait to be gone for the summer.",
+]
+
+
+@pytest.mark.parametrize("text,tier,kind", REAL_WORDINGS)
+def test_real_wordings(text, tier, kind):
+    s = screen_rules(text)
+    assert (s.tier, kind in {x.kind for x in s.signals}) == (tier, True), s.evidence()
+
+
+@pytest.mark.parametrize("text", REAL_WORDING_TRAPS)
+def test_real_wording_traps_stay_none(text):
+    assert screen_rules(text).tier == "none", screen_rules(text).evidence()
