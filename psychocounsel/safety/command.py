@@ -38,21 +38,26 @@ def _check_backend(kind: str, base_url: str | None, api_key_env: str | None, con
     "docs/CRISIS_SCREEN.md)."))
 @click.option("--show", default=10, show_default=True, help="Print this many flagged speeches with their evidence.")
 @click.option("--check-model", default=None, help=(
-    "Also ask this model for each flagged speech's tier (crisis_check_v1 prompt); it may raise a tier, never "
-    "lower one. Its answer goes in `model_check`, the higher tier in `final_tier`."))
+    "Also ask this model for each flagged speech's tier (crisis_check_v2 prompt); it may raise a tier, never "
+    "lower one (but see --check-overrules-learned). Its answer goes in `model_check`, the combined tier in "
+    "`final_tier`."))
 @click.option("--check-backend", type=click.Choice(["openai", "local"]), default="openai", show_default=True,
               help="openai: any OpenAI-compatible server (--base-url); local: transformers ('embedded' etc.).")
 @click.option("--base-url", default=None, help="OpenAI-compatible server for --check-model (default: OpenAI's).")
 @click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True,
               help="Env var holding the server's API key ('' for none, e.g. a local vLLM).")
 @click.option("--check-all", is_flag=True, help="Send every speech to the model, not only the flagged ones.")
+@click.option("--check-overrules-learned", is_flag=True, help=(
+    "Let the model's tier replace the learned layer's raises, never a rule's: a speech the learned layer alone "
+    "flagged is cleared when the model answers none, its reason kept as evidence. Only with a capable model "
+    "(the embedded one is at chance as a judge)."))
 @click.option("--concurrency", default=8, show_default=True, help="Model calls in flight.")
 @click.option("--cache", type=click.Path(dir_okay=False), default=None,
               help="Call cache (SQLite) for --check-model; default: <out>.cache.sqlite. Reruns pay nothing twice.")
 def screen_cmd(file: str, column: str, id_column: str | None, out: str | None, rules_only: bool, show: int,
                check_model: str | None,
-               check_backend: str, base_url: str | None, api_key_env: str, check_all: bool, concurrency: int,
-               cache: str | None) -> None:
+               check_backend: str, base_url: str | None, api_key_env: str, check_all: bool,
+               check_overrules_learned: bool, concurrency: int, cache: str | None) -> None:
     """Tag each client speech in FILE (.jsonl, .csv, .parquet) none / possible / high crisis risk.
 
     A triage aid with the evidence for each tag, never a clinical decision (docs/CRISIS_SCREEN.md).
@@ -64,6 +69,8 @@ def screen_cmd(file: str, column: str, id_column: str | None, out: str | None, r
     from ..config import SpeechesConfig
     from ..dataset.ingest import iter_raw_rows
 
+    if check_overrules_learned and not check_model:
+        raise click.UsageError("--check-overrules-learned needs --check-model: it is that model's tier that overrules")
     cfg = SpeechesConfig(path=file, text_column=column, id_column=id_column)
     out_path = Path(out) if out else Path(f"{Path(file).name.split('.')[0]}.screen.jsonl")
     counts: Counter[str] = Counter()
@@ -90,16 +97,18 @@ def screen_cmd(file: str, column: str, id_column: str | None, out: str | None, r
             texts.append(row.text)
             screens.append(s)
     final: Counter[str] = Counter()
-    failed = 0
+    failed = overruled = 0
     if check_model:
         backend = _check_backend(check_backend, base_url, api_key_env, concurrency)
         checks = run_model_check(texts, screens, backend, check_model,
                                  Path(cache) if cache else out_path.with_name(out_path.name + ".cache.sqlite"),
-                                 check_all, concurrency)
+                                 check_all, concurrency, overrule_learned=check_overrules_learned)
         for r, c, s in zip(rows, checks, screens):
             r["model_check"] = None if c is None else {"model": check_model, "tier": c.model_tier,
                                                        "reason": c.reason, "error": c.error,
-                                                       "prompt_version": c.prompt_version}
+                                                       "prompt_version": c.prompt_version,
+                                                       "overruled_learned": c.overruled}
+            overruled += c is not None and c.overruled
             r["final_tier"] = s.tier if c is None else c.tier
             final[r["final_tier"]] += 1
             failed += c is not None and c.model_tier is None
@@ -127,6 +136,9 @@ def screen_cmd(file: str, column: str, id_column: str | None, out: str | None, r
     if failed:
         console.print(f"[yellow]{failed} model check(s) failed (error in `model_check`); their rules tier stands"
                       "[/yellow]")
+    if overruled:
+        console.print(f"{overruled} flag(s) the learned layer raised were lowered by {check_model} "
+                      "(`model_check.overruled_learned`, its reason as evidence)")
     flagged.sort(key=lambda x: -TIER_RANK[x[1].tier])
     for rid, s in flagged[:show]:
         console.print(f"[bold]{s.tier}[/bold] {rid}: {s.evidence()}", highlight=False, soft_wrap=True)

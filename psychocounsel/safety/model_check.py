@@ -3,7 +3,11 @@
     await model_check(texts, backend, model) -> [ModelCheck | None]   an LLM's tier, or a recorded failure
     run_model_check(...)                                               the same through a SQLite call cache
 
-The combined tier is never below the rules' tier: the model may raise a tier, never lower one.
+The combined tier is never below the rules' tier: the model may raise a tier, never lower one. With
+``overrule_learned``, the model's tier also replaces what the learned layer added: a flag the learned layer raised
+alone is cleared when a capable model answers ``none``, with the model's reason as the evidence; a rule's flag
+still stands. The learned layer hears distress as risk on real forum posts (docs/CRISIS_SCREEN.md), and this is
+the second reader that can tell them apart; the embedded model cannot (it is at chance as a judge).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from .screen import TIER_RANK, TIERS, Screen, Tier, screen
 _I = re.IGNORECASE
 
 # --------------------------------------------------------------------------------------- model check
-CHECK_PROMPT = "crisis_check_v1"
+CHECK_PROMPT = "crisis_check_v2"
 CHECK_FORMAT = {"type": "json_schema", "json_schema": {"name": "crisis_tier", "strict": True, "schema": {
     "type": "object", "properties": {"tier": {"type": "string", "enum": list(TIERS)}, "reason": {"type": "string"}},
     "required": ["tier", "reason"], "additionalProperties": False}}}
@@ -36,12 +40,15 @@ class CheckReplyError(ValueError):
 
 @dataclass(frozen=True)
 class ModelCheck:
-    rules_tier: Tier
+    rules_tier: Tier  # the screen's tier: the rules', raised by the learned layer where it read the speech
     model_tier: Tier | None  # None: the call or its parsing failed (see ``error``)
     reason: str = ""
     error: str | None = None
     raw: str = ""
     prompt_version: str = ""
+    # The tier of the rules' own evidence where the model may overrule the learned layer (``overrule_learned``);
+    # None where it may only raise.
+    floor: Tier | None = None
 
     @property
     def agrees(self) -> bool | None:
@@ -49,10 +56,17 @@ class ModelCheck:
 
     @property
     def tier(self) -> Tier:
-        """The higher of the two tiers: a model may raise a rule's tier but never silence a rule hit."""
+        """The higher of the model's tier and the screen's, or, where the model may overrule the learned layer,
+        of the model's and the rules' own: a model never silences a rule hit, and a failed check changes nothing."""
         if self.model_tier is None:
             return self.rules_tier
-        return max(self.rules_tier, self.model_tier, key=TIER_RANK.__getitem__)
+        base = self.rules_tier if self.floor is None else self.floor
+        return max(base, self.model_tier, key=TIER_RANK.__getitem__)
+
+    @property
+    def overruled(self) -> bool:
+        """Whether the model lowered what the learned layer had raised (its reason is the evidence)."""
+        return TIER_RANK[self.tier] < TIER_RANK[self.rules_tier]
 
 
 def parse_check_reply(text: str) -> tuple[Tier, str]:
@@ -72,10 +86,11 @@ def parse_check_reply(text: str) -> tuple[Tier, str]:
 
 
 async def model_check(texts: Sequence[str], backend: Backend, model: str, *, screens: Sequence[Screen] | None = None,
-                      check_all: bool = False, prompt: str = CHECK_PROMPT, sampling: Sampling = CHECK_SAMPLING,
-                      concurrency: int = 8) -> list[ModelCheck | None]:
-    """Ask ``model`` for each speech's tier. Only speeches the rules flag are sent unless ``check_all``;
+                      check_all: bool = False, overrule_learned: bool = False, prompt: str = CHECK_PROMPT,
+                      sampling: Sampling = CHECK_SAMPLING, concurrency: int = 8) -> list[ModelCheck | None]:
+    """Ask ``model`` for each speech's tier. Only speeches the screen flags are sent unless ``check_all``;
     the others get None. A failed call or an unparseable reply is a ModelCheck with ``model_tier=None``.
+    ``overrule_learned``: the model's tier replaces the learned layer's raises (never the rules' tier).
 
     The model sees the speech alone, not the rules' tier or evidence, so its answer is a second opinion
     rather than an echo. Caching is the caller's: wrap ``backend`` as the stages do.
@@ -90,6 +105,10 @@ async def model_check(texts: Sequence[str], backend: Backend, model: str, *, scr
         raise ValueError("model_check: texts and screens differ in length")
     gate = asyncio.Semaphore(concurrency)
 
+    def checked(s: Screen, tier: Tier | None, **kw) -> ModelCheck:
+        return ModelCheck(s.tier, tier, prompt_version=p.version, floor=s.rules_tier if overrule_learned else None,
+                          **kw)
+
     async def one(text: str, s: Screen) -> ModelCheck:
         req = ChatRequest.chat(model, [{"role": "system", "content": system},
                                        {"role": "user", "content": p.render("user", speech=text)}],
@@ -98,12 +117,12 @@ async def model_check(texts: Sequence[str], backend: Backend, model: str, *, scr
             try:
                 c = await backend.complete(req)
             except BackendError as e:
-                return ModelCheck(s.tier, None, error=f"backend: {e}", prompt_version=p.version)
+                return checked(s, None, error=f"backend: {e}")
         try:
             tier, reason = parse_check_reply(c.text)
         except CheckReplyError as e:
-            return ModelCheck(s.tier, None, error=f"unparseable reply: {e}", raw=c.text, prompt_version=p.version)
-        return ModelCheck(s.tier, tier, reason=reason, raw=c.text, prompt_version=p.version)
+            return checked(s, None, error=f"unparseable reply: {e}", raw=c.text)
+        return checked(s, tier, reason=reason, raw=c.text)
 
     todo = [i for i, s in enumerate(screens) if check_all or s.tier != "none"]
     done = await asyncio.gather(*(one(texts[i], screens[i]) for i in todo))
@@ -113,10 +132,8 @@ async def model_check(texts: Sequence[str], backend: Backend, model: str, *, scr
     return out
 
 
-
-
 def run_model_check(texts: Sequence[str], screens: Sequence[Screen], backend: Backend, model: str, cache: Path,
-                    check_all: bool, concurrency: int) -> list[ModelCheck | None]:
+                    check_all: bool, concurrency: int, overrule_learned: bool = False) -> list[ModelCheck | None]:
     """``model_check`` through a call cache (SQLite at ``cache``): a rerun pays no call twice."""
     from ..runner import CachedCaller
     from ..store import Store, Writer
@@ -132,7 +149,7 @@ def run_model_check(texts: Sequence[str], screens: Sequence[Screen], backend: Ba
     async def go() -> list[ModelCheck | None]:
         try:
             return await model_check(texts, Cached(), model, screens=screens, check_all=check_all,
-                                      concurrency=concurrency)
+                                      overrule_learned=overrule_learned, concurrency=concurrency)
         finally:
             writer.commit()
             close = getattr(backend, "aclose", None)

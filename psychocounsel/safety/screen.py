@@ -83,6 +83,7 @@ KIND_TIER: dict[str, Tier] = {
     "learned": "possible", "learned_high": "high",
 }
 CONCERN_KINDS = frozenset(k for k, t in KIND_TIER.items() if t == "none")
+LEARNED_KINDS = frozenset({"learned", "learned_high"})
 # Kinds that only count next to the client's own ideation: alone they are everyday words ("pills",
 # "I gave my guitar to a friend", "I have a plan").
 _SUPPORTING = {"method", "preparation"}
@@ -130,6 +131,12 @@ class Screen:
     signals: tuple[Signal, ...]
     rules_version: str = RULES_VERSION
     learned_version: str | None = None  # the learned layer that also read the text (None: the rules alone)
+
+    @property
+    def rules_tier(self) -> Tier:
+        """The tier the rules' own evidence gives, without the learned layer's raises."""
+        return max((KIND_TIER[s.kind] for s in self.signals if s.kind not in LEARNED_KINDS),
+                   key=TIER_RANK.__getitem__, default="none")
 
     @property
     def concerns(self) -> tuple[Signal, ...]:

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from psychocounsel.safety.labels import crisis_tier
 from psychocounsel.safety.responses import check_response
-from psychocounsel.safety.screen import KIND_TIER, TIERS, Screen, screen_many, screen_rules
+from psychocounsel.safety.screen import KIND_TIER, TIERS, Screen, Signal, screen_many, screen_rules
 from psychocounsel.safety.model_check import ModelCheck, model_check, parse_check_reply
 from psychocounsel.safety.model_check import CheckReplyError
 from psychocounsel.errors import BackendError
@@ -311,7 +311,7 @@ def test_model_check_only_flagged_and_failures_recorded():
     assert out[2].model_tier is None and "unparseable" in out[2].error and out[2].tier == "high"
     assert out[3].model_tier is None and out[3].error.startswith("backend:") and out[3].agrees is None
     req = fake.calls[0]
-    assert req.model == "judge-model" and req.tag.startswith("crisis_check:crisis_check_v1@")
+    assert req.model == "judge-model" and req.tag.startswith("crisis_check:crisis_check_v2@")
     assert "I wish I was dead." in req.messages[-1][1] and req.sampling.temperature == 0.0
     assert "passive_death_wish" not in str(req.messages)  # the model does not see the rules' tier or evidence
 
@@ -354,6 +354,7 @@ def test_cli_model_check_raises_tiers_records_failures_and_caches(tmp_path, monk
     assert rows["a"]["model_check"] is None and rows["a"]["final_tier"] == "none"
     assert rows["b"]["tier"] == "possible" and rows["b"]["final_tier"] == "high"  # raised by the model
     assert rows["b"]["model_check"]["tier"] == "high" and rows["b"]["model_check"]["model"] == "judge"
+    assert rows["b"]["model_check"]["overruled_learned"] is False  # raising is never overruling
     assert rows["c"]["model_check"]["tier"] is None and "unparseable" in rows["c"]["model_check"]["error"]
     assert rows["c"]["final_tier"] == "high"  # a failed check never lowers the rules' tier
     assert "1 model check(s) failed" in res.output and "after judge" in res.output
@@ -555,3 +556,28 @@ def test_real_wordings(text, tier, kind):
 @pytest.mark.parametrize("text", REAL_WORDING_TRAPS)
 def test_real_wording_traps_stay_none(text):
     assert screen_rules(text).tier == "none", screen_rules(text).evidence()
+
+
+def test_model_may_overrule_the_learned_layer_never_the_rules():
+    learned_only = Screen("possible", (Signal("learned", 0, 12, "score 2.10 >= -0.79 (crisis-learned-7)"),))
+    learned_high = Screen("high", (Signal("passive_death_wish", 0, 17, "I wish I was dead"),
+                                   Signal("learned_high", 0, 17, "high score 1.2 >= -0.58 (crisis-learned-7)")))
+    rule_high = screen_rules("I cut myself again last night.")
+    assert (learned_only.rules_tier, learned_high.rules_tier, rule_high.rules_tier) == ("none", "possible", "high")
+    texts = ["Work is hard.", "I wish I was dead.", "I cut myself again last night."]
+    screens = [learned_only, learned_high, rule_high]
+    fake = FakeBackend(reply=lambda req: '{"tier": "none", "reason": "stress at work, no wish to die"}')
+    plain = asyncio.run(model_check(texts, fake, "m", screens=screens))
+    assert [c.tier for c in plain] == ["possible", "high", "high"] and not any(c.overruled for c in plain)
+    over = asyncio.run(model_check(texts, fake, "m", screens=screens, overrule_learned=True))
+    assert [c.tier for c in over] == ["none", "possible", "high"]  # down to the rules' own tier, no further
+    assert [c.overruled for c in over] == [True, True, False] and over[0].reason.startswith("stress at work")
+    failing_check = asyncio.run(model_check(texts[:1], FakeBackend(replies=["no idea"]), "m", screens=screens[:1],
+                                            overrule_learned=True))
+    assert failing_check[0].tier == "possible" and not failing_check[0].overruled  # a failed check lowers nothing
+
+
+def test_cli_overrule_needs_a_model(tmp_path):
+    src = _write_jsonl(tmp_path / "s.jsonl", [{"id": "a", "text": "Work is hard."}])
+    res = _run(["screen", str(src), "--rules-only", "--check-overrules-learned"])
+    assert res.exit_code != 0 and "--check-overrules-learned needs --check-model" in res.output
