@@ -40,7 +40,7 @@ class CheckReplyError(ValueError):
 
 @dataclass(frozen=True)
 class ModelCheck:
-    rules_tier: Tier  # the screen's tier: the rules', raised by the learned layer where it read the speech
+    screen_tier: Tier  # the rules' tier, raised by the learned layer where it read the speech
     model_tier: Tier | None  # None: the call or its parsing failed (see ``error``)
     reason: str = ""
     error: str | None = None
@@ -52,21 +52,21 @@ class ModelCheck:
 
     @property
     def agrees(self) -> bool | None:
-        return None if self.model_tier is None else self.model_tier == self.rules_tier
+        return None if self.model_tier is None else self.model_tier == self.screen_tier
 
     @property
     def tier(self) -> Tier:
         """The higher of the model's tier and the screen's, or, where the model may overrule the learned layer,
         of the model's and the rules' own: a model never silences a rule hit, and a failed check changes nothing."""
         if self.model_tier is None:
-            return self.rules_tier
-        base = self.rules_tier if self.floor is None else self.floor
+            return self.screen_tier
+        base = self.screen_tier if self.floor is None else self.floor
         return max(base, self.model_tier, key=TIER_RANK.__getitem__)
 
     @property
     def overruled(self) -> bool:
         """Whether the model lowered what the learned layer had raised (its reason is the evidence)."""
-        return TIER_RANK[self.tier] < TIER_RANK[self.rules_tier]
+        return TIER_RANK[self.tier] < TIER_RANK[self.screen_tier]
 
 
 def parse_check_reply(text: str) -> tuple[Tier, str]:
