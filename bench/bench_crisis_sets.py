@@ -1,5 +1,5 @@
 """Crisis screen on the labelled sets (crisis_messages, cssrs_posts, crisis_independent, crisis_inbox,
-crisis_counselchat, crisis_fresh, crisis_reddit), per split.
+crisis_counselchat, crisis_fresh, and the three Reddit draws crisis_reddit, _2 and _3), per split.
 
     .venv/bin/python bench/bench_crisis_sets.py                # every set: dev, heldout, all
     .venv/bin/python bench/bench_crisis_sets.py --sets crisis_fresh crisis_counselchat --split heldout --learned
@@ -46,11 +46,12 @@ DATA = ROOT / "psychocounsel" / "data"
 SETS = {"crisis_messages": DATA / "crisis_messages.jsonl", "cssrs_posts": DATA / "cssrs_posts.jsonl",
         "crisis_independent": DATA / "crisis_independent.jsonl", "crisis_inbox": DATA / "crisis_inbox.jsonl",
         "crisis_counselchat": DATA / "crisis_counselchat.jsonl", "crisis_fresh": DATA / "crisis_fresh.jsonl",
-        "crisis_reddit": DATA / "crisis_reddit.jsonl"}
+        "crisis_reddit": DATA / "crisis_reddit.jsonl", "crisis_reddit_2": DATA / "crisis_reddit_2.jsonl",
+        "crisis_reddit_3": DATA / "crisis_reddit_3.jsonl"}
 # What each set is broken down by: written sets by register and category, the real questions by category, the
 # r/SuicideWatch posts by their C-SSRS severity, the Reddit posts by forum (support or everyday, then each one).
 GROUPS = {"cssrs_posts": ("severity",), "crisis_counselchat": ("category",),
-          "crisis_reddit": ("forum", "subreddit", "category")}
+          **{f"crisis_reddit{d}": ("forum", "subreddit", "category") for d in ("", "_2", "_3")}}
 # The Reddit sample's forums that are not about mental health (docs/CRISIS_SCREEN.md, "crisis_reddit").
 EVERYDAY_FORUMS = {"UKPersonalFinance", "conspiracy", "divorce", "guns", "legaladvice", "mindfulness",
                    "personalfinance", "teaching", "ukpolitics", "unitedkingdom"}
@@ -192,7 +193,7 @@ def main() -> None:
         path = SETS[set_name]
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
         rows = [dict(r, tier=crisis_tier(r)) for r in rows]
-        if set_name == "crisis_reddit":
+        if set_name.startswith("crisis_reddit"):
             rows = [dict(r, forum="everyday" if r["subreddit"] in EVERYDAY_FORUMS else "support") for r in rows]
         screens = screen_many((r["text"] for r in rows), learned=False)
         preds = [s.tier for s in screens]

@@ -1,14 +1,19 @@
 """Rebuild psychocounsel/data/crisis_layer.npz, the crisis screen's learned layer (psychocounsel/safety/learned.py).
 
-    .venv/bin/python scripts/train_crisis_layer.py --cache /tmp/crisis_states --validate 3 --ship fold  # as shipped
+    .venv/bin/python scripts/train_crisis_layer.py --cache /tmp/crisis_states --validate 2 --ship fold --oof oof.npz
     .venv/bin/python scripts/train_crisis_layer.py --cache /tmp/crisis_states             # 5 folds and a final run
+    .venv/bin/python scripts/train_crisis_layer.py --rethreshold oof.npz                 # after a rules change
 
-Each fold takes ~28 minutes on 2 cores (6,091 rows), the final run on every row ~35.
+The shipped layer is ``crisis-learned-6``, built by this script at commit 76e6e49 (``--validate 3 --ship fold``)
+and given new thresholds for ``crisis-rules-5`` with ``--rethreshold``. As it stands the script builds
+``crisis-learned-7`` (the first command): measured on two fresh real sets and not shipped, since it missed more
+high-risk posts (docs/CRISIS_SCREEN.md, "Eighth score"). Each fold takes ~37 minutes on 2 cores (7,197 rows),
+the final run on every row ~45.
 
-Training rows: every labelled set in psychocounsel/data except the held-out parts not yet scored
-(``UNSCORED``: they are the next honest first score). The held-out parts of the older sets were scored once
-(docs/CRISIS_SCREEN.md records each first score) and are training rows now. Tiers are read through
-``safety.labels.crisis_tier``: another adult's risk and danger from someone else are concerns, not risk.
+Training rows: every labelled set in psychocounsel/data except the held-out parts in ``HELD_OUT``, which the layer
+built here was first scored on. The held-out parts of the older sets were scored once (docs/CRISIS_SCREEN.md
+records each first score) and are training rows now. Tiers are read through ``safety.labels.crisis_tier``: another
+adult's risk and danger from someone else are concerns, not risk.
 
 1. Layer-12 token states of every text, once (with ``--cache``, one file per text: a rerun skips the model's
    first 12 layers, ~8 min).
@@ -17,6 +22,10 @@ Training rows: every labelled set in psychocounsel/data except the held-out part
    out-of-fold scores set both thresholds and are the dev numbers docs/CRISIS_SCREEN.md reports.
 3. The final layer, trained on every row, saved; or, with ``--ship fold``, the first fold's layer itself, so the
    thresholds come from rows the shipped layer never saw (a fifth fewer training rows; no final run).
+
+The thresholds depend on the rules too (a risk message the rules catch needs no score). After a rules change,
+``--rethreshold OOF.npz`` sets the shipped layer's thresholds again from the out-of-fold scores a training run
+wrote with ``--oof``, without training: seconds, not hours.
 
 Training: LoRA (rank 8) on every projection of layers 13-20 over the cached layer-12 states, two heads on the
 mean-pooled layer-20 output (any risk, class-balanced; high against possible on risk rows, half the weight),
@@ -27,6 +36,7 @@ the rows of real client language (``REAL``) above the written ones in the loss.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import sys
@@ -51,13 +61,14 @@ from psychocounsel.safety.learned import (
     RANK,
     HiddenStates,
     LearnedLayer,
+    load_layer,
     mean_pool,
     save_layer,
 )
 from psychocounsel.safety.screen import screen_rules
 
 DATA = ROOT / "psychocounsel" / "data"
-VERSION = "crisis-learned-6"
+VERSION = "crisis-learned-7"
 SEED = 0
 # Chosen on one validation fold (lr 5e-4 and 1e-3; 3 and 5 epochs; adapters from layer 16 or 12):
 # docs/CRISIS_SCREEN.md, "Sixth score".
@@ -73,13 +84,13 @@ TARGET_RECALL = 0.95
 # The high tier: the highest threshold at which no more than this share of `possible` rows is raised to high.
 HIGH_WRONG = 0.10
 FOLDS = 5
-UNSCORED = {"crisis_reddit.jsonl": "heldout"}
+HELD_OUT = {"crisis_reddit_2.jsonl": "heldout"}
 SETS = ("crisis_messages.jsonl", "cssrs_posts.jsonl", "crisis_labelled.jsonl", "crisis_independent.jsonl",
         "crisis_inbox.jsonl", "crisis_hard.jsonl", "crisis_pairs.jsonl", "crisis_boundaries.jsonl",
-        "crisis_counselchat.jsonl", "crisis_fresh.jsonl", "crisis_reddit.jsonl")
+        "crisis_counselchat.jsonl", "crisis_fresh.jsonl", "crisis_reddit.jsonl", "crisis_reddit_2.jsonl")
 # Real client language with ordinary messages among it: questions to counselors and posts to support and everyday
 # forums (the r/SuicideWatch posts are real too, but nearly all at risk).
-REAL = ("crisis_counselchat.jsonl", "crisis_reddit.jsonl")
+REAL = ("crisis_counselchat.jsonl", "crisis_reddit.jsonl", "crisis_reddit_2.jsonl")
 # The demo speeches of topic "crisis", read and labelled by the guide (docs/CRISIS_LABELS.md); demo-173
 # (strangled by her husband) is a concern, not risk.
 DEMO_RISK = {"demo-167": "possible", "demo-168": "possible", "demo-169": "possible", "demo-170": "high",
@@ -94,7 +105,7 @@ def rows() -> list[dict]:
     out = []
     for name in SETS:
         for r in _jsonl(name):
-            if "tier" not in r or (name in UNSCORED and r.get("split") == UNSCORED[name]):
+            if "tier" not in r or (name in HELD_OUT and r.get("split") == HELD_OUT[name]):
                 continue
             group = r.get("pair") or r["id"]
             if name == "crisis_boundaries.jsonl" and r.get("pair"):
@@ -117,12 +128,13 @@ def fold_of(r: dict, folds: int = FOLDS) -> int:
 
 def layer_inputs(texts: list[str], cache: Path | None) -> list[torch.Tensor]:
     """Each text's token states at the adapted layers' input (the output of layer ``ADAPTED_FROM``)."""
-    keys = [hashlib.sha256(t.encode()).hexdigest() for t in texts]
+    key_of = {t: hashlib.sha256(t.encode()).hexdigest() for t in texts}
+    keys = [key_of[t] for t in texts]
     have: dict[str, np.ndarray] = {}
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
         have = {k: np.load(cache / f"{k}.npy") for k in set(keys) if (cache / f"{k}.npy").exists()}
-    todo = sorted({t for t, k in zip(texts, keys) if k not in have}, key=len)
+    todo = sorted((t for t, k in key_of.items() if k not in have), key=len)
     if todo:
         reader = HiddenStates(layer=ADAPTED_FROM)
         t0 = time.perf_counter()
@@ -130,7 +142,7 @@ def layer_inputs(texts: list[str], cache: Path | None) -> list[torch.Tensor]:
             batch = todo[i:i + reader.batch_size]
             h, mask = reader.tokens(batch)
             for j, t in enumerate(batch):
-                k = hashlib.sha256(t.encode()).hexdigest()
+                k = key_of[t]
                 have[k] = h[j, :int(mask[j].sum())].numpy().astype(np.float16)
                 if cache is not None:
                     np.save(cache / f"{k}.npy", have[k])
@@ -308,6 +320,31 @@ def thresholds(risk_score: np.ndarray, high_score: np.ndarray, y: np.ndarray, yh
     return t, t_high
 
 
+def rethreshold(oof_path: Path, on: str) -> None:
+    """Set the shipped layer's thresholds again from saved out-of-fold scores, with the rules as they are now."""
+    if not oof_path.exists():
+        raise SystemExit(f"--rethreshold: no file {oof_path} (a training run writes it with --oof)")
+    z = np.load(oof_path)
+    layer = load_layer()
+    if layer is None:
+        raise SystemExit(f"--rethreshold: no learned layer at {LAYER_PATH}")
+    by_id = {r["id"]: r for r in rows()}
+    missing = [i for i in z["id"] if str(i) not in by_id]
+    if missing:
+        raise SystemExit(f"--rethreshold: {oof_path}: {len(missing)} ids are not training rows now, e.g. {missing[0]}")
+    data = [by_id[str(i)] for i in z["id"]]
+    y = np.array([r["tier"] != "none" for r in data], dtype=np.float64)
+    yh = np.array([r["tier"] == "high" for r in data], dtype=np.float64)
+    source = np.array([r["source"] for r in data])
+    tiers = [screen_rules(r["text"]).tier for r in data]
+    rule, rule_high = np.array([t != "none" for t in tiers]), np.array([t == "high" for t in tiers])
+    report(f"rules alone ({len(data)} out-of-fold rows)", rule, y, source)
+    t, t_high = thresholds(z["risk"], z["high"], y, yh, source, rule, rule_high, on)
+    save_layer(dataclasses.replace(layer, threshold=t, high_threshold=t_high))
+    print(f"{layer.version}: thresholds {layer.threshold:.3f} -> {t:.3f}, high {layer.high_threshold:.3f} -> "
+          f"{t_high:.3f}; wrote {LAYER_PATH}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cache", type=Path, help="folder for the layer-12 states (reruns skip the model's first layers)")
@@ -323,7 +360,13 @@ def main() -> None:
     ap.add_argument("--threshold-on", choices=("counseling", "real"), default="counseling",
                     help="the rows whose out-of-fold recall sets the threshold: every counseling-register row "
                          "(default) or only those of real client language")
+    ap.add_argument("--rethreshold", type=Path, metavar="OOF",
+                    help="train nothing: set the shipped layer's thresholds again from these out-of-fold scores "
+                         "(written by --oof) with the current rules")
     args = ap.parse_args()
+    if args.rethreshold:
+        rethreshold(args.rethreshold, args.threshold_on)
+        return
     data = rows()
     texts = [r["text"] for r in data]
     y = np.array([r["tier"] != "none" for r in data], dtype=np.float64)

@@ -34,7 +34,7 @@ def _check_backend(kind: str, base_url: str | None, api_key_env: str | None, con
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Output JSONL: id, source, tier, signals, evidence (default: <FILE stem>.screen.jsonl here).")
 @click.option("--rules-only", is_flag=True, help=(
-    "The rules alone, without the learned layer (~9,700 speeches/s instead of ~20/s; it misses far more: "
+    "The rules alone, without the learned layer (~8,700 speeches/s instead of ~20/s; it misses far more: "
     "docs/CRISIS_SCREEN.md)."))
 @click.option("--show", default=10, show_default=True, help="Print this many flagged speeches with their evidence.")
 @click.option("--check-model", default=None, help=(
