@@ -275,10 +275,10 @@ _SELF_RULES: list[tuple[str, tuple[str, ...], str]] = [
         r"\b(?:don't|do not) want to have to wake up\b",
         r"\b(?:hope|hoping|pray|praying)\b[^.!?]{0,30}\b(?:kills|will kill|would kill) me\b",
         r"\bdeserve (?:to die|death)\b",
-        r"\bI should (?:just )?(?:stop breathing|not exist|not be alive|not be here)\b",
+        r"\bI should (?:just )?(?:stop breathing|not exist|not be alive)\b",
         r"\bwant it to all end\b"),
      "die wish world earth planet living live alive better care gone accident died wake kills kill deserve breathing "
-     "exist here end"),
+     "exist end"),
     ("plan", _rx(
         r"\b(?:made|tied|making|tying|tie|make|bought|got|have) (?:a|the|my) noose\b",
         r"\b(?:suicide|goodbye) letters?\b",
@@ -297,7 +297,7 @@ _SELF_RULES: list[tuple[str, tuple[str, ...], str]] = [
      "tried had made survived"),
     ("self_harm", _rx(
         r"\b(?:usually|always|often|sometimes|then|and|constantly) (?:cutting|burning|hurting|harming|scratching) myself\b(?! (?:off|out|from|away|shaving|on|by accident|accidentally|at the gym|playing|lifting|running|while))",
-        r"\bself[- ]?harm(?:ing)? (?:is|has been|has gotten|got|is getting) (?:\w+ )?(?:out of control|worse|bad)\b",
+        r"\bself[- ]?harm(?:ing)? (?:is|has been|has gotten|is getting|got) (?:out of control|worse)\b",
         r"\bsince I(?:'ve| have| last)? (?:cut|self[- ]?harmed|hurt myself)\b"),
      "cutting burning hurting harming scratching self selfharm since"),
     ("self_harm_thoughts", _rx(

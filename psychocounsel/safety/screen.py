@@ -460,7 +460,9 @@ def _finish(found: list[Signal], text: str, norm: str | None = None) -> Screen:
             if s.kind == "preparation" and not own:
                 continue
         kept.append(s)
-    kept.sort(key=lambda s: (s.start, -(s.end - s.start), -TIER_RANK[KIND_TIER[s.kind]]))
+    # The kind last: ties between kinds on one span resolve the same way in every process (trigger words are a
+    # set, and string hashing differs between processes).
+    kept.sort(key=lambda s: (s.start, -(s.end - s.start), -TIER_RANK[KIND_TIER[s.kind]], s.kind))
     out: list[Signal] = []
     for s in kept:  # overlapping spans are one piece of evidence ("kill myself" in "going to kill myself")
         if out and s.start < out[-1].end:

@@ -581,3 +581,17 @@ def test_cli_overrule_needs_a_model(tmp_path):
     src = _write_jsonl(tmp_path / "s.jsonl", [{"id": "a", "text": "Work is hard."}])
     res = _run(["screen", str(src), "--rules-only", "--check-overrules-learned"])
     assert res.exit_code != 0 and "--check-overrules-learned needs --check-model" in res.output
+
+
+def test_evidence_is_the_same_in_every_process():
+    # Trigger words are a set, whose order follows string hashing: a tie between two kinds on one span must not.
+    import subprocess
+    import sys
+
+    code = ("import json; from psychocounsel.safety.screen import screen_rules; "
+            "rows = [json.loads(l) for l in open('psychocounsel/data/cssrs_posts.jsonl')][:120]; "
+            "print(json.dumps([[s.kind for s in screen_rules(r['text']).signals] for r in rows]))")
+    root = Path(__file__).resolve().parents[2]
+    runs = [subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True,
+                           env={"PYTHONHASHSEED": seed, "PATH": ""}).stdout for seed in ("1", "2", "3")]
+    assert runs[0] == runs[1] == runs[2] and runs[0].startswith("[[")
