@@ -6,8 +6,9 @@ the out-of-fold scores a training run saved, on the counseling-register rows and
 
 Prints a table (a threshold per row: the marked one, by default the shipped layer's, and those where the real
 rows' recall crosses 0.80-0.95) and draws both precision-recall curves with the goal (recall >= 0.95 at precision
->= 0.90) and the marked point. The rules are the current ones, so after a rules change the curve moves as the shipped threshold would
-(``train_crisis_layer.py --rethreshold``). Out-of-fold scores only: rows the scoring layer never saw.
+>= 0.90) and the marked point. The rules are the current ones, so after a rules change the curve moves as the
+shipped threshold would (``train_crisis_layer.py --rethreshold``). Out-of-fold scores only: rows the scoring layer
+never saw.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from train_crisis_layer import REAL, rows  # noqa: E402
+from train_crisis_layer import REAL, rows
 
-from psychocounsel.safety.learned import load_layer  # noqa: E402
-from psychocounsel.safety.screen import screen_rules  # noqa: E402
+from psychocounsel.safety.learned import load_layer
+from psychocounsel.safety.screen import screen_rules
 
 GOAL_RECALL, GOAL_PRECISION = 0.95, 0.90
 
@@ -69,7 +70,7 @@ def main() -> None:
     groups = {"counseling-register rows": source != "cssrs_posts.jsonl", "real client language": np.isin(source, REAL)}
     curves = {name: curve(score, rule, y, m) for name, m in groups.items()}
 
-    ts, rec, prec, fa = curves["real client language"]
+    ts, rec, _, _ = curves["real client language"]
     picks = [] if shipped is None else [shipped]
     for target in (0.80, 0.85, 0.90, 0.95):
         hit = np.nonzero(rec >= target)[0]
@@ -83,7 +84,8 @@ def main() -> None:
         for name, m in groups.items():
             flag = rule | (score >= t)
             risk, none = m & y, m & ~y
-            cells.append(f" | {flag[risk].mean():>{len(name) + 8}.3f}  {y[m & flag].mean():9.3f}  {flag[none].mean():7.3f}")
+            width = len(name) + 8
+            cells.append(f" | {flag[risk].mean():>{width}.3f}  {y[m & flag].mean():9.3f}  {flag[none].mean():7.3f}")
         mark = "  (marked)" if shipped is not None and t == shipped else ""
         print(f"{t:10.3f}{''.join(cells)}{mark}")
     best = {name: float(np.max(np.where(c[1] >= GOAL_RECALL, c[2], 0.0))) for name, c in curves.items()}

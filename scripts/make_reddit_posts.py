@@ -25,8 +25,10 @@ everyday forums and 10 from the four furthest from a counseling room. It was dra
 of the first had been scored, so its held-out half is a fresh first score. The third (``--draw 3``, ids
 ``rmhd3-``, 550 posts: 40 from r/suicidewatch and r/depression, 30 from the six other named support forums, 20 from
 the other nine, 15 from six everyday forums, 5 from the four furthest) was drawn after the second had been scored,
-and all of it served once as a confirmation test (docs/CRISIS_SCREEN.md, "Eighth score"). What is kept: the text (links, user mentions, e-mails and phone numbers masked), the
-subreddit and the month. The author is dropped.
+and all of it served once as a confirmation test (docs/CRISIS_SCREEN.md, "Eighth score").
+
+What is kept: the text (links, user mentions, e-mails and phone numbers masked), the subreddit and the month. The
+author is dropped.
 """
 
 from __future__ import annotations

@@ -7,12 +7,23 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from psychocounsel.safety.labels import crisis_tier
-from psychocounsel.safety.responses import check_response
-from psychocounsel.safety.screen import KIND_TIER, TIERS, Screen, Signal, screen_many, screen_rules
-from psychocounsel.safety.model_check import ModelCheck, model_check, parse_check_reply
-from psychocounsel.safety.model_check import CheckReplyError
 from psychocounsel.errors import BackendError
+from psychocounsel.safety.labels import crisis_tier
+from psychocounsel.safety.model_check import (
+    CheckReplyError,
+    ModelCheck,
+    model_check,
+    parse_check_reply,
+)
+from psychocounsel.safety.responses import check_response
+from psychocounsel.safety.screen import (
+    KIND_TIER,
+    TIERS,
+    Screen,
+    Signal,
+    screen_many,
+    screen_rules,
+)
 from tests.fakes import FakeBackend, failing
 
 DATA = Path(__file__).resolve().parents[2] / "psychocounsel" / "data"
@@ -377,7 +388,7 @@ def test_trigger_windows_lose_nothing():
         for rules, third in ((_SELF_RULES, False), (_THIRD_RULES, True)):
             for kind, alts, _ in rules:
                 for a in alts:
-                    for m in re.finditer(a, text, re.I):
+                    for m in re.finditer(a, text, re.IGNORECASE):
                         sig = c._signal(kind, third, m, ctx)
                         if sig is not None:
                             found.append(sig)
