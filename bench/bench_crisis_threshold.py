@@ -23,10 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from train_crisis_layer import REAL, rows
+from train_crisis_layer import REAL, oof_rows, targets
 
 from psychocounsel.safety.learned import load_layer
-from psychocounsel.safety.screen import screen_rules
 
 GOAL_RECALL, GOAL_PRECISION = 0.95, 0.90
 
@@ -52,18 +51,10 @@ def main() -> None:
                          "scores come from another layer)")
     ap.add_argument("--label", help="the scoring layer's name in the table and plot (default: the shipped layer's)")
     args = ap.parse_args()
-    if not args.oof.exists():
-        sys.exit(f"{args.oof}: no such file (train_crisis_layer.py --oof writes it)")
-    z = np.load(args.oof)
-    by_id = {r["id"]: r for r in rows()}
-    missing = [str(i) for i in z["id"] if str(i) not in by_id]
-    if missing:
-        sys.exit(f"{args.oof}: {len(missing)} ids are not training rows now, e.g. {missing[0]}")
-    data = [by_id[str(i)] for i in z["id"]]
+    z, data = oof_rows(args.oof)
     score = z["risk"]
-    y = np.array([r["tier"] != "none" for r in data])
-    source = np.array([r["source"] for r in data])
-    rule = np.array([screen_rules(r["text"]).tier != "none" for r in data])
+    y, _, source, rule, _ = targets(data)
+    y = y == 1
     layer = load_layer()
     shipped = args.threshold if args.threshold is not None else (None if layer is None else layer.threshold)
     label = args.label or (layer.version if layer else "no layer")

@@ -71,19 +71,20 @@ def split_of(row_id: str) -> str:
 
 
 def sample(csv_path: Path, draw: int = 1) -> list[dict]:
-    """The posts of one draw; each later draw takes only posts no earlier draw took."""
+    """The posts of one draw; each draw takes only posts no earlier draw took, so the earlier ones are drawn
+    again on the way (the source is read once)."""
     d = pd.read_csv(csv_path).drop_duplicates("post")
     d = d[d.post.str.len().between(80, 2000)]
-    taken = {p["text"] for earlier in range(1, draw) for p in sample(csv_path, earlier)}
-    d = d[~d.post.str.strip().isin(taken)]
-    _, prefix, seed, quota, default = DRAWS[draw]
-    rng = random.Random(seed)
-    picked = []
-    for sub in sorted(d.subreddit.unique()):
-        group = d[d.subreddit == sub]
-        for i in sorted(rng.sample(list(group.index), quota.get(sub, default))):
-            picked.append((sub, d.loc[i, "date"], d.loc[i, "post"].strip()))
-    rng.shuffle(picked)
+    for n in range(1, draw + 1):
+        _, prefix, seed, quota, default = DRAWS[n]
+        rng = random.Random(seed)
+        picked = []
+        for sub in sorted(d.subreddit.unique()):
+            group = d[d.subreddit == sub]
+            for i in sorted(rng.sample(list(group.index), quota.get(sub, default))):
+                picked.append((sub, d.loc[i, "date"], d.loc[i, "post"].strip()))
+        rng.shuffle(picked)
+        d = d[~d.post.str.strip().isin({text for _, _, text in picked})]
     return [{"id": f"{prefix}-{k:04d}", "text": text, "subreddit": sub, "month": date[:7].replace("/", "-"),
              "split": split_of(f"{prefix}-{k:04d}")} for k, (sub, date, text) in enumerate(picked, 1)]
 

@@ -42,6 +42,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -320,24 +321,34 @@ def thresholds(risk_score: np.ndarray, high_score: np.ndarray, y: np.ndarray, yh
     return t, t_high
 
 
-def rethreshold(oof_path: Path, on: str) -> None:
-    """Set the shipped layer's thresholds again from saved out-of-fold scores, with the rules as they are now."""
-    if not oof_path.exists():
-        raise SystemExit(f"--rethreshold: no file {oof_path} (a training run writes it with --oof)")
-    z = np.load(oof_path)
-    layer = load_layer()
-    if layer is None:
-        raise SystemExit(f"--rethreshold: no learned layer at {LAYER_PATH}")
-    by_id = {r["id"]: r for r in rows()}
-    missing = [i for i in z["id"] if str(i) not in by_id]
-    if missing:
-        raise SystemExit(f"--rethreshold: {oof_path}: {len(missing)} ids are not training rows now, e.g. {missing[0]}")
-    data = [by_id[str(i)] for i in z["id"]]
+def targets(data: list[dict]) -> tuple[np.ndarray, ...]:
+    """(any risk, high, source, rules flag any risk, rules flag high) per row; the tiers as 0/1 floats."""
     y = np.array([r["tier"] != "none" for r in data], dtype=np.float64)
     yh = np.array([r["tier"] == "high" for r in data], dtype=np.float64)
     source = np.array([r["source"] for r in data])
     tiers = [screen_rules(r["text"]).tier for r in data]
-    rule, rule_high = np.array([t != "none" for t in tiers]), np.array([t == "high" for t in tiers])
+    return y, yh, source, np.array([t != "none" for t in tiers]), np.array([t == "high" for t in tiers])
+
+
+def oof_rows(oof_path: Path) -> tuple[Any, list[dict]]:
+    """Out-of-fold scores a run saved with ``--oof``, and their training rows in the file's order."""
+    if not oof_path.exists():
+        raise SystemExit(f"{oof_path}: no such file (a training run writes it with --oof)")
+    z = np.load(oof_path)
+    by_id = {r["id"]: r for r in rows()}
+    missing = [str(i) for i in z["id"] if str(i) not in by_id]
+    if missing:
+        raise SystemExit(f"{oof_path}: {len(missing)} ids are not training rows now, e.g. {missing[0]}")
+    return z, [by_id[str(i)] for i in z["id"]]
+
+
+def rethreshold(oof_path: Path, on: str) -> None:
+    """Set the shipped layer's thresholds again from saved out-of-fold scores, with the rules as they are now."""
+    layer = load_layer()
+    if layer is None:
+        raise SystemExit(f"--rethreshold: no learned layer at {LAYER_PATH}")
+    z, data = oof_rows(oof_path)
+    y, yh, source, rule, rule_high = targets(data)
     report(f"rules alone ({len(data)} out-of-fold rows)", rule, y, source)
     t, t_high = thresholds(z["risk"], z["high"], y, yh, source, rule, rule_high, on)
     save_layer(dataclasses.replace(layer, threshold=t, high_threshold=t_high))
@@ -369,11 +380,7 @@ def main() -> None:
         return
     data = rows()
     texts = [r["text"] for r in data]
-    y = np.array([r["tier"] != "none" for r in data], dtype=np.float64)
-    yh = np.array([r["tier"] == "high" for r in data], dtype=np.float64)
-    source = np.array([r["source"] for r in data])
-    rules = [screen_rules(t).tier for t in texts]
-    rule, rule_high = np.array([t != "none" for t in rules]), np.array([t == "high" for t in rules])
+    y, yh, source, rule, rule_high = targets(data)
     print(f"{len(data)} training rows, {int(y.sum())} at risk ({int(yh.sum())} high)", flush=True)
     xs = layer_inputs(texts, args.cache)
     lengths = np.array([len(x) for x in xs])
@@ -393,7 +400,7 @@ def main() -> None:
     if args.oof:
         np.savez(args.oof, id=np.array([r["id"] for r in data])[seen], source=source_, risk=risk_score,
                  high=high_score, tier=np.array([r["tier"] for r in data])[seen],
-                 rules=np.array(rules)[seen])
+                 rules=np.where(rule_high_, "high", np.where(rule_, "possible", "none")))
     report(f"rules alone ({args.validate} of {FOLDS} folds held out in turn, {int(seen.sum())} rows)",
            rule_, y_, source_)
     t, t_high = thresholds(risk_score, high_score, y_, yh_, source_, rule_, rule_high_, args.threshold_on)
