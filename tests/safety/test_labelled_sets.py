@@ -269,7 +269,8 @@ def test_boundary_training_set_fields_and_contrast_pairs():
     assert sum(bool(r["pair"]) for r in rows_) == 120
 
 
-REDDIT_DRAWS = {"crisis_reddit.jsonl": 1060, "crisis_reddit_2.jsonl": 1155, "crisis_reddit_3.jsonl": 550}
+REDDIT_DRAWS = {"crisis_reddit.jsonl": 1060, "crisis_reddit_2.jsonl": 1155, "crisis_reddit_3.jsonl": 550,
+                "crisis_reddit_4.jsonl": 550}
 
 
 @pytest.mark.parametrize("name", REDDIT_DRAWS)
