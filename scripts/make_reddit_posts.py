@@ -68,6 +68,10 @@ DRAWS = {
         {"suicidewatch": 40, "depression": 40, "lonely": 30, "ForeverAlone": 30, "bpd": 30, "EDAnonymous": 30,
          "ptsd": 30, "mentalhealth": 30, **{f: 5 for f in FAR}, "UKPersonalFinance": 15, "divorce": 15,
          "legaladvice": 15, "mindfulness": 15, "personalfinance": 15, "teaching": 15}, 20),
+    5: (DATA / "crisis_reddit_5.jsonl", "rmhd5", 20261209,  # every r/suicidewatch and r/depression post left
+        {"suicidewatch": 25, "depression": 36, "lonely": 30, "ForeverAlone": 30, "bpd": 30, "EDAnonymous": 30,
+         "ptsd": 30, "mentalhealth": 30, **{f: 5 for f in FAR}, "UKPersonalFinance": 15, "divorce": 15,
+         "legaladvice": 15, "mindfulness": 15, "personalfinance": 15, "teaching": 15}, 20),
 }
 # The annotators' name for a post with no risk signal, in the guide's vocabulary.
 CATEGORY_NAMES = {"ordinary": "everyday"}

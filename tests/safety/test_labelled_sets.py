@@ -270,7 +270,7 @@ def test_boundary_training_set_fields_and_contrast_pairs():
 
 
 REDDIT_DRAWS = {"crisis_reddit.jsonl": 1060, "crisis_reddit_2.jsonl": 1155, "crisis_reddit_3.jsonl": 550,
-                "crisis_reddit_4.jsonl": 550}
+                "crisis_reddit_4.jsonl": 550, "crisis_reddit_5.jsonl": 531}
 
 
 @pytest.mark.parametrize("name", REDDIT_DRAWS)
