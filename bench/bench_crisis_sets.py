@@ -1,11 +1,13 @@
 """Crisis screen on the labelled sets (crisis_messages, cssrs_posts, crisis_independent, crisis_inbox,
-crisis_counselchat, crisis_fresh, and the three Reddit draws crisis_reddit, _2 and _3), per split.
+crisis_counselchat, crisis_fresh, and the five Reddit draws crisis_reddit, _2, _3, _4 and _5), per split.
 
     .venv/bin/python bench/bench_crisis_sets.py                # every set: dev, heldout, all
     .venv/bin/python bench/bench_crisis_sets.py --sets crisis_fresh crisis_counselchat --split heldout --learned
     .venv/bin/python bench/bench_crisis_sets.py --errors       # also the DEV misses and false alarms, with evidence
     .venv/bin/python bench/bench_crisis_sets.py --learned      # recall tables for rules + learned layer too
     .venv/bin/python bench/bench_crisis_sets.py --json out.json
+    .venv/bin/python bench/bench_crisis_sets.py --sets crisis_reddit_3 --check-model MODEL --base-url URL \
+        --check-overrules-learned                             # rules + learned layer + a capable model's check
 
 Prints, per set and split: any-risk precision and recall, the high-tier false-negative rate (gold high
 screened below high; and screened none), tier accuracy, quadratic-weighted kappa over none < possible <
@@ -15,7 +17,12 @@ forum for the Reddit posts).
 Then the recall tables: per gold tier (possible, high) and per register / category / C-SSRS severity, the
 share of risk rows screened at any risk and the share screened at their gold tier, each with a 95% Wilson
 interval (counts per cell are small, down to a handful), for the rules alone and, with ``--learned``, for
-the rules plus the learned layer. Nothing here tunes anything: it measures the screen as shipped. Gold tiers are read through
+the rules plus the learned layer. With ``--check-model``, a third run: the model's second opinion
+(``safety.model_check``, through a call cache) on what rules + layer flag, or on every message with ``--check-all``;
+``--check-overrules-learned`` lets its tier undo the learned layer's raises, as ``screen`` does: scored once with the
+layer at its own threshold and once at its lower checked threshold (what ``screen --check-overrules-learned`` uses;
+also scored alone, before the model reads). Its failed calls
+are counted and leave the screen's tier. Nothing here tunes anything: it measures the screen as shipped. Gold tiers are read through
 ``safety.labels.crisis_tier`` (another adult's risk and danger from someone else are concerns, not risk).
 
 The held-out parts were frozen before the screen was first run on them (docs/CRISIS_SCREEN.md,
@@ -40,6 +47,7 @@ from psychocounsel.measures.agreement import cohen_kappa
 from psychocounsel.measures.bootstrap import bootstrap_ci, wilson_ci
 from psychocounsel.safety.labels import crisis_tier
 from psychocounsel.safety.learned import LAYER_PATH, load_layer
+from psychocounsel.safety.model_check import run_model_check
 from psychocounsel.safety.screen import TIER_RANK, TIERS, screen_many
 
 DATA = ROOT / "psychocounsel" / "data"
@@ -47,11 +55,12 @@ SETS = {"crisis_messages": DATA / "crisis_messages.jsonl", "cssrs_posts": DATA /
         "crisis_independent": DATA / "crisis_independent.jsonl", "crisis_inbox": DATA / "crisis_inbox.jsonl",
         "crisis_counselchat": DATA / "crisis_counselchat.jsonl", "crisis_fresh": DATA / "crisis_fresh.jsonl",
         "crisis_reddit": DATA / "crisis_reddit.jsonl", "crisis_reddit_2": DATA / "crisis_reddit_2.jsonl",
-        "crisis_reddit_3": DATA / "crisis_reddit_3.jsonl"}
+        "crisis_reddit_3": DATA / "crisis_reddit_3.jsonl", "crisis_reddit_4": DATA / "crisis_reddit_4.jsonl",
+        "crisis_reddit_5": DATA / "crisis_reddit_5.jsonl"}
 # What each set is broken down by: written sets by register and category, the real questions by category, the
 # r/SuicideWatch posts by their C-SSRS severity, the Reddit posts by forum (support or everyday, then each one).
 GROUPS = {"cssrs_posts": ("severity",), "crisis_counselchat": ("category",),
-          **{f"crisis_reddit{d}": ("forum", "subreddit", "category") for d in ("", "_2", "_3")}}
+          **{f"crisis_reddit{d}": ("forum", "subreddit", "category") for d in ("", "_2", "_3", "_4", "_5")}}
 # The Reddit sample's forums that are not about mental health (docs/CRISIS_SCREEN.md, "crisis_reddit").
 EVERYDAY_FORUMS = {"UKPersonalFinance", "conspiracy", "divorce", "guns", "legaladvice", "mindfulness",
                    "personalfinance", "teaching", "ukpolitics", "unitedkingdom"}
@@ -177,6 +186,22 @@ def print_errors(rows: list[dict], screens: list) -> None:
             print(f"  {'':16s} evidence: {s.evidence()[:200]}")
 
 
+def checked_tiers(args: argparse.Namespace, texts: list[str], screens: list, set_name: str) -> list[str]:
+    """The combined tier after ``--check-model``'s second opinion; a failed check keeps the screen's tier."""
+    from psychocounsel.backends import make_backend
+    from psychocounsel.config import OpenAIBackendConfig
+
+    backend = make_backend(OpenAIBackendConfig(base_urls=[args.base_url or "https://api.openai.com/v1"],
+                                               api_key_env=args.api_key_env or None, concurrency=args.concurrency))
+    checks = run_model_check(texts, screens, backend, args.check_model, Path(args.cache), args.check_all,
+                             args.concurrency, overrule_learned=args.check_overrules_learned)
+    done = [c for c in checks if c is not None]
+    failed = sum(c.model_tier is None for c in done)
+    print(f"{set_name}: {len(done)} checked by {args.check_model}, {failed} failed (their screen tier stands), "
+          f"{sum(c.overruled for c in done)} learned-layer flags overruled")
+    return [s.tier if c is None else c.tier for s, c in zip(screens, checks)]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--errors", action="store_true", help="List the DEV split's wrong tiers with the evidence.")
@@ -185,7 +210,18 @@ def main() -> None:
     ap.add_argument("--json", help="Also write every number to this JSON file.")
     ap.add_argument("--sets", nargs="+", choices=list(SETS), default=list(SETS), help="Which sets (default: all).")
     ap.add_argument("--split", choices=("dev", "heldout", "all"), help="Only this split (default: each).")
+    ap.add_argument("--check-model", help="Also run this model's check (crisis_check_v3) on rules + learned layer.")
+    ap.add_argument("--base-url", help="OpenAI-compatible server for --check-model (default: OpenAI's).")
+    ap.add_argument("--api-key-env", default="OPENAI_API_KEY", help="Env var holding its key ('' for none).")
+    ap.add_argument("--check-all", action="store_true", help="Send every message to the model, not only flagged.")
+    ap.add_argument("--check-overrules-learned", action="store_true",
+                    help="The model's tier may undo the learned layer's raises (never a rule's).")
+    ap.add_argument("--cache", default="bench_crisis_check.sqlite", help="Call cache for --check-model (SQLite).")
+    ap.add_argument("--concurrency", type=int, default=8, help="Model calls in flight.")
     args = ap.parse_args()
+    if args.check_overrules_learned and not args.check_model:
+        sys.exit("--check-overrules-learned needs --check-model: it is that model's tier that overrules")
+    args.learned = args.learned or bool(args.check_model)
     if args.learned and load_layer() is None:
         sys.exit(f"--learned: no learned layer at {LAYER_PATH} (scripts/train_crisis_layer.py builds it)")
     report: dict = {}
@@ -199,7 +235,17 @@ def main() -> None:
         preds = [s.tier for s in screens]
         runs = {"rules": preds}
         if args.learned:
-            runs["rules + learned"] = [s.tier for s in screen_many((r["text"] for r in rows), learned=True)]
+            learned = screen_many((r["text"] for r in rows), learned=True)
+            runs["rules + learned"] = [s.tier for s in learned]
+        texts = [r["text"] for r in rows]
+        if args.check_overrules_learned:  # the model reviews the layer's flags: at its threshold, then its lower one
+            over = f"rules + learned + {args.check_model} overruling learned"
+            runs[over] = checked_tiers(args, texts, learned, set_name)
+            reviewed = screen_many(texts, learned=True, checked=True)
+            runs["rules + learned at the checked threshold"] = [s.tier for s in reviewed]
+            runs[f"{over}, checked threshold"] = checked_tiers(args, texts, reviewed, set_name)
+        elif args.check_model:
+            runs[f"rules + learned + {args.check_model}"] = checked_tiers(args, texts, learned, set_name)
         out = report[set_name] = {}
         for split in (args.split,) if args.split else ("dev", "heldout", "all"):
             idx = [i for i, r in enumerate(rows) if split == "all" or r["split"] == split]

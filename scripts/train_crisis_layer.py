@@ -82,6 +82,9 @@ HIGH_WEIGHT = 0.5  # the high head's loss beside the risk head's
 # the Reddit posts' dev half). Over 3 folds the real rows' threshold fell far lower, to catch a few real risk
 # posts that score low, and flagged 37% of ordinary Reddit posts (docs/CRISIS_SCREEN.md, "Seventh score").
 TARGET_RECALL = 0.95
+# Where a capable model reviews every flag the layer raises and may clear it (``screen --check-overrules-learned``),
+# the layer flags at a lower threshold, chosen the same way for this recall; the model removes its false alarms.
+CHECKED_RECALL = 0.98
 # The high tier: the highest threshold at which no more than this share of `possible` rows is raised to high.
 HIGH_WRONG = 0.10
 FOLDS = 5
@@ -305,9 +308,13 @@ def report(name: str, flag: np.ndarray, y: np.ndarray, source: np.ndarray) -> No
 
 
 def thresholds(risk_score: np.ndarray, high_score: np.ndarray, y: np.ndarray, yh: np.ndarray, source: np.ndarray,
-               rule: np.ndarray, rule_high: np.ndarray, on: str) -> tuple[float, float]:
-    """(any-risk threshold, high threshold) from out-of-fold scores, with what they do printed."""
+               rule: np.ndarray, rule_high: np.ndarray, on: str) -> tuple[float, float, float]:
+    """(any-risk threshold, high threshold, checked threshold) from out-of-fold scores, with what they do
+    printed."""
     rows_ = np.isin(source, REAL) if on == "real" else source != "cssrs_posts.jsonl"
+    t_checked = threshold_for(risk_score, rule, y, rows_, CHECKED_RECALL)
+    report(f"rules + layer at the checked threshold ({t_checked:.3f}, {CHECKED_RECALL} recall on the {on} rows; "
+           "what a reviewing model reads)", rule | (risk_score >= t_checked), y, source)
     t = threshold_for(risk_score, rule, y, rows_, TARGET_RECALL)
     flag = rule | (risk_score >= t)
     report(f"rules + layer (threshold {t:.3f}, {TARGET_RECALL} recall on the {on} rows)", flag, y, source)
@@ -318,7 +325,7 @@ def thresholds(risk_score: np.ndarray, high_score: np.ndarray, y: np.ndarray, yh
     print(f"high tier (threshold {t_high:.3f}): high screened high {raised[high].mean():.2f} (rules "
           f"{rule_high[high].mean():.2f}), none {(~flag[high]).sum()} of {high.sum()}; possible raised to high "
           f"{raised[possible].mean():.2f}; none raised to high {raised[y == 0].mean():.3f}")
-    return t, t_high
+    return t, t_high, t_checked
 
 
 def targets(data: list[dict]) -> tuple[np.ndarray, ...]:
@@ -350,10 +357,10 @@ def rethreshold(oof_path: Path, on: str) -> None:
     z, data = oof_rows(oof_path)
     y, yh, source, rule, rule_high = targets(data)
     report(f"rules alone ({len(data)} out-of-fold rows)", rule, y, source)
-    t, t_high = thresholds(z["risk"], z["high"], y, yh, source, rule, rule_high, on)
-    save_layer(dataclasses.replace(layer, threshold=t, high_threshold=t_high))
+    t, t_high, t_checked = thresholds(z["risk"], z["high"], y, yh, source, rule, rule_high, on)
+    save_layer(dataclasses.replace(layer, threshold=t, high_threshold=t_high, checked_threshold=t_checked))
     print(f"{layer.version}: thresholds {layer.threshold:.3f} -> {t:.3f}, high {layer.high_threshold:.3f} -> "
-          f"{t_high:.3f}; wrote {LAYER_PATH}")
+          f"{t_high:.3f}, checked {layer.checked_threshold:.3f} -> {t_checked:.3f}; wrote {LAYER_PATH}")
 
 
 def main() -> None:
@@ -403,7 +410,8 @@ def main() -> None:
                  rules=np.where(rule_high_, "high", np.where(rule_, "possible", "none")))
     report(f"rules alone ({args.validate} of {FOLDS} folds held out in turn, {int(seen.sum())} rows)",
            rule_, y_, source_)
-    t, t_high = thresholds(risk_score, high_score, y_, yh_, source_, rule_, rule_high_, args.threshold_on)
+    t, t_high, t_checked = thresholds(risk_score, high_score, y_, yh_, source_, rule_, rule_high_,
+                                      args.threshold_on)
     if args.ship == "fold":
         model = first
     else:
@@ -411,7 +419,8 @@ def main() -> None:
     w = model.heads.weight.detach().numpy().astype(np.float64)
     b = model.heads.bias.detach().numpy().astype(np.float64)
     save_layer(LearnedLayer(adapters=model.adapters(), risk_w=w[0], risk_b=float(b[0]), high_w=w[1],
-                            high_b=float(b[1]), threshold=t, high_threshold=t_high, version=VERSION))
+                            high_b=float(b[1]), threshold=t, high_threshold=t_high,
+                            checked_threshold=t_checked, version=VERSION))
     print(f"wrote {LAYER_PATH} ({LAYER_PATH.stat().st_size} bytes)")
 
 

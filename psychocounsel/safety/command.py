@@ -38,7 +38,7 @@ def _check_backend(kind: str, base_url: str | None, api_key_env: str | None, con
     "docs/CRISIS_SCREEN.md)."))
 @click.option("--show", default=10, show_default=True, help="Print this many flagged speeches with their evidence.")
 @click.option("--check-model", default=None, help=(
-    "Also ask this model for each flagged speech's tier (crisis_check_v2 prompt); it may raise a tier, never "
+    "Also ask this model for each flagged speech's tier (crisis_check_v3 prompt); it may raise a tier, never "
     "lower one (but see --check-overrules-learned). Its answer goes in `model_check`, the combined tier in "
     "`final_tier`."))
 @click.option("--check-backend", type=click.Choice(["openai", "local"]), default="openai", show_default=True,
@@ -49,8 +49,9 @@ def _check_backend(kind: str, base_url: str | None, api_key_env: str | None, con
 @click.option("--check-all", is_flag=True, help="Send every speech to the model, not only the flagged ones.")
 @click.option("--check-overrules-learned", is_flag=True, help=(
     "Let the model's tier replace the learned layer's raises, never a rule's: a speech the learned layer alone "
-    "flagged is cleared when the model answers none, its reason kept as evidence. Only with a capable model "
-    "(the embedded one is at chance as a judge)."))
+    "flagged is cleared when the model answers none, its reason kept as evidence. The layer then flags at its "
+    "lower checked threshold, for recall, as the model reviews each flag. Only with a capable model (the "
+    "embedded one is at chance as a judge)."))
 @click.option("--concurrency", default=8, show_default=True, help="Model calls in flight.")
 @click.option("--cache", type=click.Path(dir_okay=False), default=None,
               help="Call cache (SQLite) for --check-model; default: <out>.cache.sqlite. Reruns pay nothing twice.")
@@ -85,7 +86,8 @@ def screen_cmd(file: str, column: str, id_column: str | None, out: str | None, r
                   console=Console(stderr=True), transient=True, disable=rules_only or len(raw) <= chunk) as bar:
         task = bar.add_task("screen", total=len(raw))
         for i in range(0, len(raw), chunk):
-            screened += screen_many((r.text for r in raw[i:i + chunk]), learned=not rules_only)
+            screened += screen_many((r.text for r in raw[i:i + chunk]), learned=not rules_only,
+                                    checked=check_overrules_learned)
             bar.advance(task, len(raw[i:i + chunk]))
     for row, s in zip(raw, screened):
         rid = row.meta.get("orig_id") or row.source.rsplit(":", 1)[-1]

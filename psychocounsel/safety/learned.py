@@ -3,6 +3,7 @@
     layer = load_layer()                   # psychocounsel/data/crisis_layer.npz (scripts/train_crisis_layer.py)
     risk, high = layer.scores(texts)       # risk >= layer.threshold raises none to possible,
                                            # high >= layer.high_threshold raises possible to high
+    layer.checked_threshold                # lower: where a capable model reviews each flag the layer raises
 
 Why a learned layer next to the rules: real clients say the same wish in more ways than patterns can list. On
 messages by authors who never saw the rules, the rules found 0.28-0.43 of those at risk.
@@ -23,6 +24,10 @@ Reading speed is the plain model's: ~20 speeches a second on 2 cores (`bench/ben
 only texts the rules do not screen high are read: 26k speeches, the paper's scale, take about 20 minutes. It
 runs in fp32 on purpose: bf16 was 2.7x faster on a CPU with native bf16 but flipped decisions, and a screen
 should read a text the same on every machine.
+
+Two any-risk thresholds: ``threshold`` for the screen on its own, and a lower ``checked_threshold`` for when a
+capable model reviews every flag this layer raises and may clear it (``screen --check-overrules-learned``): the
+layer then flags more for recall, and the model's reading removes its false alarms (docs/CRISIS_SCREEN.md).
 
 The screen only lets this layer RAISE a tier (signal kinds ``learned`` and ``learned_high``, the score as
 evidence), never lower one, so every rule's evidence span stays.
@@ -135,8 +140,9 @@ _LOADING = threading.Lock()
 
 @dataclass(frozen=True)
 class LearnedLayer:
-    """The adapters and the two heads as shipped. ``scores`` >= ``threshold`` raises a ``none`` to ``possible``;
-    a ``possible`` whose high score reaches ``high_threshold`` is raised to ``high``."""
+    """The adapters and the two heads as shipped. ``scores`` >= ``threshold`` raises a ``none`` to ``possible``
+    (>= ``checked_threshold`` where a capable model reviews the raise); a ``possible`` whose high score reaches
+    ``high_threshold`` is raised to ``high``."""
 
     adapters: Adapters
     risk_w: np.ndarray
@@ -145,6 +151,7 @@ class LearnedLayer:
     high_b: float
     threshold: float
     high_threshold: float
+    checked_threshold: float
     version: str
 
     def states(self) -> Callable[[Sequence[str]], np.ndarray]:
@@ -170,7 +177,7 @@ class LearnedLayer:
         return self.heads((states or self.states())(list(texts)))
 
 
-_SCALARS = ("risk_b", "high_b", "threshold", "high_threshold")
+_SCALARS = ("risk_b", "high_b", "threshold", "high_threshold", "checked_threshold")
 
 
 def save_layer(layer: LearnedLayer, path: Path = LAYER_PATH) -> None:
@@ -187,6 +194,10 @@ def load_layer(path: Path = LAYER_PATH) -> LearnedLayer | None:
     if not path.exists():
         return None
     z = np.load(path)
+    missing = [k for k in ("risk_w", "high_w", "version", *_SCALARS) if k not in z.files]
+    if missing:
+        raise UserError(f"{path}: no {', '.join(missing)} in the crisis screen's learned layer; rebuild it with "
+                        "scripts/train_crisis_layer.py (--rethreshold OOF sets the thresholds alone)")
     adapters = {n: (z[f"adapter/{n}/A"], z[f"adapter/{n}/B"])
                 for n in dict.fromkeys(k.split("/")[1] for k in z.files if k.startswith("adapter/"))}
     return LearnedLayer(adapters=adapters, risk_w=z["risk_w"].astype(np.float64), high_w=z["high_w"].astype(np.float64),

@@ -6,7 +6,8 @@
 The combined tier is never below the rules' tier: the model may raise a tier, never lower one. With
 ``overrule_learned``, the model's tier also replaces what the learned layer added: a flag the learned layer raised
 alone is cleared when a capable model answers ``none``, with the model's reason as the evidence; a rule's flag
-still stands. The learned layer hears distress as risk on real forum posts (docs/CRISIS_SCREEN.md), and this is
+still stands, and the learned layer flags at its lower ``checked_threshold``, for recall, since the model
+reviews each flag. The learned layer hears distress as risk on real forum posts (docs/CRISIS_SCREEN.md), and this is
 the second reader that can tell them apart; the embedded model cannot (it is at chance as a judge).
 """
 
@@ -21,12 +22,12 @@ from pathlib import Path
 from ..backends.base import Backend, ChatRequest, Sampling
 from ..errors import BackendError
 from ..rubric.replies import ConflictingKeys, json_objects
-from .screen import TIER_RANK, TIERS, Screen, Tier, screen
+from .screen import TIER_RANK, TIERS, Screen, Tier, screen_many
 
 _I = re.IGNORECASE
 
 # --------------------------------------------------------------------------------------- model check
-CHECK_PROMPT = "crisis_check_v2"
+CHECK_PROMPT = "crisis_check_v3"
 CHECK_FORMAT = {"type": "json_schema", "json_schema": {"name": "crisis_tier", "strict": True, "schema": {
     "type": "object", "properties": {"tier": {"type": "string", "enum": list(TIERS)}, "reason": {"type": "string"}},
     "required": ["tier", "reason"], "additionalProperties": False}}}
@@ -90,7 +91,9 @@ async def model_check(texts: Sequence[str], backend: Backend, model: str, *, scr
                       sampling: Sampling = CHECK_SAMPLING, concurrency: int = 8) -> list[ModelCheck | None]:
     """Ask ``model`` for each speech's tier. Only speeches the screen flags are sent unless ``check_all``;
     the others get None. A failed call or an unparseable reply is a ModelCheck with ``model_tier=None``.
-    ``overrule_learned``: the model's tier replaces the learned layer's raises (never the rules' tier).
+    ``overrule_learned``: the model's tier replaces the learned layer's raises (never the rules' tier); screens
+    the caller passes should then come from ``screen_many(texts, checked=True)``, the layer's threshold for a
+    reviewed screen.
 
     The model sees the speech alone, not the rules' tier or evidence, so its answer is a second opinion
     rather than an echo. Caching is the caller's: wrap ``backend`` as the stages do.
@@ -100,7 +103,7 @@ async def model_check(texts: Sequence[str], backend: Backend, model: str, *, scr
     p = load_prompt(prompt)
     p.require("user", "speech")
     system = p.section("system")
-    screens = list(screens) if screens is not None else [screen(t) for t in texts]
+    screens = list(screens) if screens is not None else screen_many(texts, checked=overrule_learned)
     if len(screens) != len(texts):
         raise ValueError("model_check: texts and screens differ in length")
     gate = asyncio.Semaphore(concurrency)

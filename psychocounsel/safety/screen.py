@@ -335,8 +335,10 @@ def screen_rules(text: str) -> Screen:
     return _finish(found, text, norm)
 
 
-def screen_many(texts: Iterable[str], learned: bool = True) -> list[Screen]:
-    """``screen`` for many texts; the learned layer reads every text the rules did not screen high, in one batch."""
+def screen_many(texts: Iterable[str], learned: bool = True, checked: bool = False) -> list[Screen]:
+    """``screen`` for many texts; the learned layer reads every text the rules did not screen high, in one batch.
+    ``checked``: a capable model will review every flag the learned layer raises (``model_check`` with
+    ``overrule_learned``), so the layer flags at its lower ``checked_threshold``, for recall."""
     texts = list(texts)
     out = [screen_rules(t) for t in texts]
     layer = load_layer() if learned else None
@@ -344,11 +346,12 @@ def screen_many(texts: Iterable[str], learned: bool = True) -> list[Screen]:
         return out
     todo = [i for i, s in enumerate(out) if s.tier != "high"]
     risk, high = layer.scores([texts[i] for i in todo])
+    t, which = (layer.checked_threshold, ", checked threshold") if checked else (layer.threshold, "")
     for i, r, h in zip(todo, risk, high):
         s, tier, added = out[i], out[i].tier, ()
-        if tier == "none" and r >= layer.threshold:
+        if tier == "none" and r >= t:
             tier, added = "possible", (Signal("learned", 0, len(texts[i]),
-                                              f"score {r:.2f} >= {layer.threshold:.2f} ({layer.version})"),)
+                                              f"score {r:.2f} >= {t:.2f} ({layer.version}{which})"),)
         if tier == "possible" and h >= layer.high_threshold:  # at risk, and the high-tier probe says high
             tier, added = "high", added + (Signal("learned_high", 0, len(texts[i]),
                                                   f"high score {h:.2f} >= {layer.high_threshold:.2f} "

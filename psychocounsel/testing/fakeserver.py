@@ -16,6 +16,11 @@ scores as JSON. Anything else (a therapist) gets a short reply naming the first 
 message and the model (``therapist_reply``), or ``reply`` when given; it is cut, with finish_reason
 "length", past ~4 characters per token of ``max_tokens``. Different texts get different but reproducible answers, so pairs have real gaps and reruns agree.
 
+Recorded answers: ``answers`` names a JSON-lines file of ``{"key": sha256 of the last user message, "reply":
+text}``. A request whose last user message has a recorded answer gets that text, whatever its role; one without
+gets a 404 naming the key, which a client records as a failed call. A bench then replays a real model's (or a
+person's) answers through the whole client: request building, call cache, parsing and combining.
+
 Faults: ``script`` (a comma-separated list of actions for the first requests, in arrival order,
 e.g. "500,429,ok") makes tests deterministic; after it, each request draws an action from the
 ``p_*`` fractions with a seeded RNG. Actions: ok, 500, 429, hang, garble, drop, cut, 400.
@@ -72,6 +77,7 @@ class FakeOptions:
     seed: int = 0
     certfile: str | None = None  # serve https with this cert (+ keyfile)
     keyfile: str | None = None
+    answers: str | None = None  # recorded replies (JSON lines: key = sha256 of the last user message, reply)
 
     def argv(self) -> list[str]:
         out = []
@@ -140,10 +146,37 @@ def therapist_reply(speech: str, model: str) -> str:
     return f'I hear you. When you say "{head}...", it sounds like a lot to carry. What feels hardest now? ({model})'
 
 
+def answer_key(last_user: str) -> str:
+    """The key of a recorded answer: the sha256 of the request's last user message, as sent."""
+    return hashlib.sha256(last_user.encode()).hexdigest()
+
+
+def load_answers(path: str) -> dict[str, str]:
+    """Recorded replies by key; a malformed line stops the server with one line naming it."""
+    out: dict[str, str] = {}
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                key, reply = row["key"], row["reply"]
+            except (ValueError, KeyError, TypeError):
+                raise SystemExit(f"fakeserver: {path}:{n}: expected {{\"key\": ..., \"reply\": ...}}") from None
+            if not isinstance(key, str) or not isinstance(reply, str):
+                raise SystemExit(f"fakeserver: {path}:{n}: key and reply must be strings")
+            out[key] = reply
+    return out
+
+
+def last_user_message(req: dict) -> str:
+    msgs = req.get("messages") or []
+    return next((str(m.get("content", "")) for m in reversed(msgs) if m.get("role") == "user"), "")
+
+
 def make_reply(req: dict, opts: FakeOptions, garble: bool = False) -> tuple[str, str]:
     """The assistant text and finish_reason for a parsed request body."""
-    msgs = req.get("messages") or []
-    last_user = next((str(m.get("content", "")) for m in reversed(msgs) if m.get("role") == "user"), "")
+    last_user = last_user_message(req)
     scripted = session_judge_reply(req)
     if scripted is None:
         scripted = session_reply(req)
@@ -185,6 +218,7 @@ class _Server:
         self.stats: dict[str, int] = {"requests": 0}
         self.last: tuple[str, bytes] = ("", b"")  # head and body of the last chat request
         self.started = time.time()
+        self.answers = load_answers(opts.answers) if opts.answers else None
 
     def next_action(self) -> str:
         i, self.n = self.n, self.n + 1
@@ -293,7 +327,13 @@ class _Conn(asyncio.Protocol):
         if self.s.opts.reject_max_tokens and "max_tokens" in req:
             return self._send(400, b'{"error":{"message":"Unsupported parameter: \'max_tokens\' is not '
                                    b'supported with this model. Use \'max_completion_tokens\' instead."}}')
-        text, finish = make_reply(req, self.s.opts, garble=action == "garble")
+        if self.s.answers is not None:
+            key = answer_key(last_user_message(req))
+            if key not in self.s.answers:
+                return self._send(404, json.dumps({"error": {"message": f"no recorded answer for key {key}"}}).encode())
+            text, finish = self.s.answers[key], "stop"
+        else:
+            text, finish = make_reply(req, self.s.opts, garble=action == "garble")
         prompt_chars = sum(len(str(m.get("content", ""))) for m in req.get("messages", ()))
         reply = json.dumps({
             "id": "chatcmpl-fake%d" % self.s.n, "object": "chat.completion", "created": int(self.s.started),

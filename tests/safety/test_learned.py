@@ -75,16 +75,27 @@ def test_layer_file_round_trips(tmp_path):
     adapters = _random_adapters(body, [f"layers.0.{m}" for m in ADAPTED])
     rng = np.random.default_rng(1)
     layer = LearnedLayer(adapters=adapters, risk_w=rng.normal(size=32), risk_b=0.5, high_w=rng.normal(size=32),
-                         high_b=-0.25, threshold=1.5, high_threshold=0.75, version="test-layer")
+                         high_b=-0.25, threshold=1.5, high_threshold=0.75, checked_threshold=-1.0,
+                         version="test-layer")
     save_layer(layer, tmp_path / "layer.npz")
     back = load_layer.__wrapped__(tmp_path / "layer.npz")
     assert back.version == "test-layer" and list(back.adapters) == list(adapters)
     assert all(np.array_equal(back.adapters[n][k], adapters[n][k]) for n in adapters for k in (0, 1))
-    assert (back.risk_b, back.high_b, back.threshold, back.high_threshold) == (0.5, -0.25, 1.5, 0.75)
+    assert (back.risk_b, back.high_b, back.threshold, back.high_threshold, back.checked_threshold) == (
+        0.5, -0.25, 1.5, 0.75, -1.0)
     pooled = rng.normal(size=(3, 32)).astype(np.float32)
     assert all(np.allclose(a, b) for a, b in zip(back.scores(["a", "b", "c"], states=lambda t: pooled),
                                                  layer.heads(pooled)))
     assert load_layer.__wrapped__(tmp_path / "absent.npz") is None
+
+
+def test_a_layer_file_without_a_threshold_is_one_line(tmp_path):
+    z = {"risk_w": np.zeros(4), "high_w": np.zeros(4), "version": np.asarray("old"), "risk_b": 0.0, "high_b": 0.0,
+         "threshold": 0.0, "high_threshold": 0.0}
+    np.savez(tmp_path / "old.npz", **z)
+    with pytest.raises(UserError, match=r"old.npz: no checked_threshold .*--rethreshold") as e:
+        load_layer.__wrapped__(tmp_path / "old.npz")
+    assert "\n" not in str(e.value)
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +110,9 @@ def test_shipped_layer_is_complete(layer):
     for name, (a, b) in layer.adapters.items():
         assert a.shape[0] == b.shape[1] == RANK and a.shape[1] in (HIDDEN_SIZE, 1536), name
     assert layer.risk_w.shape == layer.high_w.shape == (HIDDEN_SIZE,)
-    assert np.isfinite([layer.threshold, layer.high_threshold, layer.risk_b, layer.high_b]).all()
+    assert np.isfinite([layer.threshold, layer.high_threshold, layer.checked_threshold, layer.risk_b,
+                        layer.high_b]).all()
+    assert layer.checked_threshold < layer.threshold  # a reviewed screen flags more, for recall
 
 
 def test_layer_raises_tiers_and_never_lowers_them(layer, monkeypatch):
@@ -124,6 +137,12 @@ def test_layer_raises_tiers_and_never_lowers_them(layer, monkeypatch):
     assert got[1].signals[0].kind == "passive_death_wish" and got[1].signals[-1].kind == "learned_high"
     assert got[3].signals == screen_module.screen_rules(texts[3]).signals  # high by the rules: untouched
     assert all(s.learned_version == layer.version for s in got)
+    # Reviewed by a capable model, the layer flags from its lower checked threshold: "the bus was late" scored
+    # between the two thresholds is raised only then, and its evidence says which threshold raised it.
+    risk[4] = (layer.threshold + layer.checked_threshold) / 2
+    assert screen_many(texts)[4].tier == "none"
+    reviewed = screen_many(texts, checked=True)[4]
+    assert reviewed.tier == "high" and "checked threshold" in reviewed.signals[0].text
 
 
 @pytest.mark.slow

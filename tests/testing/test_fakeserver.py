@@ -61,3 +61,36 @@ def test_one_server_carries_a_run_and_an_evaluation(tmp_path, monkeypatch):
     results = json.loads((tmp_path / "runs" / "eval" / "fake" / "results.json").read_text())
     pw = results["pairwise"]
     assert pw["n_failed"] == 0 and pw["n"] == 6  # every verdict parsed, in both orders
+
+
+def test_recorded_answers_replay_through_the_screen_and_a_missing_one_is_a_failed_check(tmp_path):
+    from psychocounsel.rubric.prompts import load_prompt
+    from psychocounsel.testing.fakeserver import answer_key
+
+    answered, unanswered = "I want to kill myself.", "I cut myself last night."
+    src = tmp_path / "speeches.jsonl"
+    src.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in (("a", answered), ("b", unanswered))))
+    user = load_prompt("crisis_check_v3").render("user", speech=answered)
+    reply = json.dumps({"tier": "high", "reason": "recorded: 'kill myself'"})
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text(json.dumps({"key": answer_key(user), "reply": reply}) + "\n")
+    out = tmp_path / "screened.jsonl"
+    with fake_server(latency=0.0, answers=str(answers)) as srv:
+        res = CliRunner().invoke(main, ["screen", str(src), "--rules-only", "--out", str(out), "--check-model", "m",
+                                        "--base-url", srv.base_url, "--api-key-env", ""])
+        assert srv.stats()["requests"] == 2
+    assert res.exit_code == 0, res.output
+    rows = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert rows["a"]["tier"] == "possible" and rows["a"]["model_check"]["tier"] == "high"
+    assert rows["a"]["final_tier"] == "high" and "recorded" in rows["a"]["model_check"]["reason"]
+    assert rows["b"]["model_check"]["tier"] is None and "no recorded answer" in rows["b"]["model_check"]["error"]
+    assert rows["b"]["final_tier"] == rows["b"]["tier"] and "1 model check(s) failed" in res.output
+
+
+def test_a_malformed_answers_file_stops_the_server_with_its_line(tmp_path):
+    from psychocounsel.testing.fakeserver import load_answers
+
+    bad = tmp_path / "answers.jsonl"
+    bad.write_text('{"key": "k", "reply": "r"}\n{"key": "k2"}\n')
+    with pytest.raises(SystemExit, match=r"answers.jsonl:2: expected"):
+        load_answers(str(bad))
