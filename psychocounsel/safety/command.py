@@ -138,6 +138,9 @@ def screen_cmd(file: str, column: str, id_column: str | None, out: str | None, r
     if failed:
         console.print(f"[yellow]{failed} model check(s) failed (error in `model_check`); their rules tier stands"
                       "[/yellow]")
+    if check_overrules_learned and layer is not None:
+        console.print(f"the learned layer flagged at its checked threshold ({layer.checked_threshold:.2f}, below its "
+                      f"own {layer.threshold:.2f}) for {check_model} to review: the tier column counts those flags")
     if overruled:
         console.print(f"{overruled} flag(s) the learned layer raised were lowered by {check_model} "
                       "(`model_check.overruled_learned`, its reason as evidence)")

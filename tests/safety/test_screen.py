@@ -376,6 +376,37 @@ def test_cli_model_check_raises_tiers_records_failures_and_caches(tmp_path, monk
         {"a": "none", "b": "high", "c": "high"}
 
 
+def test_cli_overruling_model_reviews_what_the_layer_flags_at_its_checked_threshold(tmp_path, monkeypatch):
+    """With --check-overrules-learned the layer flags from its lower checked threshold; the model's `none` clears
+    those flags, and a rule's flag stands whatever the model says."""
+    import numpy as np
+
+    from psychocounsel.safety import command as crisis_check
+    from psychocounsel.safety.learned import load_layer
+
+    layer = load_layer()
+    between = (layer.threshold + layer.checked_threshold) / 2  # flagged only where the model reviews
+    monkeypatch.setattr(type(layer), "scores", lambda self, texts, states=None: (
+        np.full(len(texts), between), np.full(len(texts), layer.high_threshold - 1)))
+    src = _write_jsonl(tmp_path / "s.jsonl", [
+        {"id": "a", "text": "Work has been stressful but I'm coping."},
+        {"id": "b", "text": "I wish I was dead."},
+    ])
+    fake = FakeBackend(reply=lambda req: '{"tier": "none", "reason": "no wish to die"}')
+    monkeypatch.setattr(crisis_check, "_check_backend", lambda *a: fake)
+    out = tmp_path / "out.jsonl"
+    alone = _run(["screen", str(src), "--out", str(tmp_path / "alone.jsonl")])
+    assert alone.exit_code == 0, alone.output
+    assert json.loads((tmp_path / "alone.jsonl").read_text().splitlines()[0])["tier"] == "none"
+    res = _run(["screen", str(src), "--out", str(out), "--check-model", "judge", "--check-overrules-learned"])
+    assert res.exit_code == 0, res.output
+    rows = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert rows["a"]["tier"] == "possible" and "checked threshold" in rows["a"]["evidence"]
+    assert rows["a"]["model_check"]["overruled_learned"] is True and rows["a"]["final_tier"] == "none"
+    assert rows["b"]["final_tier"] == "possible"  # the rules' passive wish stands
+    assert len(fake.calls) == 2 and "checked threshold" in res.output
+
+
 def test_trigger_windows_lose_nothing():
     """The fast path (regexes run near trigger words only) gives the tiers of running every rule everywhere."""
     import re
