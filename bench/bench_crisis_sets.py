@@ -229,6 +229,8 @@ def main() -> None:
         path = SETS[set_name]
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
         rows = [dict(r, tier=crisis_tier(r)) for r in rows]
+        if args.split in ("dev", "heldout"):  # only that split is screened (and sent to a model)
+            rows = [r for r in rows if r["split"] == args.split]
         if set_name.startswith("crisis_reddit"):
             rows = [dict(r, forum="everyday" if r["subreddit"] in EVERYDAY_FORUMS else "support") for r in rows]
         screens = screen_many((r["text"] for r in rows), learned=False)
