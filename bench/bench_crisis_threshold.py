@@ -72,8 +72,8 @@ def main() -> None:
     print(f"{'threshold':>10s}{head}")
     for t in sorted(set(picks), reverse=True):
         cells = []
+        flag = rule | (score >= t)
         for name, m in groups.items():
-            flag = rule | (score >= t)
             risk, none = m & y, m & ~y
             width = len(name) + 8
             cells.append(f" | {flag[risk].mean():>{width}.3f}  {y[m & flag].mean():9.3f}  {flag[none].mean():7.3f}")
@@ -90,12 +90,12 @@ def main() -> None:
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(6.4, 4.8))
+        marked = None if shipped is None else rule | (score >= shipped)
         for name, (t, r, p, _) in curves.items():
             (line,) = ax.plot(r, p, label=name)
-            if shipped is not None:
+            if marked is not None:
                 m = groups[name]
-                flag = rule | (score >= shipped)
-                ax.plot(flag[m & y].mean(), y[m & flag].mean(), "o", color=line.get_color())
+                ax.plot(marked[m & y].mean(), y[m & marked].mean(), "o", color=line.get_color())
         ax.axvline(GOAL_RECALL, color="grey", ls=":", lw=1)
         ax.axhline(GOAL_PRECISION, color="grey", ls=":", lw=1)
         ax.fill_between([GOAL_RECALL, 1.0], GOAL_PRECISION, 1.0, color="green", alpha=0.08, label="goal")

@@ -52,27 +52,20 @@ from make_cssrs_posts import scrub
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "psychocounsel" / "data"
 FAR = {"ukpolitics": 10, "unitedkingdom": 10, "conspiracy": 10, "guns": 10}  # furthest from a counseling room
+SUPPORT = ("lonely", "ForeverAlone", "bpd", "EDAnonymous", "ptsd", "mentalhealth")  # named beside the top two
+EVERYDAY = ("UKPersonalFinance", "divorce", "legaladvice", "mindfulness", "personalfinance", "teaching")
+# The third draw's quotas, kept by the fourth; the fifth takes every r/suicidewatch and r/depression post left.
+LATER = {"suicidewatch": 40, "depression": 40, **{s: 30 for s in SUPPORT}, **{f: 5 for f in FAR},
+         **{e: 15 for e in EVERYDAY}}
 # Per draw: output file, id prefix, seed, quota per subreddit and the quota of any other subreddit.
 DRAWS = {
     1: (DATA / "crisis_reddit.jsonl", "rmhd", 20261205,
-        {"suicidewatch": 60, "depression": 60, "lonely": 50, "ForeverAlone": 50, "bpd": 50, "EDAnonymous": 50,
-         "ptsd": 50, "mentalhealth": 50, **FAR}, 40),
+        {"suicidewatch": 60, "depression": 60, **{s: 50 for s in SUPPORT}, **FAR}, 40),
     2: (DATA / "crisis_reddit_2.jsonl", "rmhd2", 20261206,
-        {"suicidewatch": 70, "depression": 70, "lonely": 60, "ForeverAlone": 60, "bpd": 60, "EDAnonymous": 60,
-         "ptsd": 60, "mentalhealth": 60, **FAR, "UKPersonalFinance": 20, "divorce": 20, "legaladvice": 20,
-         "mindfulness": 20, "personalfinance": 20, "teaching": 20}, 55),
-    3: (DATA / "crisis_reddit_3.jsonl", "rmhd3", 20261207,
-        {"suicidewatch": 40, "depression": 40, "lonely": 30, "ForeverAlone": 30, "bpd": 30, "EDAnonymous": 30,
-         "ptsd": 30, "mentalhealth": 30, **{f: 5 for f in FAR}, "UKPersonalFinance": 15, "divorce": 15,
-         "legaladvice": 15, "mindfulness": 15, "personalfinance": 15, "teaching": 15}, 20),
-    4: (DATA / "crisis_reddit_4.jsonl", "rmhd4", 20261208,
-        {"suicidewatch": 40, "depression": 40, "lonely": 30, "ForeverAlone": 30, "bpd": 30, "EDAnonymous": 30,
-         "ptsd": 30, "mentalhealth": 30, **{f: 5 for f in FAR}, "UKPersonalFinance": 15, "divorce": 15,
-         "legaladvice": 15, "mindfulness": 15, "personalfinance": 15, "teaching": 15}, 20),
-    5: (DATA / "crisis_reddit_5.jsonl", "rmhd5", 20261209,  # every r/suicidewatch and r/depression post left
-        {"suicidewatch": 25, "depression": 36, "lonely": 30, "ForeverAlone": 30, "bpd": 30, "EDAnonymous": 30,
-         "ptsd": 30, "mentalhealth": 30, **{f: 5 for f in FAR}, "UKPersonalFinance": 15, "divorce": 15,
-         "legaladvice": 15, "mindfulness": 15, "personalfinance": 15, "teaching": 15}, 20),
+        {"suicidewatch": 70, "depression": 70, **{s: 60 for s in SUPPORT}, **FAR, **{e: 20 for e in EVERYDAY}}, 55),
+    3: (DATA / "crisis_reddit_3.jsonl", "rmhd3", 20261207, LATER, 20),
+    4: (DATA / "crisis_reddit_4.jsonl", "rmhd4", 20261208, LATER, 20),
+    5: (DATA / "crisis_reddit_5.jsonl", "rmhd5", 20261209, {**LATER, "suicidewatch": 25, "depression": 36}, 20),
 }
 # The annotators' name for a post with no risk signal, in the guide's vocabulary.
 CATEGORY_NAMES = {"ordinary": "everyday"}
