@@ -29,7 +29,10 @@ and all of it served once as a confirmation test (docs/CRISIS_SCREEN.md, "Eighth
 4``, ids ``rmhd4-``, the third's quotas, its own seed) was drawn after the third had been scored, and all of it
 served once as the test of a capable model reviewing the learned layer's flags (docs/CRISIS_SCREEN.md, "Ninth
 score"). The fifth (``--draw 5``, ids ``rmhd5-``, 531 posts: every r/suicidewatch and r/depression post left, the
-fourth's other quotas) served once as the test of the check prompt's third version ("Tenth score").
+fourth's other quotas) served once as the test of the check prompt's third version ("Tenth score"). The sixth
+(``--draw 6``, ids ``rmhd6-``: every post the first five left in the fifteen support forums, 10 from each everyday
+forum and 5 from the four furthest) was drawn after every earlier draw had been read and joined the learned
+layer's training rows.
 
 What is kept: the text (links, user mentions, e-mails and phone numbers masked), the subreddit and the month. The
 author is dropped.
@@ -66,6 +69,9 @@ DRAWS = {
     3: (DATA / "crisis_reddit_3.jsonl", "rmhd3", 20261207, LATER, 20),
     4: (DATA / "crisis_reddit_4.jsonl", "rmhd4", 20261208, LATER, 20),
     5: (DATA / "crisis_reddit_5.jsonl", "rmhd5", 20261209, {**LATER, "suicidewatch": 25, "depression": 36}, 20),
+    # The sixth: every post the first five left in the fifteen support forums (None: all of them).
+    6: (DATA / "crisis_reddit_6.jsonl", "rmhd6", 20261213, {"suicidewatch": 0, "depression": 0,
+                                                             **{e: 10 for e in EVERYDAY}, **{f: 5 for f in FAR}}, None),
 }
 # The annotators' name for a post with no risk signal, in the guide's vocabulary.
 CATEGORY_NAMES = {"ordinary": "everyday"}
@@ -86,7 +92,8 @@ def sample(csv_path: Path, draw: int = 1) -> list[dict]:
         picked = []
         for sub in sorted(d.subreddit.unique()):
             group = d[d.subreddit == sub]
-            for i in sorted(rng.sample(list(group.index), quota.get(sub, default))):
+            k = quota.get(sub, default)
+            for i in sorted(rng.sample(list(group.index), len(group) if k is None else k)):
                 picked.append((sub, d.loc[i, "date"], d.loc[i, "post"].strip()))
         rng.shuffle(picked)
         d = d[~d.post.str.strip().isin({text for _, _, text in picked})]

@@ -269,15 +269,17 @@ def test_boundary_training_set_fields_and_contrast_pairs():
     assert sum(bool(r["pair"]) for r in rows_) == 120
 
 
-REDDIT_DRAWS = {"crisis_reddit.jsonl": 1060, "crisis_reddit_2.jsonl": 1155, "crisis_reddit_3.jsonl": 550,
-                "crisis_reddit_4.jsonl": 550, "crisis_reddit_5.jsonl": 531}
+# Posts and forums per draw: the sixth has no r/suicidewatch or r/depression post left to draw.
+REDDIT_DRAWS = {"crisis_reddit.jsonl": (1060, 27), "crisis_reddit_2.jsonl": (1155, 27), "crisis_reddit_3.jsonl": (550, 27),
+                "crisis_reddit_4.jsonl": (550, 27), "crisis_reddit_5.jsonl": (531, 27), "crisis_reddit_6.jsonl": (1002, 25)}
 
 
 @pytest.mark.parametrize("name", REDDIT_DRAWS)
 def test_reddit_set_is_real_doubly_labelled_and_frozen(name):
     reddit = DATA / name
     rows_ = rows(reddit)
-    assert len(rows_) == len({r["id"] for r in rows_}) == len({r["text"] for r in rows_}) == REDDIT_DRAWS[name]
+    n_posts, n_forums = REDDIT_DRAWS[name]
+    assert len(rows_) == len({r["id"] for r in rows_}) == len({r["text"] for r in rows_}) == n_posts
     user = re.compile(r"(?<![\w/])/?u/[A-Za-z0-9_-]{2,}")
     for r in rows_:
         assert set(r) == {"id", "text", "tier", "category", "split", "annotators", "note", "subreddit", "month"}, r["id"]
@@ -287,7 +289,7 @@ def test_reddit_set_is_real_doubly_labelled_and_frozen(name):
         # The draw keeps posts of 80-2,000 characters as the source has them; trimming and masking links shortens some.
         assert re.fullmatch(r"20(18|19)-\d\d", r["month"]) and 0 < len(r["text"].strip()) <= 2000, r["id"]
         assert not user.search(r["text"]) and not re.search(r"https?://|www\.", r["text"]), r["id"]
-    assert len(Counter(r["subreddit"] for r in rows_)) == 27
+    assert len(Counter(r["subreddit"] for r in rows_)) == n_forums
     n, digest = frozen(name)
     assert heldout_sha256(reddit) == (n, digest), f"a held-out row of {name} changed"
     notice = (DATA / "REDDIT_POSTS_LICENSE.md").read_text(encoding="utf-8")
