@@ -48,7 +48,13 @@ from psychocounsel.measures.bootstrap import bootstrap_ci, wilson_ci
 from psychocounsel.safety.labels import crisis_tier
 from psychocounsel.safety.learned import LAYER_PATH, load_layer
 from psychocounsel.safety.model_check import run_model_check
-from psychocounsel.safety.screen import TIER_RANK, TIERS, screen_many
+from psychocounsel.safety.screen import (
+    TIER_RANK,
+    TIERS,
+    learned_scores,
+    raise_tiers,
+    screen_many,
+)
 
 DATA = ROOT / "psychocounsel" / "data"
 SETS = {"crisis_messages": DATA / "crisis_messages.jsonl", "cssrs_posts": DATA / "cssrs_posts.jsonl",
@@ -56,11 +62,14 @@ SETS = {"crisis_messages": DATA / "crisis_messages.jsonl", "cssrs_posts": DATA /
         "crisis_counselchat": DATA / "crisis_counselchat.jsonl", "crisis_fresh": DATA / "crisis_fresh.jsonl",
         "crisis_reddit": DATA / "crisis_reddit.jsonl", "crisis_reddit_2": DATA / "crisis_reddit_2.jsonl",
         "crisis_reddit_3": DATA / "crisis_reddit_3.jsonl", "crisis_reddit_4": DATA / "crisis_reddit_4.jsonl",
-        "crisis_reddit_5": DATA / "crisis_reddit_5.jsonl"}
+        "crisis_reddit_5": DATA / "crisis_reddit_5.jsonl", "crisis_reddit_6": DATA / "crisis_reddit_6.jsonl",
+        "crisis_rallypoint": DATA / "crisis_rallypoint.jsonl"}
 # What each set is broken down by: written sets by register and category, the real questions by category, the
-# r/SuicideWatch posts by their C-SSRS severity, the Reddit posts by forum (support or everyday, then each one).
+# r/SuicideWatch posts by their C-SSRS severity, the Reddit posts by forum (support or everyday, then each one),
+# the RallyPoint posts by the source's mark (about mental health or not) and its set.
 GROUPS = {"cssrs_posts": ("severity",), "crisis_counselchat": ("category",),
-          **{f"crisis_reddit{d}": ("forum", "subreddit", "category") for d in ("", "_2", "_3", "_4", "_5")}}
+          **{f"crisis_reddit{d}": ("forum", "subreddit", "category") for d in ("", "_2", "_3", "_4", "_5", "_6")},
+          "crisis_rallypoint": ("mental_health", "set", "category")}
 # The Reddit sample's forums that are not about mental health (docs/CRISIS_SCREEN.md, "crisis_reddit").
 EVERYDAY_FORUMS = {"UKPersonalFinance", "conspiracy", "divorce", "guns", "legaladvice", "mindfulness",
                    "personalfinance", "teaching", "ukpolitics", "unitedkingdom"}
@@ -233,17 +242,19 @@ def main() -> None:
             rows = [r for r in rows if r["split"] == args.split]
         if set_name.startswith("crisis_reddit"):
             rows = [dict(r, forum="everyday" if r["subreddit"] in EVERYDAY_FORUMS else "support") for r in rows]
-        screens = screen_many((r["text"] for r in rows), learned=False)
+        texts = [r["text"] for r in rows]
+        screens = screen_many(texts, learned=False)
         preds = [s.tier for s in screens]
         runs = {"rules": preds}
-        if args.learned:
-            learned = screen_many((r["text"] for r in rows), learned=True)
+        if args.learned:  # the layer reads each text once; both thresholds apply to the same scores
+            layer = load_layer()
+            scores = learned_scores(texts, screens, layer)
+            learned = raise_tiers(texts, screens, scores, layer)
             runs["rules + learned"] = [s.tier for s in learned]
-        texts = [r["text"] for r in rows]
         if args.check_overrules_learned:  # the model reviews the layer's flags: at its threshold, then its lower one
             over = f"rules + learned + {args.check_model} overruling learned"
             runs[over] = checked_tiers(args, texts, learned, set_name)
-            reviewed = screen_many(texts, learned=True, checked=True)
+            reviewed = raise_tiers(texts, screens, scores, layer, checked=True)
             runs["rules + learned at the checked threshold"] = [s.tier for s in reviewed]
             runs[f"{over}, checked threshold"] = checked_tiers(args, texts, reviewed, set_name)
         elif args.check_model:

@@ -31,8 +31,8 @@ served once as the test of a capable model reviewing the learned layer's flags (
 score"). The fifth (``--draw 5``, ids ``rmhd5-``, 531 posts: every r/suicidewatch and r/depression post left, the
 fourth's other quotas) served once as the test of the check prompt's third version ("Tenth score"). The sixth
 (``--draw 6``, ids ``rmhd6-``: every post the first five left in the fifteen support forums, 10 from each everyday
-forum and 5 from the four furthest) was drawn after every earlier draw had been read and joined the learned
-layer's training rows.
+forum and 5 from the four furthest) was drawn after every earlier draw had been read and had joined the learned
+layer's training rows, and served once as the test of the layer trained on them ("Twelfth score").
 
 What is kept: the text (links, user mentions, e-mails and phone numbers masked), the subreddit and the month. The
 author is dropped.

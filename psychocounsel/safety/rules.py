@@ -132,7 +132,7 @@ _SELF_RULES: list[tuple[str, tuple[str, ...], str]] = [
         r"\b(?:scratch(?:ed|ing)?|pick(?:ed|ing)?(?: and scratch(?:ed|ing)?)?) (?:at )?my (?:\w+ )?(?:skin|legs?|arms?|wrists?|scalp)\b(?:[^.!?]{0,40}) (?:until|till|til) (?:it|they) bleeds?",
         r"\b(?:don't|didn't|do not|won't) let myself eat\b|\bstopped eating (?:properly )?on purpose\b",
         r"\bI(?:'ve| have)?(?: (?:still|also|just|last|first))? self[- ]?harm(?:ed)?\b|\bI (?:still|also) cut\b|\bwhen I'm (?:drunk|high|sad) I cut\b",
-        r"\b(?:when I'm not|started|been|keep|still|stop|quit) cutting\b(?! (?:back|down|out|off|up|corners|ties|class|school|my hair|carbs|sugar))",
+        r"\b(?:when I'm not|started|been|keep|still|stop|quit) cutting\b(?! (?:back|down|out|off|up|corners|ties|class|school|my hair|carbs|sugar|[\d.]+ ?(?:mg|milligrams?|ml|g|pills?|tablets?)\b|(?:my |the |a |an |each |every )?(?:pills?|tablets?|meds|medication|doses?|dosage|hair|grass|wood|paper|coupons|costs|hours|calories)\b))",
         r"\b(?:can't help but|can't stop(?: myself from)?) (?:self[- ]?harm(?:ing)?|cutting|hurting myself)\b",
         r"\b(?:I(?:'ve| have)?(?: been)?|been) (?:doing it|doin it) (?:again|since)\b",
         r"\b(?:take|took|taking) (?:like |a load of |loads of |many |extra |\d+ of )?(?:my )?(?:meds|tablets|pills|sleeping pills|sleeping tablets)[^.!?]{0,20}\bnot (?:to die|for dying)\b",
@@ -361,7 +361,7 @@ NEGATION = re.compile(
     r"(?:\bnot|n't|\bnever|\bno|\bnor|\bwithout|\b(?:dont|wont|cant|didnt|wouldnt|isnt|aint))\s+"
     r"(?:(?:that|ever|really|actually|even|gonna|going|to|want|wanting|planning|plan|saying|say|said|mean|meant|feel|feeling|felt|be|been|being|I|I'd|I'm|I'll|I've|would|"
     r"will|about|thinking|think|thought|of|do|did|it|like|have|had|any|a|seriously|considered|consider|try|"
-    r"tried|anymore|currently|right|now|way|longer|once|honestly|truly|ever|properly)\s+){0,4}$", ICASE)
+    r"tried|anymore|currently|right|now|way|longer|once|honestly|truly|ever|properly|extreme|serious|severe|active|strong|many|much|those|these|such|major)\s+){0,4}$", ICASE)
 NOT_NEGATION = re.compile(r"\bnot (?:just|only)\s+(?:\S+\s+){0,4}$|\bnever (?:been )?(?:this|so)\b", ICASE)
 UNTIL_NOW = re.compile(r"^[^.!?]{0,40}\buntil (?:now|recently|this (?:year|month|week)|last (?:week|month))", ICASE)
 HYPOTHETICAL = re.compile(
@@ -433,7 +433,7 @@ SPELLINGS: dict[str, str] = {
     r"sewer ?slide|su[iy]c[iy]de|suicde|sucide|suiside|suic[iy]de": "suicide", r"sewer ?slidal|suicdal|suisidal": "suicidal",
     r"s3lf[- ]?h[a@]rm|self[- ]?h@rm": "self harm", r"sh'?d": "self harmed",
     r"(?:(?<=on )|(?<=my )|(?<=of )|(?<=do )|(?<=did )|(?<=to )|(?<= n )|(?<=from ))sh(?!\s*!)": "self harm", r"ctb": "suicide",
-    r"my ?sel[fv](?![- ]?h[a@]rm)|myslef|meself": "myself", r"cant": "can't", r"dont": "don't", r"wont": "won't", r"didnt": "didn't",
+    r"my ?sel[fv](?![- ]?h[a@]rm|-| (?:esteem|worth|confidence|image|respect|doubt|care|control))|myslef|meself": "myself", r"cant": "can't", r"dont": "don't", r"wont": "won't", r"didnt": "didn't",
     r"wouldnt": "wouldn't", r"doesnt": "doesn't", r"isnt": "isn't", r"wasnt": "wasn't", r"aint": "ain't",
     r"couldnt": "couldn't", r"shouldnt": "shouldn't", r"havent": "haven't", r"im": "I'm", r"ive": "I've",
     r"id(?= (?:rather|be|never|like|want|love|just))": "I'd", r"i'?ll(?= (?:\w+ )?(?:kill|end|do|take))": "I'll",

@@ -33,7 +33,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from .learned import load_layer
+from .learned import LearnedLayer, load_layer
 from .normalise import normalise, to_original
 from .rules import (
     AGES,
@@ -61,7 +61,7 @@ from .rules import (
     WORD,
 )
 
-RULES_VERSION = "crisis-rules-5"
+RULES_VERSION = "crisis-rules-6"
 Tier = Literal["none", "possible", "high"]
 TIERS: tuple[Tier, ...] = ("none", "possible", "high")
 TIER_RANK = {t: i for i, t in enumerate(TIERS)}
@@ -340,25 +340,43 @@ def screen_many(texts: Iterable[str], learned: bool = True, checked: bool = Fals
     ``checked``: a capable model will review every flag the learned layer raises (``model_check`` with
     ``overrule_learned``), so the layer flags at its lower ``checked_threshold``, for recall."""
     texts = list(texts)
-    out = [screen_rules(t) for t in texts]
+    rule_screens = [screen_rules(t) for t in texts]
     layer = load_layer() if learned else None
     if layer is None:
-        return out
-    todo = [i for i, s in enumerate(out) if s.tier != "high"]
+        return rule_screens
+    return raise_tiers(texts, rule_screens, learned_scores(texts, rule_screens, layer), layer, checked)
+
+
+def learned_scores(texts: list[str], rule_screens: list[Screen],
+                   layer: LearnedLayer) -> list[tuple[float, float] | None]:
+    """The layer's (risk, high) scores of each text the rules did not screen high; None for the others, which
+    no score can raise. The slow step: ``raise_tiers`` applies any threshold to the scores afterwards."""
+    todo = [i for i, s in enumerate(rule_screens) if s.tier != "high"]
     risk, high = layer.scores([texts[i] for i in todo])
-    t, which = (layer.checked_threshold, ", checked threshold") if checked else (layer.threshold, "")
+    out: list[tuple[float, float] | None] = [None] * len(texts)
     for i, r, h in zip(todo, risk, high):
-        s, tier, added = out[i], out[i].tier, ()
-        if tier == "none" and r >= t:
-            tier, added = "possible", (Signal("learned", 0, len(texts[i]),
-                                              f"score {r:.2f} >= {t:.2f} ({layer.version}{which})"),)
-        if tier == "possible" and h >= layer.high_threshold:  # at risk, and the high-tier probe says high
-            tier, added = "high", added + (Signal("learned_high", 0, len(texts[i]),
-                                                  f"high score {h:.2f} >= {layer.high_threshold:.2f} "
-                                                  f"({layer.version})"),)
-        out[i] = Screen(tier=tier, signals=s.signals + added, learned_version=layer.version)
-    for i in set(range(len(out))) - set(todo):
-        out[i] = Screen(tier=out[i].tier, signals=out[i].signals, learned_version=layer.version)
+        out[i] = (float(r), float(h))
+    return out
+
+
+def raise_tiers(texts: list[str], rule_screens: list[Screen], scores: list[tuple[float, float] | None],
+                layer: LearnedLayer, checked: bool = False) -> list[Screen]:
+    """The rules' screens with the learned layer's raises: ``none`` to ``possible`` at the risk threshold (the
+    checked one with ``checked``), then ``possible`` to ``high`` at the high threshold. Never lowers a tier."""
+    t, which = (layer.checked_threshold, ", checked threshold") if checked else (layer.threshold, "")
+    out = []
+    for text, s, score in zip(texts, rule_screens, scores, strict=True):
+        tier, added = s.tier, ()
+        if score is not None:
+            r, h = score
+            if tier == "none" and r >= t:
+                tier, added = "possible", (Signal("learned", 0, len(text),
+                                                  f"score {r:.2f} >= {t:.2f} ({layer.version}{which})"),)
+            if tier == "possible" and h >= layer.high_threshold:  # at risk, and the high-tier probe says high
+                tier, added = "high", added + (Signal("learned_high", 0, len(text),
+                                                      f"high score {h:.2f} >= {layer.high_threshold:.2f} "
+                                                      f"({layer.version})"),)
+        out.append(Screen(tier=tier, signals=s.signals + added, learned_version=layer.version))
     return out
 
 

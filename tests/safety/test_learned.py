@@ -145,6 +145,31 @@ def test_layer_raises_tiers_and_never_lowers_them(layer, monkeypatch):
     assert reviewed.tier == "high" and "checked threshold" in reviewed.signals[0].text
 
 
+def test_one_read_of_the_layer_serves_both_thresholds(layer, monkeypatch):
+    """``learned_scores`` reads each text once (none for what the rules screened high); ``raise_tiers`` then
+    applies either threshold to those scores and gives what ``screen_many`` gives."""
+    from psychocounsel.safety import screen as screen_module
+
+    texts = ["the bus was late", "I'm going to kill myself tonight, I've written the note.", "work was fine"]
+    reads = []
+
+    def fixed(self, texts_, states=None):
+        reads.append(list(texts_))
+        between = (layer.threshold + layer.checked_threshold) / 2
+        return np.array([between] * len(texts_)), np.array([layer.high_threshold - 1] * len(texts_))
+
+    monkeypatch.setattr(type(layer), "scores", fixed)
+    rules = [screen_module.screen_rules(t) for t in texts]
+    scores = screen_module.learned_scores(texts, rules, layer)
+    assert reads == [[texts[0], texts[2]]] and scores[1] is None
+    own = screen_module.raise_tiers(texts, rules, scores, layer)
+    checked = screen_module.raise_tiers(texts, rules, scores, layer, checked=True)
+    assert len(reads) == 1
+    assert [s.tier for s in own] == ["none", "high", "none"]
+    assert [s.tier for s in checked] == ["possible", "high", "possible"]
+    assert [s.tier for s in checked] == [s.tier for s in screen_many(texts, checked=True)]
+
+
 @pytest.mark.slow
 def test_adapted_states_are_the_embedded_models_layer(layer):
     states = layer.states()

@@ -576,6 +576,8 @@ REAL_WORDINGS = [
     ("Every night ends with me crying and usually cutting myself.", "high", "recent_self_harm"),
     ("My self harm is getting out of control.", "high", "recent_self_harm"),
     ("It had been months since I cut, but tonight I did.", "high", "recent_self_harm"),
+    ("I started cutting 2 weeks ago.", "high", "recent_self_harm"),
+    ("I keep thinking about killing my self.", "possible", "active_ideation"),
 ]
 
 REAL_WORDING_TRAPS = [
@@ -586,6 +588,9 @@ REAL_WORDING_TRAPS = [
     "I want to be gone from this town by spring.",
     "I could leave this world of office politics behind and open a bakery.",
     "I can't wait to be gone for the summer.",
+    "Being ignored at work is killing my self-esteem.",
+    "I've been cutting 27mg concerta in half to make it last.",
+    "I don't have extreme suicidal thoughts, I just feel flat.",
 ]
 
 
