@@ -7,7 +7,7 @@ crisis_counselchat, crisis_fresh, and the five Reddit draws crisis_reddit, _2, _
     .venv/bin/python bench/bench_crisis_sets.py --learned      # recall tables for rules + learned layer too
     .venv/bin/python bench/bench_crisis_sets.py --json out.json
     .venv/bin/python bench/bench_crisis_sets.py --sets crisis_reddit_3 --check-model MODEL --base-url URL \
-        --check-overrules-learned                             # rules + learned layer + a capable model's check
+        --check-overrules                             # rules + learned layer + a capable model's check
 
 Prints, per set and split: any-risk precision and recall, the high-tier false-negative rate (gold high
 screened below high; and screened none), tier accuracy, quadratic-weighted kappa over none < possible <
@@ -19,8 +19,9 @@ share of risk rows screened at any risk and the share screened at their gold tie
 interval (counts per cell are small, down to a handful), for the rules alone and, with ``--learned``, for
 the rules plus the learned layer. With ``--check-model``, a third run: the model's second opinion
 (``safety.model_check``, through a call cache) on what rules + layer flag, or on every message with ``--check-all``;
-``--check-overrules-learned`` lets its tier undo the learned layer's raises, as ``screen`` does: scored once with the
-layer at its own threshold and once at its lower checked threshold (what ``screen --check-overrules-learned`` uses;
+``--check-overrules`` lets its tier undo the learned layer's raises and the rules' ideation read from words alone,
+as ``screen`` does: scored once with the
+layer at its own threshold and once at its lower checked threshold (what ``screen --check-overrules`` uses;
 also scored alone, before the model reads). Its failed calls
 are counted and leave the screen's tier. Nothing here tunes anything: it measures the screen as shipped. Gold tiers are read through
 ``safety.labels.crisis_tier`` (another adult's risk and danger from someone else are concerns, not risk).
@@ -202,12 +203,13 @@ def checked_tiers(args: argparse.Namespace, texts: list[str], screens: list, set
 
     backend = make_backend(OpenAIBackendConfig(base_urls=[args.base_url or "https://api.openai.com/v1"],
                                                api_key_env=args.api_key_env or None, concurrency=args.concurrency))
+    Path(args.cache).parent.mkdir(parents=True, exist_ok=True)
     checks = run_model_check(texts, screens, backend, args.check_model, Path(args.cache), args.check_all,
-                             args.concurrency, overrule_learned=args.check_overrules_learned)
+                             args.concurrency, overrule=args.check_overrules)
     done = [c for c in checks if c is not None]
     failed = sum(c.model_tier is None for c in done)
     print(f"{set_name}: {len(done)} checked by {args.check_model}, {failed} failed (their screen tier stands), "
-          f"{sum(c.overruled for c in done)} learned-layer flags overruled")
+          f"{sum(c.overruled for c in done)} flags overruled")
     return [s.tier if c is None else c.tier for s, c in zip(screens, checks)]
 
 
@@ -223,13 +225,15 @@ def main() -> None:
     ap.add_argument("--base-url", help="OpenAI-compatible server for --check-model (default: OpenAI's).")
     ap.add_argument("--api-key-env", default="OPENAI_API_KEY", help="Env var holding its key ('' for none).")
     ap.add_argument("--check-all", action="store_true", help="Send every message to the model, not only flagged.")
-    ap.add_argument("--check-overrules-learned", action="store_true",
-                    help="The model's tier may undo the learned layer's raises (never a rule's).")
-    ap.add_argument("--cache", default="bench_crisis_check.sqlite", help="Call cache for --check-model (SQLite).")
+    ap.add_argument("--check-overrules", action="store_true",
+                    help="The model's tier may undo the learned layer's raises and the rules' worded ideation "
+                         "(never a rule's attempt, self-harm, method or plan).")
+    ap.add_argument("--cache", default=str(ROOT / "bench" / "out" / "crisis_check.sqlite"),
+                    help="Call cache for --check-model (SQLite; default under bench/out/, which git ignores).")
     ap.add_argument("--concurrency", type=int, default=8, help="Model calls in flight.")
     args = ap.parse_args()
-    if args.check_overrules_learned and not args.check_model:
-        sys.exit("--check-overrules-learned needs --check-model: it is that model's tier that overrules")
+    if args.check_overrules and not args.check_model:
+        sys.exit("--check-overrules needs --check-model: it is that model's tier that overrules")
     args.learned = args.learned or bool(args.check_model)
     if args.learned and load_layer() is None:
         sys.exit(f"--learned: no learned layer at {LAYER_PATH} (scripts/train_crisis_layer.py builds it)")
@@ -251,8 +255,8 @@ def main() -> None:
             scores = learned_scores(texts, screens, layer)
             learned = raise_tiers(texts, screens, scores, layer)
             runs["rules + learned"] = [s.tier for s in learned]
-        if args.check_overrules_learned:  # the model reviews the layer's flags: at its threshold, then its lower one
-            over = f"rules + learned + {args.check_model} overruling learned"
+        if args.check_overrules:  # the model reviews the screen's flags: layer at its threshold, then its lower one
+            over = f"rules + learned + {args.check_model} reviewing"
             runs[over] = checked_tiers(args, texts, learned, set_name)
             reviewed = raise_tiers(texts, screens, scores, layer, checked=True)
             runs["rules + learned at the checked threshold"] = [s.tier for s in reviewed]

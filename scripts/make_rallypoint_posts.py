@@ -24,7 +24,6 @@ the source's set name and its mark.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 from pathlib import Path
@@ -32,7 +31,7 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_reddit_posts import _read, labelled, split_of
+from make_reddit_posts import add_label_args, split_of, write
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "psychocounsel" / "data" / "crisis_rallypoint.jsonl"
@@ -58,22 +57,10 @@ def sample(folder: Path) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folder", type=Path, help="rally_point_reddit_mental_health/ from construct-tracker 1.0.16")
-    ap.add_argument("--blind", type=Path, help="write the sample (id, text) and its split here, for the annotators")
-    ap.add_argument("--labels", type=Path, nargs=2, help="the two annotators' label files (id, tier, category, note)")
-    ap.add_argument("--adjudicated", type=Path, help="labels for the posts the annotators disagreed on")
+    add_label_args(ap)
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
-    posts = sample(args.folder)
-    if args.blind:
-        args.blind.mkdir(parents=True, exist_ok=True)
-        (args.blind / "blind.jsonl").write_text(
-            "".join(json.dumps({"id": p["id"], "text": p["text"]}) + "\n" for p in posts), encoding="utf-8")
-        print(f"{len(posts)} posts -> {args.blind}")
-    if args.labels:
-        adjudicated = _read(args.adjudicated) if args.adjudicated else {}
-        rows = labelled(posts, _read(args.labels[0]), _read(args.labels[1]), adjudicated)
-        args.out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-        print(f"{len(rows)} posts, {sum(r['split'] == 'heldout' for r in rows)} held out -> {args.out}")
+    write(sample(args.folder), args, args.out)
 
 
 if __name__ == "__main__":

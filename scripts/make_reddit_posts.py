@@ -31,8 +31,8 @@ served once as the test of a capable model reviewing the learned layer's flags (
 score"). The fifth (``--draw 5``, ids ``rmhd5-``, 531 posts: every r/suicidewatch and r/depression post left, the
 fourth's other quotas) served once as the test of the check prompt's third version ("Tenth score"). The sixth
 (``--draw 6``, ids ``rmhd6-``: every post the first five left in the fifteen support forums, 10 from each everyday
-forum and 5 from the four furthest) was drawn after every earlier draw had been read and had joined the learned
-layer's training rows, and served once as the test of the layer trained on them ("Twelfth score").
+forum and 5 from the four furthest) was drawn after every earlier draw had been read, and served once as the test
+of a capable reader reviewing the rules' worded ideation ("Twelfth score").
 
 What is kept: the text (links, user mentions, e-mails and phone numbers masked), the subreddit and the month. The
 author is dropped.
@@ -126,17 +126,15 @@ def labelled(posts: list[dict], a: dict[str, dict], b: dict[str, dict], adjudica
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("csv", type=Path, help="rmhd_27subreddits_260posts_test.csv from construct-tracker 1.0.16")
+def add_label_args(ap: argparse.ArgumentParser) -> None:
+    """The options every labelled-post builder shares: the blind sample out, the labels in."""
     ap.add_argument("--blind", type=Path, help="write the sample (id, text) and its split here, for the annotators")
     ap.add_argument("--labels", type=Path, nargs=2, help="the two annotators' label files (id, tier, category, note)")
     ap.add_argument("--adjudicated", type=Path, help="labels for the posts the annotators disagreed on")
-    ap.add_argument("--draw", type=int, choices=sorted(DRAWS), default=1, help="which draw (default 1)")
-    ap.add_argument("--out", type=Path, help="default: the draw's file in psychocounsel/data")
-    args = ap.parse_args()
-    posts = sample(args.csv, args.draw)
-    args.out = args.out or DRAWS[args.draw][0]
+
+
+def write(posts: list[dict], args: argparse.Namespace, out: Path) -> None:
+    """The blind sample for the annotators (``--blind``) and the labelled set (``--labels``), as asked."""
     if args.blind:
         args.blind.mkdir(parents=True, exist_ok=True)
         (args.blind / "blind.jsonl").write_text(
@@ -147,8 +145,18 @@ def main() -> None:
     if args.labels:
         adjudicated = _read(args.adjudicated) if args.adjudicated else {}
         rows = labelled(posts, _read(args.labels[0]), _read(args.labels[1]), adjudicated)
-        args.out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-        print(f"{len(rows)} posts, {sum(r['split'] == 'heldout' for r in rows)} held out -> {args.out}")
+        out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+        print(f"{len(rows)} posts, {sum(r['split'] == 'heldout' for r in rows)} held out -> {out}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("csv", type=Path, help="rmhd_27subreddits_260posts_test.csv from construct-tracker 1.0.16")
+    add_label_args(ap)
+    ap.add_argument("--draw", type=int, choices=sorted(DRAWS), default=1, help="which draw (default 1)")
+    ap.add_argument("--out", type=Path, help="default: the draw's file in psychocounsel/data")
+    args = ap.parse_args()
+    write(sample(args.csv, args.draw), args, args.out or DRAWS[args.draw][0])
 
 
 if __name__ == "__main__":

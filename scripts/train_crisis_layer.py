@@ -5,14 +5,16 @@
     .venv/bin/python scripts/train_crisis_layer.py --rethreshold oof.npz                 # after a rules change
 
 The shipped layer is ``crisis-learned-6``, built by this script at commit 76e6e49 (``--validate 3 --ship fold``)
-and given new thresholds for ``crisis-rules-5`` with ``--rethreshold``. As it stands the script builds
-``crisis-learned-7`` (the first command): measured on two fresh real sets and not shipped, since it missed more
-high-risk posts (docs/CRISIS_SCREEN.md, "Eighth score"). Each fold takes ~37 minutes on 2 cores (7,197 rows),
-the final run on every row ~45.
+and given new thresholds for ``crisis-rules-5`` with ``--rethreshold`` (unchanged by ``crisis-rules-6``).
+``crisis-learned-7`` (this script at c25fd27, 7,197 rows) was measured on two fresh real sets and not shipped, since
+it missed more high-risk posts (docs/CRISIS_SCREEN.md, "Eighth score"); each of its folds took ~37 minutes on 2
+cores. As it stands the script builds ``crisis-learned-8`` (the first command) from every labelled set, the six
+Reddit draws and the RallyPoint posts included (11,016 rows): untrained, since the long real posts make a fold
+take hours on 2 cores (4.2 s a step with other work sharing them); it needs a GPU (this script runs on the CPU
+only) or shorter inputs, then a fresh set to be tested on (docs/CRISIS_SCREEN.md, "Twelfth score").
 
-Training rows: every labelled set in psychocounsel/data except the held-out parts in ``HELD_OUT``, which the layer
-built here was first scored on. The held-out parts of the older sets were scored once (docs/CRISIS_SCREEN.md
-records each first score) and are training rows now. Tiers are read through ``safety.labels.crisis_tier``: another
+Training rows: every labelled set in psychocounsel/data except the held-out parts in ``HELD_OUT`` (none now: every
+set has been scored once, docs/CRISIS_SCREEN.md records each first score, and all are training rows). Tiers are read through ``safety.labels.crisis_tier``: another
 adult's risk and danger from someone else are concerns, not risk.
 
 1. Layer-12 token states of every text, once (with ``--cache``, one file per text: a rerun skips the model's
@@ -69,7 +71,7 @@ from psychocounsel.safety.learned import (
 from psychocounsel.safety.screen import screen_rules
 
 DATA = ROOT / "psychocounsel" / "data"
-VERSION = "crisis-learned-7"
+VERSION = "crisis-learned-8"
 SEED = 0
 # Chosen on one validation fold (lr 5e-4 and 1e-3; 3 and 5 epochs; adapters from layer 16 or 12):
 # docs/CRISIS_SCREEN.md, "Sixth score".
@@ -82,19 +84,22 @@ HIGH_WEIGHT = 0.5  # the high head's loss beside the risk head's
 # the Reddit posts' dev half). Over 3 folds the real rows' threshold fell far lower, to catch a few real risk
 # posts that score low, and flagged 37% of ordinary Reddit posts (docs/CRISIS_SCREEN.md, "Seventh score").
 TARGET_RECALL = 0.95
-# Where a capable model reviews every flag the layer raises and may clear it (``screen --check-overrules-learned``),
+# Where a capable model reviews every flag the layer raises and may clear it (``screen --check-overrules``),
 # the layer flags at a lower threshold, chosen the same way for this recall; the model removes its false alarms.
 CHECKED_RECALL = 0.98
 # The high tier: the highest threshold at which no more than this share of `possible` rows is raised to high.
 HIGH_WRONG = 0.10
 FOLDS = 5
-HELD_OUT = {"crisis_reddit_2.jsonl": "heldout"}
+HELD_OUT: dict[str, str] = {}  # every labelled set has been scored; a new fresh set tests the next layer
 SETS = ("crisis_messages.jsonl", "cssrs_posts.jsonl", "crisis_labelled.jsonl", "crisis_independent.jsonl",
         "crisis_inbox.jsonl", "crisis_hard.jsonl", "crisis_pairs.jsonl", "crisis_boundaries.jsonl",
-        "crisis_counselchat.jsonl", "crisis_fresh.jsonl", "crisis_reddit.jsonl", "crisis_reddit_2.jsonl")
+        "crisis_counselchat.jsonl", "crisis_fresh.jsonl", "crisis_reddit.jsonl", "crisis_reddit_2.jsonl",
+        "crisis_reddit_3.jsonl", "crisis_reddit_4.jsonl", "crisis_reddit_5.jsonl", "crisis_reddit_6.jsonl",
+        "crisis_rallypoint.jsonl")
 # Real client language with ordinary messages among it: questions to counselors and posts to support and everyday
 # forums (the r/SuicideWatch posts are real too, but nearly all at risk).
-REAL = ("crisis_counselchat.jsonl", "crisis_reddit.jsonl", "crisis_reddit_2.jsonl")
+REAL = ("crisis_counselchat.jsonl", "crisis_reddit.jsonl", "crisis_reddit_2.jsonl", "crisis_reddit_3.jsonl",
+        "crisis_reddit_4.jsonl", "crisis_reddit_5.jsonl", "crisis_reddit_6.jsonl", "crisis_rallypoint.jsonl")
 # The demo speeches of topic "crisis", read and labelled by the guide (docs/CRISIS_LABELS.md); demo-173
 # (strangled by her husband) is a concern, not risk.
 DEMO_RISK = {"demo-167": "possible", "demo-168": "possible", "demo-169": "possible", "demo-170": "high",

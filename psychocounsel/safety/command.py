@@ -39,7 +39,7 @@ def _check_backend(kind: str, base_url: str | None, api_key_env: str | None, con
 @click.option("--show", default=10, show_default=True, help="Print this many flagged speeches with their evidence.")
 @click.option("--check-model", default=None, help=(
     "Also ask this model for each flagged speech's tier (crisis_check_v3 prompt); it may raise a tier, never "
-    "lower one (but see --check-overrules-learned). Its answer goes in `model_check`, the combined tier in "
+    "lower one (but see --check-overrules). Its answer goes in `model_check`, the combined tier in "
     "`final_tier`."))
 @click.option("--check-backend", type=click.Choice(["openai", "local"]), default="openai", show_default=True,
               help="openai: any OpenAI-compatible server (--base-url); local: transformers ('embedded' etc.).")
@@ -47,18 +47,19 @@ def _check_backend(kind: str, base_url: str | None, api_key_env: str | None, con
 @click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True,
               help="Env var holding the server's API key ('' for none, e.g. a local vLLM).")
 @click.option("--check-all", is_flag=True, help="Send every speech to the model, not only the flagged ones.")
-@click.option("--check-overrules-learned", is_flag=True, help=(
-    "Let the model's tier replace the learned layer's raises, never a rule's: a speech the learned layer alone "
-    "flagged is cleared when the model answers none, its reason kept as evidence. The layer then flags at its "
-    "lower checked threshold, for recall, as the model reviews each flag. Only with a capable model (the "
-    "embedded one is at chance as a judge)."))
+@click.option("--check-overrules", is_flag=True, help=(
+    "Let the model's tier replace what the screen reads least well: the learned layer's raises and the rules' "
+    "suicidal thoughts or wishes to die read from words alone (possible tier). Such a flag is cleared when the "
+    "model answers none, its reason kept as evidence; attempts, self-harm, methods, plans and intent the rules "
+    "found always stand. The layer then flags at its lower checked threshold, for recall, as the model reviews "
+    "each flag. Only with a capable model (the embedded one is at chance as a judge)."))
 @click.option("--concurrency", default=8, show_default=True, help="Model calls in flight.")
 @click.option("--cache", type=click.Path(dir_okay=False), default=None,
               help="Call cache (SQLite) for --check-model; default: <out>.cache.sqlite. Reruns pay nothing twice.")
 def screen_cmd(file: str, column: str, id_column: str | None, out: str | None, rules_only: bool, show: int,
                check_model: str | None,
                check_backend: str, base_url: str | None, api_key_env: str, check_all: bool,
-               check_overrules_learned: bool, concurrency: int, cache: str | None) -> None:
+               check_overrules: bool, concurrency: int, cache: str | None) -> None:
     """Tag each client speech in FILE (.jsonl, .csv, .parquet) none / possible / high crisis risk.
 
     A triage aid with the evidence for each tag, never a clinical decision (docs/CRISIS_SCREEN.md).
@@ -70,8 +71,8 @@ def screen_cmd(file: str, column: str, id_column: str | None, out: str | None, r
     from ..config import SpeechesConfig
     from ..dataset.ingest import iter_raw_rows
 
-    if check_overrules_learned and not check_model:
-        raise click.UsageError("--check-overrules-learned needs --check-model: it is that model's tier that overrules")
+    if check_overrules and not check_model:
+        raise click.UsageError("--check-overrules needs --check-model: it is that model's tier that overrules")
     cfg = SpeechesConfig(path=file, text_column=column, id_column=id_column)
     out_path = Path(out) if out else Path(f"{Path(file).name.split('.')[0]}.screen.jsonl")
     counts: Counter[str] = Counter()
@@ -87,7 +88,7 @@ def screen_cmd(file: str, column: str, id_column: str | None, out: str | None, r
         task = bar.add_task("screen", total=len(raw))
         for i in range(0, len(raw), chunk):
             screened += screen_many((r.text for r in raw[i:i + chunk]), learned=not rules_only,
-                                    checked=check_overrules_learned)
+                                    checked=check_overrules)
             bar.advance(task, len(raw[i:i + chunk]))
     for row, s in zip(raw, screened):
         rid = row.meta.get("orig_id") or row.source.rsplit(":", 1)[-1]
@@ -104,12 +105,12 @@ def screen_cmd(file: str, column: str, id_column: str | None, out: str | None, r
         backend = _check_backend(check_backend, base_url, api_key_env, concurrency)
         checks = run_model_check(texts, screens, backend, check_model,
                                  Path(cache) if cache else out_path.with_name(out_path.name + ".cache.sqlite"),
-                                 check_all, concurrency, overrule_learned=check_overrules_learned)
+                                 check_all, concurrency, overrule=check_overrules)
         for r, c, s in zip(rows, checks, screens):
             r["model_check"] = None if c is None else {"model": check_model, "tier": c.model_tier,
                                                        "reason": c.reason, "error": c.error,
                                                        "prompt_version": c.prompt_version,
-                                                       "overruled_learned": c.overruled}
+                                                       "overruled": c.overruled}
             overruled += c is not None and c.overruled
             r["final_tier"] = s.tier if c is None else c.tier
             final[r["final_tier"]] += 1
@@ -138,12 +139,12 @@ def screen_cmd(file: str, column: str, id_column: str | None, out: str | None, r
     if failed:
         console.print(f"[yellow]{failed} model check(s) failed (error in `model_check`); their rules tier stands"
                       "[/yellow]")
-    if check_overrules_learned and layer is not None:
+    if check_overrules and layer is not None:
         console.print(f"the learned layer flagged at its checked threshold ({layer.checked_threshold:.2f}, below its "
                       f"own {layer.threshold:.2f}) for {check_model} to review: the tier column counts those flags")
     if overruled:
-        console.print(f"{overruled} flag(s) the learned layer raised were lowered by {check_model} "
-                      "(`model_check.overruled_learned`, its reason as evidence)")
+        console.print(f"{overruled} flag(s) of the learned layer or of ideation the rules read were lowered by "
+                      f"{check_model} (`model_check.overruled`, its reason as evidence)")
     flagged.sort(key=lambda x: -TIER_RANK[x[1].tier])
     for rid, s in flagged[:show]:
         console.print(f"[bold]{s.tier}[/bold] {rid}: {s.evidence()}", highlight=False, soft_wrap=True)

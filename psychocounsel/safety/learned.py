@@ -26,7 +26,7 @@ runs in fp32 on purpose: bf16 was 2.7x faster on a CPU with native bf16 but flip
 should read a text the same on every machine.
 
 Two any-risk thresholds: ``threshold`` for the screen on its own, and a lower ``checked_threshold`` for when a
-capable model reviews every flag this layer raises and may clear it (``screen --check-overrules-learned``): the
+capable model reviews every flag this layer raises and may clear it (``screen --check-overrules``): the
 layer then flags more for recall, and the model's reading removes its false alarms (docs/CRISIS_SCREEN.md).
 
 The screen only lets this layer RAISE a tier (signal kinds ``learned`` and ``learned_high``, the score as

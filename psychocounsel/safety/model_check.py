@@ -4,11 +4,14 @@
     run_model_check(...)                                               the same through a SQLite call cache
 
 The combined tier is never below the rules' tier: the model may raise a tier, never lower one. With
-``overrule_learned``, the model's tier also replaces what the learned layer added: a flag the learned layer raised
-alone is cleared when a capable model answers ``none``, with the model's reason as the evidence; a rule's flag
-still stands, and the learned layer flags at its lower ``checked_threshold``, for recall, since the model
-reviews each flag. The learned layer hears distress as risk on real forum posts (docs/CRISIS_SCREEN.md), and this is
-the second reader that can tell them apart; the embedded model cannot (it is at chance as a judge).
+``overrule``, the model reviews what the screen cannot read well, and its tier replaces it: what the learned layer
+raised, and the rules' suicidal thoughts or wishes to die read from words alone (``screen.REVIEWABLE_KINDS``, the
+`possible` tier). Such a flag is cleared when a capable model answers ``none``, with the model's reason as the
+evidence; every other rule signal (attempts, self-harm, methods, plans, intent) still stands, and the learned layer
+flags at its lower ``checked_threshold``, for recall, since the model reviews each flag. The learned layer hears
+distress as risk on real forum posts, and the rules read suicidal thoughts that have ended as current
+(docs/CRISIS_SCREEN.md); this is the second reader that can tell them apart. The embedded model cannot (it is at
+chance as a judge).
 """
 
 from __future__ import annotations
@@ -47,8 +50,8 @@ class ModelCheck:
     error: str | None = None
     raw: str = ""
     prompt_version: str = ""
-    # The tier of the rules' own evidence where the model may overrule the learned layer (``overrule_learned``);
-    # None where it may only raise.
+    # The tier of the rules' evidence the model may not clear, where it reviews the screen (``overrule``:
+    # ``Screen.firm_tier``); None where it may only raise.
     floor: Tier | None = None
 
     @property
@@ -57,8 +60,9 @@ class ModelCheck:
 
     @property
     def tier(self) -> Tier:
-        """The higher of the model's tier and the screen's, or, where the model may overrule the learned layer,
-        of the model's and the rules' own: a model never silences a rule hit, and a failed check changes nothing."""
+        """The higher of the model's tier and the screen's, or, where the model reviews the screen, of the model's
+        and the firm rules' (``floor``): a model never silences an attempt, self-harm, a method or a plan the
+        rules found, and a failed check changes nothing."""
         if self.model_tier is None:
             return self.screen_tier
         base = self.screen_tier if self.floor is None else self.floor
@@ -66,7 +70,7 @@ class ModelCheck:
 
     @property
     def overruled(self) -> bool:
-        """Whether the model lowered what the learned layer had raised (its reason is the evidence)."""
+        """Whether the model lowered the screen's tier (its reason is the evidence)."""
         return TIER_RANK[self.tier] < TIER_RANK[self.screen_tier]
 
 
@@ -87,13 +91,13 @@ def parse_check_reply(text: str) -> tuple[Tier, str]:
 
 
 async def model_check(texts: Sequence[str], backend: Backend, model: str, *, screens: Sequence[Screen] | None = None,
-                      check_all: bool = False, overrule_learned: bool = False, prompt: str = CHECK_PROMPT,
+                      check_all: bool = False, overrule: bool = False, prompt: str = CHECK_PROMPT,
                       sampling: Sampling = CHECK_SAMPLING, concurrency: int = 8) -> list[ModelCheck | None]:
     """Ask ``model`` for each speech's tier. Only speeches the screen flags are sent unless ``check_all``;
     the others get None. A failed call or an unparseable reply is a ModelCheck with ``model_tier=None``.
-    ``overrule_learned``: the model's tier replaces the learned layer's raises (never the rules' tier); screens
-    the caller passes should then come from ``screen_many(texts, checked=True)``, the layer's threshold for a
-    reviewed screen.
+    ``overrule``: the model's tier replaces the learned layer's raises and the rules' ideation read from words
+    alone (never the firm rules' tier, ``Screen.firm_tier``); screens the caller passes should then come from
+    ``screen_many(texts, checked=True)``, the layer's threshold for a reviewed screen.
 
     The model sees the speech alone, not the rules' tier or evidence, so its answer is a second opinion
     rather than an echo. Caching is the caller's: wrap ``backend`` as the stages do.
@@ -103,13 +107,13 @@ async def model_check(texts: Sequence[str], backend: Backend, model: str, *, scr
     p = load_prompt(prompt)
     p.require("user", "speech")
     system = p.section("system")
-    screens = list(screens) if screens is not None else screen_many(texts, checked=overrule_learned)
+    screens = list(screens) if screens is not None else screen_many(texts, checked=overrule)
     if len(screens) != len(texts):
         raise ValueError("model_check: texts and screens differ in length")
     gate = asyncio.Semaphore(concurrency)
 
     def checked(s: Screen, tier: Tier | None, **kw) -> ModelCheck:
-        return ModelCheck(s.tier, tier, prompt_version=p.version, floor=s.rules_tier if overrule_learned else None,
+        return ModelCheck(s.tier, tier, prompt_version=p.version, floor=s.firm_tier if overrule else None,
                           **kw)
 
     async def one(text: str, s: Screen) -> ModelCheck:
@@ -136,7 +140,7 @@ async def model_check(texts: Sequence[str], backend: Backend, model: str, *, scr
 
 
 def run_model_check(texts: Sequence[str], screens: Sequence[Screen], backend: Backend, model: str, cache: Path,
-                    check_all: bool, concurrency: int, overrule_learned: bool = False) -> list[ModelCheck | None]:
+                    check_all: bool, concurrency: int, overrule: bool = False) -> list[ModelCheck | None]:
     """``model_check`` through a call cache (SQLite at ``cache``): a rerun pays no call twice."""
     from ..runner import CachedCaller
     from ..store import Store, Writer
@@ -152,7 +156,7 @@ def run_model_check(texts: Sequence[str], screens: Sequence[Screen], backend: Ba
     async def go() -> list[ModelCheck | None]:
         try:
             return await model_check(texts, Cached(), model, screens=screens, check_all=check_all,
-                                      overrule_learned=overrule_learned, concurrency=concurrency)
+                                      overrule=overrule, concurrency=concurrency)
         finally:
             writer.commit()
             close = getattr(backend, "aclose", None)

@@ -84,6 +84,11 @@ KIND_TIER: dict[str, Tier] = {
 }
 CONCERN_KINDS = frozenset(k for k, t in KIND_TIER.items() if t == "none")
 LEARNED_KINDS = frozenset({"learned", "learned_high"})
+# Rule kinds a capable reviewing model may clear, besides the learned layer's raises: suicidal thoughts or a wish
+# to die read from words alone, at the `possible` tier. The rules cannot tell when they were ("I was suicidal for
+# 27 years, now I coach others") or whose they are in talk about suicide; attempts, self-harm, methods, plans,
+# intent and every other rule signal stand whatever the model says (docs/CRISIS_SCREEN.md, "Twelfth score").
+REVIEWABLE_KINDS = frozenset({"active_ideation", "passive_death_wish"})
 # Kinds that only count next to the client's own ideation: alone they are everyday words ("pills",
 # "I gave my guitar to a friend", "I have a plan").
 _SUPPORTING = {"method", "preparation"}
@@ -136,6 +141,13 @@ class Screen:
     def rules_tier(self) -> Tier:
         """The tier the rules' own evidence gives, without the learned layer's raises."""
         return max((KIND_TIER[s.kind] for s in self.signals if s.kind not in LEARNED_KINDS),
+                   key=TIER_RANK.__getitem__, default="none")
+
+    @property
+    def firm_tier(self) -> Tier:
+        """The tier of the rules' evidence that a reviewing model may not clear: every rule signal but ideation
+        read from words alone (``REVIEWABLE_KINDS``)."""
+        return max((KIND_TIER[s.kind] for s in self.signals if s.kind not in LEARNED_KINDS | REVIEWABLE_KINDS),
                    key=TIER_RANK.__getitem__, default="none")
 
     @property
@@ -338,7 +350,7 @@ def screen_rules(text: str) -> Screen:
 def screen_many(texts: Iterable[str], learned: bool = True, checked: bool = False) -> list[Screen]:
     """``screen`` for many texts; the learned layer reads every text the rules did not screen high, in one batch.
     ``checked``: a capable model will review every flag the learned layer raises (``model_check`` with
-    ``overrule_learned``), so the layer flags at its lower ``checked_threshold``, for recall."""
+    ``overrule``), so the layer flags at its lower ``checked_threshold``, for recall."""
     texts = list(texts)
     rule_screens = [screen_rules(t) for t in texts]
     layer = load_layer() if learned else None

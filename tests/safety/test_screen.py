@@ -365,7 +365,7 @@ def test_cli_model_check_raises_tiers_records_failures_and_caches(tmp_path, monk
     assert rows["a"]["model_check"] is None and rows["a"]["final_tier"] == "none"
     assert rows["b"]["tier"] == "possible" and rows["b"]["final_tier"] == "high"  # raised by the model
     assert rows["b"]["model_check"]["tier"] == "high" and rows["b"]["model_check"]["model"] == "judge"
-    assert rows["b"]["model_check"]["overruled_learned"] is False  # raising is never overruling
+    assert rows["b"]["model_check"]["overruled"] is False  # raising is never overruling
     assert rows["c"]["model_check"]["tier"] is None and "unparseable" in rows["c"]["model_check"]["error"]
     assert rows["c"]["final_tier"] == "high"  # a failed check never lowers the rules' tier
     assert "1 model check(s) failed" in res.output and "after judge" in res.output
@@ -377,8 +377,9 @@ def test_cli_model_check_raises_tiers_records_failures_and_caches(tmp_path, monk
 
 
 def test_cli_overruling_model_reviews_what_the_layer_flags_at_its_checked_threshold(tmp_path, monkeypatch):
-    """With --check-overrules-learned the layer flags from its lower checked threshold; the model's `none` clears
-    those flags, and a rule's flag stands whatever the model says."""
+    """With --check-overrules the layer flags from its lower checked threshold; the model's `none` clears
+    those flags and a wish to die the rules read from words alone, and self-harm the rules found stands whatever
+    the model says."""
     import numpy as np
 
     from psychocounsel.safety import command as crisis_check
@@ -391,6 +392,7 @@ def test_cli_overruling_model_reviews_what_the_layer_flags_at_its_checked_thresh
     src = _write_jsonl(tmp_path / "s.jsonl", [
         {"id": "a", "text": "Work has been stressful but I'm coping."},
         {"id": "b", "text": "I wish I was dead."},
+        {"id": "c", "text": "I cut myself again last night."},
     ])
     fake = FakeBackend(reply=lambda req: '{"tier": "none", "reason": "no wish to die"}')
     monkeypatch.setattr(crisis_check, "_check_backend", lambda *a: fake)
@@ -398,13 +400,14 @@ def test_cli_overruling_model_reviews_what_the_layer_flags_at_its_checked_thresh
     alone = _run(["screen", str(src), "--out", str(tmp_path / "alone.jsonl")])
     assert alone.exit_code == 0, alone.output
     assert json.loads((tmp_path / "alone.jsonl").read_text().splitlines()[0])["tier"] == "none"
-    res = _run(["screen", str(src), "--out", str(out), "--check-model", "judge", "--check-overrules-learned"])
+    res = _run(["screen", str(src), "--out", str(out), "--check-model", "judge", "--check-overrules"])
     assert res.exit_code == 0, res.output
     rows = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
     assert rows["a"]["tier"] == "possible" and "checked threshold" in rows["a"]["evidence"]
-    assert rows["a"]["model_check"]["overruled_learned"] is True and rows["a"]["final_tier"] == "none"
-    assert rows["b"]["final_tier"] == "possible"  # the rules' passive wish stands
-    assert len(fake.calls) == 2 and "checked threshold" in res.output
+    assert rows["a"]["model_check"]["overruled"] is True and rows["a"]["final_tier"] == "none"
+    assert rows["b"]["model_check"]["overruled"] is True and rows["b"]["final_tier"] == "none"
+    assert rows["c"]["final_tier"] == "high" and rows["c"]["model_check"]["overruled"] is False  # self-harm stands
+    assert len(fake.calls) == 3 and "checked threshold" in res.output
 
 
 def test_trigger_windows_lose_nothing():
@@ -605,29 +608,38 @@ def test_real_wording_traps_stay_none(text):
     assert screen_rules(text).tier == "none", screen_rules(text).evidence()
 
 
-def test_model_may_overrule_the_learned_layer_never_the_rules():
+def test_reviewing_model_may_clear_the_layer_and_worded_ideation_never_the_firm_rules():
     learned_only = Screen("possible", (Signal("learned", 0, 12, "score 2.10 >= -0.79 (crisis-learned-7)"),))
     learned_high = Screen("high", (Signal("passive_death_wish", 0, 17, "I wish I was dead"),
                                    Signal("learned_high", 0, 17, "high score 1.2 >= -0.58 (crisis-learned-7)")))
+    ended = screen_rules("I was suicidal back in 2009; I got help and I'm in a good place now.")
     rule_high = screen_rules("I cut myself again last night.")
-    assert (learned_only.rules_tier, learned_high.rules_tier, rule_high.rules_tier) == ("none", "possible", "high")
-    texts = ["Work is hard.", "I wish I was dead.", "I cut myself again last night."]
-    screens = [learned_only, learned_high, rule_high]
-    fake = FakeBackend(reply=lambda req: '{"tier": "none", "reason": "stress at work, no wish to die"}')
+    past_attempt = screen_rules("I attempted suicide in 2011.")
+    assert [s.rules_tier for s in (learned_only, learned_high, ended, rule_high, past_attempt)] == [
+        "none", "possible", "possible", "high", "possible"]
+    assert [s.firm_tier for s in (learned_only, learned_high, ended, rule_high, past_attempt)] == [
+        "none", "none", "none", "high", "possible"]  # ideation in words alone is reviewable; the rest is firm
+    texts = ["Work is hard.", "I wish I was dead.", ("I was suicidal back in 2009; I got help and I'm in a good "
+                                                     "place now."), "I cut myself again last night.",
+             "I attempted suicide in 2011."]
+    screens = [learned_only, learned_high, ended, rule_high, past_attempt]
+    fake = FakeBackend(reply=lambda req: '{"tier": "none", "reason": "no current wish to die"}')
     plain = asyncio.run(model_check(texts, fake, "m", screens=screens))
-    assert [c.tier for c in plain] == ["possible", "high", "high"] and not any(c.overruled for c in plain)
-    over = asyncio.run(model_check(texts, fake, "m", screens=screens, overrule_learned=True))
-    assert [c.tier for c in over] == ["none", "possible", "high"]  # down to the rules' own tier, no further
-    assert [c.overruled for c in over] == [True, True, False] and over[0].reason.startswith("stress at work")
-    failing_check = asyncio.run(model_check(texts[:1], FakeBackend(replies=["no idea"]), "m", screens=screens[:1],
-                                            overrule_learned=True))
-    assert failing_check[0].tier == "possible" and not failing_check[0].overruled  # a failed check lowers nothing
+    assert [c.tier for c in plain] == ["possible", "high", "possible", "high", "possible"]
+    assert not any(c.overruled for c in plain)
+    over = asyncio.run(model_check(texts, fake, "m", screens=screens, overrule=True))
+    assert [c.tier for c in over] == ["none", "none", "none", "high", "possible"]  # down to the firm rules, no further
+    assert [c.overruled for c in over] == [True, True, True, False, False] and over[0].reason.startswith("no current")
+    failing_check = asyncio.run(model_check(texts[:3], FakeBackend(replies=["no idea"] * 3), "m", screens=screens[:3],
+                                            overrule=True))
+    assert [c.tier for c in failing_check] == ["possible", "high", "possible"]  # a failed check lowers nothing
+    assert not any(c.overruled for c in failing_check)
 
 
 def test_cli_overrule_needs_a_model(tmp_path):
     src = _write_jsonl(tmp_path / "s.jsonl", [{"id": "a", "text": "Work is hard."}])
-    res = _run(["screen", str(src), "--rules-only", "--check-overrules-learned"])
-    assert res.exit_code != 0 and "--check-overrules-learned needs --check-model" in res.output
+    res = _run(["screen", str(src), "--rules-only", "--check-overrules"])
+    assert res.exit_code != 0 and "--check-overrules needs --check-model" in res.output
 
 
 def test_evidence_is_the_same_in_every_process():
