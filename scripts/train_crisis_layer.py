@@ -5,7 +5,7 @@
     .venv/bin/python scripts/train_crisis_layer.py --rethreshold oof.npz                 # after a rules change
 
 The shipped layer is ``crisis-learned-6``, built by this script at commit 76e6e49 (``--validate 3 --ship fold``)
-and given new thresholds for ``crisis-rules-5`` with ``--rethreshold`` (unchanged by ``crisis-rules-6``).
+and given new thresholds for ``crisis-rules-5`` with ``--rethreshold`` (unchanged by rules-6 and -7).
 ``crisis-learned-7`` (this script at c25fd27, 7,197 rows) was measured on two fresh real sets and not shipped, since
 it missed more high-risk posts (docs/CRISIS_SCREEN.md, "Eighth score"); each of its folds took ~37 minutes on 2
 cores. As it stands the script builds ``crisis-learned-8`` (the first command) from every labelled set, the six

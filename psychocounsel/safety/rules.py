@@ -25,7 +25,7 @@ _SELF_RULES: list[tuple[str, tuple[str, ...], str]] = [
         r"\b(?:I(?:'ve| have)?|already|has) decided to (?:kill myself|end (?:it|my life|things)|die|take my (?:own )?life)\b",
         r"\b(?:tonight|tomorrow|this weekend)(?: is| will be|'s) the (?:night|day)\b",
         r"\b(?:scared|afraid|frightened|terrified) (?:of )?what I (?:might|could|will|'ll|would) do\b(?! to (?:him|her|them|someone|somebody|my (?!self)))",
-        r"\b(?:don't|do not|can't|cannot) trust myself\b(?! (?:with money|around (?:food|cake|sweets)|to (?:remember|cook|drive)))",
+        r"\b(?:don't|do not|can't|cannot) trust myself\b(?! (?:with money|around (?:food|cake|sweets)|to (?:remember|cook|drive|make|decide|choose)|with (?:\w+ ){0,2}(?:decisions?|choices?|judge?ment)))",
         r"\b(?:can't|cannot|don't think I can|not sure I can) keep myself safe\b",
         r"\b(?:going to|gonna|will|'ll) act on (?:it|them|the thoughts|these thoughts)\b"),
      "myself end life decided tonight tomorrow weekend scared afraid frightened terrified act"),
@@ -188,7 +188,7 @@ _SELF_RULES: list[tuple[str, tuple[str, ...], str]] = [
      "imagining picturing thinking thought think slit slitting dreaming dreamt dreamed fantasising fantasizing "
      "fantasised fantasized lie lay put inject injecting"),
     ("plan", _rx(
-        r"\b(?:picked|chosen|chose|set) (?:a|the) (?:date|day)\b|\b(?:made|make) my mind up\b|\bI(?:'ve| have| am)? decided\b(?! (?:to (?:stop|quit|leave|go|try|get|start|change|move|tell|apply|take a break)|on|that|what|against|not))",
+        r"\b(?:picked|chosen|chose|set) (?:a|the) (?:date|day)\b|\b(?:made|make) my mind up\b|\bI(?:'ve| have| am)? decided\b(?! (?:to (?:stop|quit|leave|go|try|get|start|change|move|tell|apply|take a break)|on|that|what|against|not|in advance|(?:I'm|Im|I am) not))",
         r"\bknow how I'?m going to do it\b|\bknow (?:how|where) (?:n|and) (?:where|when|how)\b|\b(?:a )?matter of when and (?:where|how)\b",
         r"\b(?:researching|researched|looking up|looked up|been looking up|searching|googling) ways to (?:do it|kill myself|die|end it)\b",
         r"\b(?:saved|been saving|stockpil\w+) (?:up )?(?:my |some |all my )?(?:tablets|pills|meds|medication)\b",
@@ -200,7 +200,7 @@ _SELF_RULES: list[tuple[str, tuple[str, ...], str]] = [
         r"\bI (?:tried|try|attempted) to (?:hang|kill|drown|end) (?:myself|my life)\b",
         r"\b(?:took|taken) (?:a bunch|a handful|loads|all) of (?:my |mum's |mom's |dad's )?(?:\w+ )?(?:pills|tablets|meds|antidepressants|sleeping tablets)\b",
         r"\bwalked into the sea\b|\b(?:almost|nearly) pulled the trigger\b|\b(?:about|nearly|almost) (?:committed|swerved)\b|\bjust tried to hang myself\b",
-        r"\bI (?:took|take) \d+\s?mg\b"),
+        r"\bI took \d+\s?mg\b"),
      "tried try attempted took taken walked almost nearly about just take"),
     ("harm_to_others", _rx(
         r"\b(?:I'm|I am|im|I'll|I will|he's|she's|he is|she is) (?:going to|gonna) (?:stab|kill|shoot|hurt|batter|attack) (?:him|her|them|that \w+|a boy|a girl|a man|the \w+)\b",
@@ -242,8 +242,9 @@ _SELF_RULES: list[tuple[str, tuple[str, ...], str]] = [
         r"(?<![\w',] )(?<![\w'])(?:attempted suicide|tried to kill myself|cut my wrists|slit my wrists|overdosed)\b",
         r"\b(?:swallowed|took|taken) [^.!?]{0,30}\bto (?:overdose|od|die|kill myself)\b",
         r"\b(?:took|taken|swallowed) (?:a bunch|a handful|loads|all|a whole (?:packet|bottle|box)) (?:of )?(?:my |\w+'s |my \w+'s )?(?:\w+ )?(?:pills|tablets|meds|antidepressants)\b(?! (?:for|as|with (?:food|water|breakfast|dinner)))",
-        r"\b(?:took|taken|swallowed) (?:all )?(?:of )?my (?:\w+ )?(?:pills|tablets|meds) with (?:a bottle of|half a bottle of|alcohol|whisky|vodka|wine|gin)\b"),
-     "tried attempted try almost nearly next failed latest recent attempt cut slit overdosed swallowed took taken"),
+        r"\b(?:took|taken|swallowed) (?:all )?(?:of )?my (?:\w+ )?(?:pills|tablets|meds) with (?:a bottle of|half a bottle of|alcohol|whisky|vodka|wine|gin)\b",
+        r"\bI was (?:going|about|ready) to (?:try (?:and|to) )?(?:kill myself|end (?:it all|my life)|take my (?:own )?life)\b"),
+     "tried attempted try almost nearly next failed latest recent attempt cut slit overdosed swallowed took taken was"),
     ("self_harm", _rx(
         r"(?<![\w',] )(?<![\w'])(?:just |also )?(?:hurt|cut|burn(?:ed|t)?|punch(?:ed)?|scratch(?:ed)?) myself (?:again|last night|yesterday|today|tonight|this (?:morning|week))\b",
         r"\b(?:keep|kept|been|started|I) (?:cutting|burning|punching|scratching) myself\b(?! (?:on|shaving|cooking|by accident|accidentally|with the (?:kettle|iron|oven|pan)))"),
@@ -298,7 +299,7 @@ _SELF_RULES: list[tuple[str, tuple[str, ...], str]] = [
     ("self_harm", _rx(
         r"\b(?:usually|always|often|sometimes|then|and|constantly) (?:cutting|burning|hurting|harming|scratching) myself\b(?! (?:off|out|from|away|shaving|on|by accident|accidentally|at the gym|playing|lifting|running|while))",
         r"\bself[- ]?harm(?:ing)? (?:is|has been|has gotten|is getting|got) (?:out of control|worse)\b",
-        r"\bsince I(?:'ve| have| last)? (?:cut|self[- ]?harmed|hurt myself)\b"),
+        r"\bsince I(?:'ve| have| last)? (?:cut|self[- ]?harmed|hurt myself)\b(?! (?:the|a|an|some|up|off|back|down|out|it|them|him|her|\w+'s)\b)"),
      "cutting burning hurting harming scratching self selfharm since"),
     ("self_harm_thoughts", _rx(
         r"\bso (?:that )?I can (?:hurt|cut|harm|burn) myself\b"),
@@ -432,7 +433,7 @@ SPELLINGS: dict[str, str] = {
     r"unaliving": "killing", r"unalived": "killed", r"unalive(?= (?:my|him|her|them)sel)": "kill", r"unalive": "die",
     r"sewer ?slide|su[iy]c[iy]de|suicde|sucide|suiside|suic[iy]de": "suicide", r"sewer ?slidal|suicdal|suisidal": "suicidal",
     r"s3lf[- ]?h[a@]rm|self[- ]?h@rm": "self harm", r"sh'?d": "self harmed",
-    r"(?:(?<=on )|(?<=my )|(?<=of )|(?<=do )|(?<=did )|(?<=to )|(?<= n )|(?<=from ))sh(?!\s*!)": "self harm", r"ctb": "suicide",
+    r"(?:(?<=on )|(?<=my )|(?<=of )|(?<=do )|(?<=did )|(?<=to )|(?<= n )|(?<=from ))sh(?!\s*[!*])": "self harm", r"ctb": "suicide",
     r"my ?sel[fv](?![- ]?h[a@]rm|-| (?:esteem|worth|confidence|image|respect|doubt|care|control))|myslef|meself": "myself", r"cant": "can't", r"dont": "don't", r"wont": "won't", r"didnt": "didn't",
     r"wouldnt": "wouldn't", r"doesnt": "doesn't", r"isnt": "isn't", r"wasnt": "wasn't", r"aint": "ain't",
     r"couldnt": "couldn't", r"shouldnt": "shouldn't", r"havent": "haven't", r"im": "I'm", r"ive": "I've",

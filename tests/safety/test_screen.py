@@ -581,6 +581,8 @@ REAL_WORDINGS = [
     ("It had been months since I cut, but tonight I did.", "high", "recent_self_harm"),
     ("I started cutting 2 weeks ago.", "high", "recent_self_harm"),
     ("I keep thinking about killing my self.", "possible", "active_ideation"),
+    ("Today I was going to try and kill myself.", "high", "attempt"),
+    ("It's been three months since I cut myself.", "high", "recent_self_harm"),
 ]
 
 REAL_WORDING_TRAPS = [
@@ -594,6 +596,11 @@ REAL_WORDING_TRAPS = [
     "Being ignored at work is killing my self-esteem.",
     "I've been cutting 27mg concerta in half to make it last.",
     "I don't have extreme suicidal thoughts, I just feel flat.",
+    "This one person is making me lose my sh*t before every meeting.",
+    "I take 30mg XR every morning and crash by noon.",
+    "Ive decided in advance Im not going to the after party.",
+    "It's been 18 hours since I cut the shallot and my eye still burns.",
+    "I can't trust myself with making those decisions.",
 ]
 
 
