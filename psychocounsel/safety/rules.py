@@ -201,7 +201,7 @@ _SELF_RULES: list[tuple[str, tuple[str, ...], str]] = [
         r"\b(?:took|taken) (?:a bunch|a handful|loads|all) of (?:my |mum's |mom's |dad's )?(?:\w+ )?(?:pills|tablets|meds|antidepressants|sleeping tablets)\b",
         r"\bwalked into the sea\b|\b(?:almost|nearly) pulled the trigger\b|\b(?:about|nearly|almost) (?:committed|swerved)\b|\bjust tried to hang myself\b",
         r"\bI took \d+\s?mg\b"),
-     "tried try attempted took taken walked almost nearly about just take"),
+     "tried try attempted took taken walked almost nearly about just"),
     ("harm_to_others", _rx(
         r"\b(?:I'm|I am|im|I'll|I will|he's|she's|he is|she is) (?:going to|gonna) (?:stab|kill|shoot|hurt|batter|attack) (?:him|her|them|that \w+|a boy|a girl|a man|the \w+)\b",
         r"\b(?:plan(?:ned|ning)?|started to plan|started planning) (?:how I'd|how I would|how to|what I'll do to|what I'm going to do to) (?:hurt|kill|stab|get|do to)?\s?(?:him|her|them)\b",
@@ -242,9 +242,11 @@ _SELF_RULES: list[tuple[str, tuple[str, ...], str]] = [
         r"(?<![\w',] )(?<![\w'])(?:attempted suicide|tried to kill myself|cut my wrists|slit my wrists|overdosed)\b",
         r"\b(?:swallowed|took|taken) [^.!?]{0,30}\bto (?:overdose|od|die|kill myself)\b",
         r"\b(?:took|taken|swallowed) (?:a bunch|a handful|loads|all|a whole (?:packet|bottle|box)) (?:of )?(?:my |\w+'s |my \w+'s )?(?:\w+ )?(?:pills|tablets|meds|antidepressants)\b(?! (?:for|as|with (?:food|water|breakfast|dinner)))",
-        r"\b(?:took|taken|swallowed) (?:all )?(?:of )?my (?:\w+ )?(?:pills|tablets|meds) with (?:a bottle of|half a bottle of|alcohol|whisky|vodka|wine|gin)\b",
+        r"\b(?:took|taken|swallowed) (?:all )?(?:of )?my (?:\w+ )?(?:pills|tablets|meds) with (?:a bottle of|half a bottle of|alcohol|whisky|vodka|wine|gin)\b"),
+     "tried attempted try almost nearly next failed latest recent attempt cut slit overdosed swallowed took taken"),
+    ("attempt", _rx(  # an attempt stopped short, dated like every attempt ("today": high; "when I was 15": past)
         r"\bI was (?:going|about|ready) to (?:try (?:and|to) )?(?:kill myself|end (?:it all|my life)|take my (?:own )?life)\b"),
-     "tried attempted try almost nearly next failed latest recent attempt cut slit overdosed swallowed took taken was"),
+     "going about ready"),
     ("self_harm", _rx(
         r"(?<![\w',] )(?<![\w'])(?:just |also )?(?:hurt|cut|burn(?:ed|t)?|punch(?:ed)?|scratch(?:ed)?) myself (?:again|last night|yesterday|today|tonight|this (?:morning|week))\b",
         r"\b(?:keep|kept|been|started|I) (?:cutting|burning|punching|scratching) myself\b(?! (?:on|shaving|cooking|by accident|accidentally|with the (?:kettle|iron|oven|pan)))"),
