@@ -34,6 +34,7 @@ fix and the held-out set stops being held out.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections import defaultdict
@@ -228,6 +229,9 @@ def main() -> None:
     ap.add_argument("--check-overrules", action="store_true",
                     help="The model's tier may undo the learned layer's raises and the rules' worded ideation "
                          "(never a rule's attempt, self-harm, method or plan).")
+    ap.add_argument("--checked-threshold", type=float, default=None,
+                    help="Score the reviewed screen with the layer at this checked threshold instead of the shipped "
+                         "one (a candidate, e.g. the 0.99-recall threshold -4.283: docs/CRISIS_SCREEN.md).")
     ap.add_argument("--cache", default=str(ROOT / "bench" / "out" / "crisis_check.sqlite"),
                     help="Call cache for --check-model (SQLite; default under bench/out/, which git ignores).")
     ap.add_argument("--concurrency", type=int, default=8, help="Model calls in flight.")
@@ -252,6 +256,8 @@ def main() -> None:
         runs = {"rules": preds}
         if args.learned:  # the layer reads each text once; both thresholds apply to the same scores
             layer = load_layer()
+            if args.checked_threshold is not None:  # a candidate checked threshold, scored before it ships
+                layer = dataclasses.replace(layer, checked_threshold=args.checked_threshold)
             scores = learned_scores(texts, screens, layer)
             learned = raise_tiers(texts, screens, scores, layer)
             runs["rules + learned"] = [s.tier for s in learned]
