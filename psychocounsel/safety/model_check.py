@@ -2,6 +2,7 @@
 
     await model_check(texts, backend, model) -> [ModelCheck | None]   an LLM's tier, or a recorded failure
     run_model_check(...)                                               the same through a SQLite call cache
+    make_check_backend(kind, base_url, api_key_env, concurrency)       the backend it runs on (CLI and benches)
 
 The combined tier is never below the rules' tier: the model may raise a tier, never lower one. With
 ``overrule``, the model reviews what the screen cannot read well, and its tier replaces it: what the learned layer
@@ -137,6 +138,18 @@ async def model_check(texts: Sequence[str], backend: Backend, model: str, *, scr
     for i, r in zip(todo, done):
         out[i] = r
     return out
+
+
+def make_check_backend(kind: str, base_url: str | None, api_key_env: str | None, concurrency: int) -> Backend:
+    """The backend a check runs on: ``local`` (transformers) or ``openai`` (any OpenAI-compatible server at
+    ``base_url``, OpenAI's by default; its key read from the variable ``api_key_env``, none when empty)."""
+    from ..backends import make_backend
+    from ..config import LocalBackendConfig, OpenAIBackendConfig
+
+    if kind == "local":
+        return make_backend(LocalBackendConfig())
+    return make_backend(OpenAIBackendConfig(base_urls=[base_url or "https://api.openai.com/v1"],
+                                            api_key_env=api_key_env or None, concurrency=concurrency))
 
 
 def run_model_check(texts: Sequence[str], screens: Sequence[Screen], backend: Backend, model: str, cache: Path,

@@ -356,7 +356,7 @@ def test_cli_model_check_raises_tiers_records_failures_and_caches(tmp_path, monk
 
     fake = FakeBackend(reply=reply)
     made = []
-    monkeypatch.setattr(crisis_check, "_check_backend", lambda *a: made.append(a) or fake)
+    monkeypatch.setattr(crisis_check, "make_check_backend", lambda *a: made.append(a) or fake)
     out = tmp_path / "out.jsonl"
     res = _run(["screen", str(src), "--out", str(out), "--check-model", "judge", "--base-url", "http://x/v1"])
     assert res.exit_code == 0, res.output
@@ -395,7 +395,7 @@ def test_cli_overruling_model_reviews_what_the_layer_flags_at_its_checked_thresh
         {"id": "c", "text": "I cut myself again last night."},
     ])
     fake = FakeBackend(reply=lambda req: '{"tier": "none", "reason": "no wish to die"}')
-    monkeypatch.setattr(crisis_check, "_check_backend", lambda *a: fake)
+    monkeypatch.setattr(crisis_check, "make_check_backend", lambda *a: fake)
     out = tmp_path / "out.jsonl"
     alone = _run(["screen", str(src), "--out", str(tmp_path / "alone.jsonl")])
     assert alone.exit_code == 0, alone.output
