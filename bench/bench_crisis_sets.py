@@ -1,11 +1,13 @@
 """Crisis screen on the labelled sets (crisis_messages, cssrs_posts, crisis_independent, crisis_inbox,
-crisis_counselchat, crisis_fresh, and the five Reddit draws crisis_reddit, _2, _3, _4 and _5), per split.
+crisis_counselchat, crisis_fresh, the six Reddit draws crisis_reddit, _2 to _6, crisis_rallypoint, and the linked
+sets crisis_sdcnl and crisis_suicide_detection where their text was rebuilt), per split.
 
     .venv/bin/python bench/bench_crisis_sets.py                # every set: dev, heldout, all
     .venv/bin/python bench/bench_crisis_sets.py --sets crisis_fresh crisis_counselchat --split heldout --learned
     .venv/bin/python bench/bench_crisis_sets.py --errors       # also the DEV misses and false alarms, with evidence
     .venv/bin/python bench/bench_crisis_sets.py --learned      # recall tables for rules + learned layer too
     .venv/bin/python bench/bench_crisis_sets.py --json out.json
+    .venv/bin/python bench/bench_crisis_sets.py --sets crisis_sdcnl crisis_suicide_detection --pooled --learned
     .venv/bin/python bench/bench_crisis_sets.py --sets crisis_reddit_3 --check-model MODEL --base-url URL \
         --check-overrules                             # rules + learned layer + a capable model's check
 
@@ -59,19 +61,24 @@ from psychocounsel.safety.screen import (
 )
 
 DATA = ROOT / "psychocounsel" / "data"
+OUT = ROOT / "bench" / "out"
 SETS = {"crisis_messages": DATA / "crisis_messages.jsonl", "cssrs_posts": DATA / "cssrs_posts.jsonl",
         "crisis_independent": DATA / "crisis_independent.jsonl", "crisis_inbox": DATA / "crisis_inbox.jsonl",
         "crisis_counselchat": DATA / "crisis_counselchat.jsonl", "crisis_fresh": DATA / "crisis_fresh.jsonl",
         "crisis_reddit": DATA / "crisis_reddit.jsonl", "crisis_reddit_2": DATA / "crisis_reddit_2.jsonl",
         "crisis_reddit_3": DATA / "crisis_reddit_3.jsonl", "crisis_reddit_4": DATA / "crisis_reddit_4.jsonl",
         "crisis_reddit_5": DATA / "crisis_reddit_5.jsonl", "crisis_reddit_6": DATA / "crisis_reddit_6.jsonl",
-        "crisis_rallypoint": DATA / "crisis_rallypoint.jsonl"}
+        "crisis_rallypoint": DATA / "crisis_rallypoint.jsonl",
+        # Linked sets: only their labels are committed; scripts/make_linked_posts.py rebuilds the text here.
+        "crisis_sdcnl": OUT / "crisis_sdcnl.jsonl", "crisis_suicide_detection": OUT / "crisis_suicide_detection.jsonl"}
 # What each set is broken down by: written sets by register and category, the real questions by category, the
 # r/SuicideWatch posts by their C-SSRS severity, the Reddit posts by forum (support or everyday, then each one),
 # the RallyPoint posts by the source's mark (about mental health or not) and its set.
 GROUPS = {"cssrs_posts": ("severity",), "crisis_counselchat": ("category",),
           **{f"crisis_reddit{d}": ("forum", "subreddit", "category") for d in ("", "_2", "_3", "_4", "_5", "_6")},
-          "crisis_rallypoint": ("mental_health", "set", "category")}
+          "crisis_rallypoint": ("mental_health", "set", "category"),
+          "crisis_sdcnl": ("forum", "category"), "crisis_suicide_detection": ("forum", "category"),
+          "pooled": ("labelled_set", "category")}
 # The Reddit sample's forums that are not about mental health (docs/CRISIS_SCREEN.md, "crisis_reddit").
 EVERYDAY_FORUMS = {"UKPersonalFinance", "conspiracy", "divorce", "guns", "legaladvice", "mindfulness",
                    "personalfinance", "teaching", "ukpolitics", "unitedkingdom"}
@@ -217,6 +224,8 @@ def main() -> None:
                     help="Also screen with the learned layer on and print its recall tables next to the rules'.")
     ap.add_argument("--json", help="Also write every number to this JSON file.")
     ap.add_argument("--sets", nargs="+", choices=list(SETS), default=list(SETS), help="Which sets (default: all).")
+    ap.add_argument("--pooled", action="store_true",
+                    help="Score the chosen sets together as one, broken down by set.")
     ap.add_argument("--split", choices=("dev", "heldout", "all"), help="Only this split (default: each).")
     ap.add_argument("--check-model", help="Also run this model's check (crisis_check_v3) on rules + learned layer.")
     ap.add_argument("--base-url", help="OpenAI-compatible server for --check-model (default: OpenAI's).")
@@ -240,14 +249,20 @@ def main() -> None:
     if args.learned and load_layer() is None:
         sys.exit(f"--learned: no learned layer at {LAYER_PATH} (scripts/train_crisis_layer.py builds it)")
     report: dict = {}
+    sets = {}
     for set_name in args.sets:
-        path = SETS[set_name]
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
-        rows = [dict(r, tier=crisis_tier(r)) for r in rows]
+        if not SETS[set_name].exists():  # a linked set whose text was not rebuilt on this machine
+            print(f"{set_name}: skipped, {SETS[set_name]} is not built (scripts/make_linked_posts.py rebuilds it)")
+            continue
+        lines = SETS[set_name].read_text(encoding="utf-8").splitlines()
+        sets[set_name] = [dict(r, tier=crisis_tier(r), labelled_set=set_name) for r in map(json.loads, filter(None, lines))]
+    if args.pooled:
+        sets = {"pooled": [r for rows in sets.values() for r in rows]}
+    for set_name, rows in sets.items():
         if args.split in ("dev", "heldout"):  # only that split is screened (and sent to a model)
             rows = [r for r in rows if r["split"] == args.split]
-        if set_name.startswith("crisis_reddit"):
-            rows = [dict(r, forum="everyday" if r["subreddit"] in EVERYDAY_FORUMS else "support") for r in rows]
+        rows = [dict(r, forum="everyday" if r["subreddit"] in EVERYDAY_FORUMS else "support") if "subreddit" in r
+                else r for r in rows]  # the Reddit draws' forums, grouped
         texts = [r["text"] for r in rows]
         screens = screen_many(texts, learned=False)
         preds = [s.tier for s in screens]

@@ -54,8 +54,8 @@ def hash_split(row_id: str) -> str:
     return "heldout" if int(hashlib.sha256(row_id.encode()).hexdigest()[:8], 16) % 100 < 30 else "dev"
 
 
-def frozen(name: str) -> tuple[int, str]:
-    m = re.search(rf"`data/{re.escape(name)}`: frozen on [\d-]+, file sha256 `[0-9a-f]{{64}}`; (\d+) held-out rows, "
+def frozen(name: str, folder: str = "data") -> tuple[int, str]:
+    m = re.search(rf"`{folder}/{re.escape(name)}`: frozen on [\d-]+, file sha256 `[0-9a-f]{{64}}`; (\d+) held-out rows, "
                   r"held-out sha256 `([0-9a-f]{64})`", SCREEN_DOC)
     assert m, f"docs/CRISIS_SCREEN.md records no freeze for {name}"
     return int(m.group(1)), m.group(2)
@@ -311,3 +311,60 @@ def test_rallypoint_set_is_real_doubly_labelled_and_frozen():
     assert heldout_sha256(path) == frozen("crisis_rallypoint.jsonl"), "a held-out row of crisis_rallypoint changed"
     notice = (DATA / "RALLYPOINT_POSTS_LICENSE.md").read_text(encoding="utf-8")
     assert "construct-tracker" in notice and "Apache-2.0" in notice and "make_rallypoint_posts.py" in notice
+
+
+# ------------------------------------------------------------------ linked sets: labels and hashes, no text
+
+def _linked_posts_script():
+    import importlib.util
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    spec = importlib.util.spec_from_file_location("make_linked_posts", ROOT / "scripts" / "make_linked_posts.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_linked_posts_rebuild_checks_every_text_against_its_hash(tmp_path, monkeypatch, capsys):
+    script = _linked_posts_script()
+    source = tmp_path / "Suicide_Detection.csv"
+    source.write_text(",text,class\n0,I can't stop thinking about ending it,suicide\n"
+                      "1,Finally passed my driving test see https://x.example/y,non-suicide\n", encoding="utf-8")
+    posts = script.sample("suicide_detection", source)
+    assert [p["id"] for p in posts] == ["ksd-0001", "ksd-0002"]
+    assert all("https://" not in p["text"] for p in posts)  # links masked before the text is hashed
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text("".join(json.dumps({"id": p["id"], "sha256": script.text_hash(p["text"]), "tier": "none",
+                                          "forum": p["forum"]}) + "\n" for p in posts), encoding="utf-8")
+    out = tmp_path / "rebuilt.jsonl"
+    script.rebuild(posts, labels, out)
+    rebuilt = rows(out)
+    assert [r["text"] for r in rebuilt] == [p["text"] for p in posts] and "sha256" not in rebuilt[0]
+    posts[1]["text"] += " (edited)"
+    with pytest.raises(SystemExit, match=r"labels.jsonl, line 2: ksd-0002's text .* differs"):
+        script.rebuild(posts, labels, out)
+
+
+# Posts and forums per linked set (bench/data/LINKED_SETS.md).
+LINKED = {"crisis_sdcnl": (379, {"SuicideWatch", "depression"}),
+          "crisis_suicide_detection": (237, {"SuicideWatch", "teenagers"})}
+
+
+@pytest.mark.parametrize("name", LINKED)
+def test_linked_set_is_doubly_labelled_textless_and_frozen(name):
+    path = ROOT / "bench" / "data" / f"{name}.labels.jsonl"
+    rows_ = rows(path)
+    n_posts, forums = LINKED[name]
+    assert len(rows_) == len({r["id"] for r in rows_}) == len({r["sha256"] for r in rows_}) == n_posts
+    for r in rows_:
+        assert set(r) == {"id", "sha256", "tier", "category", "split", "annotators", "note", "forum"}, r["id"]
+        assert r["tier"] in CATEGORIES[r["category"]] and all(t in TIERS for t in r["annotators"]), r["id"]
+        assert r["tier"] == r["annotators"][0] == r["annotators"][1] or "adjudicated" in r["note"], r["id"]
+        assert r["split"] == ("heldout" if int(hashlib.sha256(r["id"].encode()).hexdigest(), 16) % 2 else "dev")
+        assert r["forum"] in forums and re.fullmatch(r"[0-9a-f]{64}", r["sha256"]), r["id"]
+    assert heldout_sha256(path) == frozen(path.name, "bench/data"), f"a held-out row of {name} changed"
+    shipped = {hashlib.sha256(r["text"].encode()).hexdigest() for f in DATA.glob("crisis_*.jsonl") for r in rows(f)}
+    assert not shipped & {r["sha256"] for r in rows_}, "a linked post repeats a shipped set's text"
+    notice = (ROOT / "bench" / "data" / "LINKED_SETS.md").read_text(encoding="utf-8")
+    assert name in notice and "make_linked_posts.py" in notice

@@ -1,0 +1,128 @@
+"""Build the crisis sets whose text this repository links to instead of shipping: real posts from public copies
+that state no licence, each labelled by two blind annotators. Only ids, labels and a hash of each text are
+committed (bench/data/<set>.labels.jsonl); the text is rebuilt on your machine from the public copy.
+
+    git clone https://github.com/ayaanzhaque/SDCNL /tmp/sdcnl                          # r/SuicideWatch, r/depression
+    git clone https://github.com/Badhrinadhgvs/Suicide-Prediction /tmp/ksd            # r/SuicideWatch, r/teenagers
+    .venv/bin/python scripts/make_linked_posts.py sdcnl /tmp/sdcnl/data/testing-set.csv --rebuild
+    .venv/bin/python scripts/make_linked_posts.py suicide_detection /tmp/ksd/Suicide_Detection.csv --rebuild
+    .venv/bin/python bench/bench_crisis_sets.py --sets crisis_sdcnl crisis_suicide_detection --learned
+
+``--rebuild`` joins the committed labels with the text and checks every hash: it writes
+bench/out/crisis_<source>.jsonl (git ignores bench/out/), which bench_crisis_sets.py reads. Building the set the
+first time took ``--blind DIR`` (the sample for the annotators) and then ``--labels A B --adjudicated ADJ``, as
+for the Reddit draws.
+
+Sources (docs/CRISIS_SCREEN.md, "Thirteenth score"):
+- ``sdcnl``: the test split (379 posts) of the set of Haque, Reddi and Giallanza, *Deep Learning for Suicide and
+  Depression Identification with Unsupervised Label Correction* (ICANN 2021; arXiv 2102.09427): posts from
+  r/SuicideWatch and r/depression, early 2020, in github.com/ayaanzhaque/SDCNL ``data/testing-set.csv``. Each
+  text is the title, a blank line and the body. The forum is kept; it is not a risk label.
+- ``suicide_detection``: the 237-post copy of Kaggle's "Suicide and Depression Detection" (Komati, 2021;
+  r/SuicideWatch posts marked ``suicide`` and r/teenagers posts marked ``non-suicide``) in
+  github.com/Badhrinadhgvs/Suicide-Prediction ``Suicide_Detection.csv``. Its titles run into the body as the
+  source has them. The forum is read from the source's class; it is not a risk label.
+
+Every post of each file is taken (links, user mentions, e-mails and phone numbers masked), shuffled with a fixed
+seed and numbered. None repeats a text of another labelled set. Both sets served once, whole, as a fresh test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import random
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_cssrs_posts import scrub
+from make_reddit_posts import _read, add_label_args, labelled, split_of
+
+ROOT = Path(__file__).resolve().parents[1]
+SEED = 20261205
+
+
+def _sdcnl(row: dict) -> tuple[str, str]:
+    title, body = row["title"].strip(), row["selftext"].strip()
+    forum = "SuicideWatch" if "/r/SuicideWatch/" in row["url"] else "depression"
+    return (f"{title}\n\n{body}" if body and body not in ("[removed]", "[deleted]") else title), forum
+
+
+def _suicide_detection(row: dict) -> tuple[str, str]:
+    return row["text"].strip(), "SuicideWatch" if row["class"] == "suicide" else "teenagers"
+
+
+# name: (id prefix, how one CSV row becomes text and forum)
+SOURCES = {"sdcnl": ("sdcnl", _sdcnl), "suicide_detection": ("ksd", _suicide_detection)}
+
+
+def labels_path(source: str) -> Path:
+    return ROOT / "bench" / "data" / f"crisis_{source}.labels.jsonl"
+
+
+def rebuilt_path(source: str) -> Path:
+    return ROOT / "bench" / "out" / f"crisis_{source}.jsonl"
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def sample(source: str, csv_path: Path) -> list[dict]:
+    prefix, read = SOURCES[source]
+    with csv_path.open(encoding="utf-8", newline="") as f:
+        picked = [read(r) for r in csv.DictReader(f)]
+    random.Random(SEED).shuffle(picked)
+    return [{"id": f"{prefix}-{k:04d}", "text": scrub(text), "split": split_of(f"{prefix}-{k:04d}"), "forum": forum}
+            for k, (text, forum) in enumerate(picked, 1)]
+
+
+def rebuild(posts: list[dict], labels: Path, out: Path) -> None:
+    """The labelled set with its text, every text checked against the hash committed with its labels."""
+    if not labels.exists():
+        sys.exit(f"{labels}: no labels for this source")
+    by_id = {p["id"]: p for p in posts}
+    rows = []
+    for n, row in enumerate(_read(labels).values(), 1):
+        post = by_id.get(row["id"])
+        if post is None or text_hash(post["text"]) != row["sha256"]:
+            sys.exit(f"{labels}, line {n}: {row['id']}'s text is not in this copy of the source, or differs from "
+                     "the labelled one (another version of the file?)")
+        rows.append({"id": row["id"], "text": post["text"], **{k: v for k, v in row.items() if k not in ("id", "sha256")}})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    print(f"{len(rows)} posts, every text matching its hash -> {out}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("source", choices=sorted(SOURCES))
+    ap.add_argument("csv", type=Path, help="the source's CSV file, from a clone of its repository")
+    add_label_args(ap)
+    ap.add_argument("--rebuild", action="store_true", help="join the committed labels with the text, into bench/out/")
+    args = ap.parse_args()
+    if not args.csv.is_file():
+        sys.exit(f"{args.csv}: no such file")
+    posts = sample(args.source, args.csv)
+    if args.blind:
+        args.blind.mkdir(parents=True, exist_ok=True)
+        (args.blind / "blind.jsonl").write_text(
+            "".join(json.dumps({"id": p["id"], "text": p["text"]}) + "\n" for p in posts), encoding="utf-8")
+        print(f"{len(posts)} posts -> {args.blind}")
+    if args.labels:
+        adjudicated = _read(args.adjudicated) if args.adjudicated else {}
+        rows = labelled(posts, _read(args.labels[0]), _read(args.labels[1]), adjudicated)
+        out = labels_path(args.source)
+        out.write_text("".join(json.dumps({"id": r["id"], "sha256": text_hash(r["text"]),
+                                           **{k: v for k, v in r.items() if k not in ("id", "text")}},
+                                          ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+        print(f"{len(rows)} labelled posts (ids, labels and text hashes) -> {out}")
+    if args.rebuild:
+        rebuild(posts, labels_path(args.source), rebuilt_path(args.source))
+
+
+if __name__ == "__main__":
+    main()
