@@ -6,6 +6,7 @@ committed (bench/data/<set>.labels.jsonl); the text is rebuilt on your machine f
     git clone https://github.com/Badhrinadhgvs/Suicide-Prediction /tmp/ksd            # r/SuicideWatch, r/teenagers
     .venv/bin/python scripts/make_linked_posts.py sdcnl /tmp/sdcnl/data/testing-set.csv --rebuild
     .venv/bin/python scripts/make_linked_posts.py suicide_detection /tmp/ksd/Suicide_Detection.csv --rebuild
+    .venv/bin/python scripts/make_linked_posts.py sdcnl_2 /tmp/sdcnl/data/training-set.csv --rebuild
     .venv/bin/python bench/bench_crisis_sets.py --sets crisis_sdcnl crisis_suicide_detection --learned
 
 ``--rebuild`` joins the committed labels with the text and checks every hash: it writes
@@ -17,14 +18,17 @@ Sources (docs/CRISIS_SCREEN.md, "Thirteenth score"):
 - ``sdcnl``: the test split (379 posts) of the set of Haque, Reddi and Giallanza, *Deep Learning for Suicide and
   Depression Identification with Unsupervised Label Correction* (ICANN 2021; arXiv 2102.09427): posts from
   r/SuicideWatch and r/depression, early 2020, in github.com/ayaanzhaque/SDCNL ``data/testing-set.csv``. Each
-  text is the title, a blank line and the body. The forum is kept; it is not a risk label.
+  text is the title, a blank line and the body (the source's "emptypost", its mark for a post with no body, kept
+  as the source has it). The forum is kept; it is not a risk label.
+- ``sdcnl_2``: 80 posts of SDCNL's training split, drawn with the fixed seed: the risk-rich part of a rare-risk
+  inbox, scored with crisis_reddit_7 and crisis_rallypoint_2 ("Fourteenth score").
 - ``suicide_detection``: the 237-post copy of Kaggle's "Suicide and Depression Detection" (Komati, 2021;
   r/SuicideWatch posts marked ``suicide`` and r/teenagers posts marked ``non-suicide``) in
   github.com/Badhrinadhgvs/Suicide-Prediction ``Suicide_Detection.csv``. Its titles run into the body as the
   source has them. The forum is read from the source's class; it is not a risk label.
 
-Every post of each file is taken (links, user mentions, e-mails and phone numbers masked), shuffled with a fixed
-seed and numbered. None repeats a text of another labelled set. Both sets served once, whole, as a fresh test.
+Every post of each file is taken unless a quota is named (links, user mentions, e-mails and phone numbers masked), shuffled with a fixed
+seed and numbered. None repeats a text of another labelled set. Each set served once, whole, as a fresh test.
 """
 
 from __future__ import annotations
@@ -55,8 +59,9 @@ def _suicide_detection(row: dict) -> tuple[str, str]:
     return row["text"].strip(), "SuicideWatch" if row["class"] == "suicide" else "teenagers"
 
 
-# name: (id prefix, how one CSV row becomes text and forum)
-SOURCES = {"sdcnl": ("sdcnl", _sdcnl), "suicide_detection": ("ksd", _suicide_detection)}
+# name: (id prefix, how one CSV row becomes text and forum, how many posts: None for all)
+SOURCES = {"sdcnl": ("sdcnl", _sdcnl, None), "suicide_detection": ("ksd", _suicide_detection, None),
+           "sdcnl_2": ("sdcnl2", _sdcnl, 80)}
 
 
 def labels_path(source: str) -> Path:
@@ -72,10 +77,13 @@ def text_hash(text: str) -> str:
 
 
 def sample(source: str, csv_path: Path) -> list[dict]:
-    prefix, read = SOURCES[source]
+    prefix, read, quota = SOURCES[source]
     with csv_path.open(encoding="utf-8", newline="") as f:
         picked = [read(r) for r in csv.DictReader(f)]
-    random.Random(SEED).shuffle(picked)
+    rng = random.Random(SEED)
+    rng.shuffle(picked)
+    if quota is not None:
+        picked = picked[:quota]
     return [{"id": f"{prefix}-{k:04d}", "text": scrub(text), "split": split_of(f"{prefix}-{k:04d}"), "forum": forum}
             for k, (text, forum) in enumerate(picked, 1)]
 

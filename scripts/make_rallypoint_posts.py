@@ -6,6 +6,7 @@ members and veterans, each labelled by two blind annotators.
     .venv/bin/python scripts/make_rallypoint_posts.py $DIR --blind /tmp/rp          # the sample, for the annotators
     .venv/bin/python scripts/make_rallypoint_posts.py $DIR --labels /tmp/rp/ann_a.jsonl /tmp/rp/ann_b.jsonl \\
         --adjudicated /tmp/rp/adjudicated.jsonl                                      # the labelled set
+    .venv/bin/python scripts/make_rallypoint_posts.py $DIR --draw 2 --blind /tmp/rp2    # the second draw, likewise
 
 Source: the RallyPoint and Reddit mental-health classification set that ships in the construct-tracker package
 (Low et al.; Apache-2.0), both of its files (train and test). Only RallyPoint's own posts are taken (the sources
@@ -19,6 +20,10 @@ The sample: posts of 80-2,000 characters, deduplicated; every post the source ma
 many of the others, shuffled and numbered ``rp-0001``... The split is a hash of the id alone, as in the Reddit
 draws, fixed before any label existed. Kept: the text (links, user mentions, e-mails and phone numbers masked),
 the source's set name and its mark.
+
+The second draw (``--draw 2``, ids ``rp2-``, crisis_rallypoint_2.jsonl): 220 posts, with their own seed, of those
+the first left, none of them marked as about mental health: the service-life part of a rare-risk inbox, scored
+with crisis_reddit_7 and crisis_sdcnl_2 ("Fourteenth score").
 """
 
 from __future__ import annotations
@@ -38,9 +43,11 @@ OUT = ROOT / "psychocounsel" / "data" / "crisis_rallypoint.jsonl"
 FILES = ("rallypoint_reddit_mentalhealth_train_3632.csv", "rallypoint_reddit_mentalhealth_test_908.csv")
 SOURCES = tuple(f"rallypoint Set {i}" for i in range(1, 7)) + ("rallypoint first500", "rallypoint nock2000")
 SEED = 20261210
+SEED_2, DRAW_2 = 20261215, 220  # the second draw: posts of everyday service life, for a rare-risk inbox
+OUT_2 = ROOT / "psychocounsel" / "data" / "crisis_rallypoint_2.jsonl"
 
 
-def sample(folder: Path) -> list[dict]:
+def sample(folder: Path, draw: int = 1) -> list[dict]:
     d = pd.concat([pd.read_csv(folder / f) for f in FILES], ignore_index=True)
     d = d[d.source.isin(SOURCES)].assign(doc=lambda x: x.doc.str.strip()).drop_duplicates("doc")
     d = d[d.doc.str.len().between(80, 2000)].sort_values(["source", "doc"])
@@ -50,7 +57,15 @@ def sample(folder: Path) -> list[dict]:
     picked = [(r.doc, r.source.removeprefix("rallypoint "), int(r.label))
               for r in pd.concat([marked, others]).itertuples()]
     rng.shuffle(picked)
-    return [{"id": f"rp-{k:04d}", "text": text, "split": split_of(f"rp-{k:04d}"), "set": source,
+    prefix = "rp"
+    if draw == 2:  # posts the first draw left, none of them marked as about mental health
+        left = d[(d.label == 0) & ~d.index.isin(others.index)]
+        rng = random.Random(SEED_2)
+        picked = [(r.doc, r.source.removeprefix("rallypoint "), int(r.label))
+                  for r in left.loc[sorted(rng.sample(list(left.index), DRAW_2))].itertuples()]
+        rng.shuffle(picked)
+        prefix = "rp2"
+    return [{"id": f"{prefix}-{k:04d}", "text": text, "split": split_of(f"{prefix}-{k:04d}"), "set": source,
              "mental_health": mark} for k, (text, source, mark) in enumerate(picked, 1)]
 
 
@@ -58,9 +73,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folder", type=Path, help="rally_point_reddit_mental_health/ from construct-tracker 1.0.16")
     add_label_args(ap)
-    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--draw", type=int, choices=(1, 2), default=1, help="which draw (default 1)")
+    ap.add_argument("--out", type=Path, help="default: the draw's file in psychocounsel/data")
     args = ap.parse_args()
-    write(sample(args.folder), args, args.out)
+    write(sample(args.folder, args.draw), args, args.out or (OUT if args.draw == 1 else OUT_2))
 
 
 if __name__ == "__main__":

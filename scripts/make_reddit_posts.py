@@ -32,7 +32,9 @@ score"). The fifth (``--draw 5``, ids ``rmhd5-``, 531 posts: every r/suicidewatc
 fourth's other quotas) served once as the test of the check prompt's third version ("Tenth score"). The sixth
 (``--draw 6``, ids ``rmhd6-``: every post the first five left in the fifteen support forums, 10 from each everyday
 forum and 5 from the four furthest) was drawn after every earlier draw had been read, and served once as the test
-of a capable reader reviewing the rules' worded ideation ("Twelfth score").
+of a capable reader reviewing the rules' worded ideation ("Twelfth score"). The seventh (``--draw 7``, ids
+``rmhd7-``: 30 posts from each everyday forum and 10 from each of the four furthest, 220) is the everyday part of
+a rare-risk inbox, scored with crisis_rallypoint_2 and crisis_sdcnl_2 ("Fourteenth score").
 
 What is kept: the text (links, user mentions, e-mails and phone numbers masked), the subreddit and the month. The
 author is dropped.
@@ -72,6 +74,9 @@ DRAWS = {
     # The sixth: every post the first five left in the fifteen support forums (None: all of them).
     6: (DATA / "crisis_reddit_6.jsonl", "rmhd6", 20261213, {"suicidewatch": 0, "depression": 0,
                                                              **{e: 10 for e in EVERYDAY}, **{f: 5 for f in FAR}}, None),
+    # The seventh, the everyday part of an inbox where risk is rare: 30 from each everyday forum, 10 from each of
+    # the four furthest (the support forums have no post left).
+    7: (DATA / "crisis_reddit_7.jsonl", "rmhd7", 20261214, {**{e: 30 for e in EVERYDAY}, **{f: 10 for f in FAR}}, 0),
 }
 # The annotators' name for a post with no risk signal, in the guide's vocabulary.
 CATEGORY_NAMES = {"ordinary": "everyday"}

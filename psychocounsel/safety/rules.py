@@ -23,7 +23,7 @@ _SELF_RULES: list[tuple[str, tuple[str, ...], str]] = [
         r"\bI(?:(?:'m| am)? (?:going to|gonna|will)|'ll) (?:kill myself|end (?:it all|my life)|take my (?:own )?life)\b(?! (?:laughing|for (?:forgetting|not|being|saying|doing)))",
         r"\bI(?:'m| am)? (?:going to|gonna|will|'ll) end it (?:tonight|today|tomorrow|this weekend|soon|this week)\b",
         r"\b(?:I(?:'ve| have)?|already|has) decided to (?:kill myself|end (?:it|my life|things)|die|take my (?:own )?life)\b",
-        r"\b(?:tonight|tomorrow|this weekend)(?: is| will be|'s) the (?:night|day)\b",
+        r"\b(?:tonight|tomorrow|this weekend)(?: is| will be|'s) the (?:night|day)\b(?! (?:my|our|the|we|you|he|she|they|it|its|his|her|their|for|of|to|when (?!I\b)|that (?!I\b))\b)",
         r"\b(?:scared|afraid|frightened|terrified) (?:of )?what I (?:might|could|will|'ll|would) do\b(?! to (?:him|her|them|someone|somebody|my (?!self)))",
         r"\b(?:don't|do not|can't|cannot) trust myself\b(?! (?:with money|around (?:food|cake|sweets)|to (?:remember|cook|drive|make|decide|choose)|with (?:\w+ ){0,2}(?:decisions?|choices?|judge?ment)))",
         r"\b(?:can't|cannot|don't think I can|not sure I can) keep myself safe\b",
@@ -101,7 +101,7 @@ _SELF_RULES: list[tuple[str, tuple[str, ...], str]] = [
      "die dead born without better easier died disappeared gone wake woken live alive exist existing point hit here done "
      "hits crashes stop end being living sleep hoping pray praying prayed"),
     ("method", _rx(
-        r"\b(?:pills|tablets|paracetamol|overdose|overdosing|painkillers|sleeping pills|rope|noose|gun|razor|blades?|bridge|railway|train tracks|in front of (?:a|the) (?:train|bus|lorry|truck|car)|motorway|cliff|jump(?:ing)? (?:off|from)|hang(?:ing)? myself|drown(?:ing)? myself|crash(?:ing)? (?:the|my) car|car into|engine running|exhaust|hosepipe|(?:edge|end) of the platform)\b"),
+        r"\b(?:pills|tablets|paracetamol|overdose|overdosing|painkillers|sleeping pills|rope|noose|gun|razor|blades?|bridge|railway|train tracks|in front of (?:a|the) (?:train|bus|lorry|truck|car)|motorway|cliff|jump(?:ing)? (?:off|from)|hang(?:ing)? myself|drown(?:ing)? myself(?! (?:in|with) (?!(?:the |a |my |our )?(?:bath|bathtub|tub|river|lake|sea|ocean|water|pool|canal|reservoir)\b))|crash(?:ing)? (?:the|my) car|car into|engine running|exhaust|hosepipe|(?:edge|end) of the platform)\b"),
      "pills tablets paracetamol overdose overdosing painkillers rope noose gun razor blade blades bridge railway train "
      "tracks motorway cliff jump jumping hang hanging drown drowning crash crashing car engine exhaust hosepipe platform"),
     ("preparation", _rx(
@@ -179,7 +179,8 @@ _SELF_RULES: list[tuple[str, tuple[str, ...], str]] = [
      "suicidal suicide thoughts thought think thinking finish end ending"),
     # docs/CRISIS_LABELS.md, high rule 1: ideation that names its own means is a method, not bare ideation.
     ("method_ideation", _rx(
-        r"\b(?:hang|hanging|drown|drowning|shoot|shooting|gas|gassing|poison|poisoning|electrocute|electrocuting|stab|stabbing) myself\b",
+        r"\b(?:hang|hanging|drown|drowning|shoot|shooting|gas|gassing|poison|poisoning|electrocute|electrocuting|stab|stabbing) myself\b(?<!drown myself)(?<!drowning myself)",
+        r"\bdrown(?:ing)? myself(?! (?:in|with) (?!(?:the |a |my |our )?(?:bath|bathtub|tub|river|lake|sea|ocean|water|pool|canal|reservoir)\b))\b",
         r"\b(?:imagining|picturing|thinking about|thought about|think about) (?:cutting|slitting) my (?:own )?(?:wrists?|throat)\b|\b(?:slit|slitting) my (?:own )?(?:wrists?|throat)\b",
         r"\b(?:thinking|thought|think|keep thinking|dream\w*|fantasi[sz]\w*) (?:about|of) (?:jumping (?:off|from) (?:a |the |my |our )?(?:[\w-]+ ){0,2}?(?:bridge|building|roof|balcony|cliff|car park|tower|flats|window|overpass|viaduct)|jumping in front of|throwing myself (?:off|under|in front of)|lying (?:down )?on the (?:tracks|railway line)|stepping in front of|running the (?:car|engine) in the garage|driving (?:my car )?into (?:a|the) (?:wall|tree|river|lorry|truck|bridge))",
         r"\b(?:lie|lay|put) my head (?:down )?on (?:the )?(?:train[- ]?)?tracks\b",
@@ -198,10 +199,11 @@ _SELF_RULES: list[tuple[str, tuple[str, ...], str]] = [
      "saved saving stockpile stockpiled stockpiling going will hang kill rope bought got have"),
     ("attempt", _rx(
         r"\bI (?:tried|try|attempted) to (?:hang|kill|drown|end) (?:myself|my life)\b",
+        r"\b(?:ended|wound) up (?:trying|attempting) to (?:hang|kill|drown|end) (?:myself|my life)\b",
         r"\b(?:took|taken) (?:a bunch|a handful|loads|all) of (?:my |mum's |mom's |dad's )?(?:\w+ )?(?:pills|tablets|meds|antidepressants|sleeping tablets)\b",
         r"\bwalked into the sea\b|\b(?:almost|nearly) pulled the trigger\b|\b(?:about|nearly|almost) (?:committed|swerved)\b|\bjust tried to hang myself\b",
         r"\bI took \d+\s?mg\b"),
-     "tried try attempted took taken walked almost nearly about just"),
+     "tried try attempted took taken walked almost nearly about just ended wound"),
     ("harm_to_others", _rx(
         r"\b(?:I'm|I am|im|I'll|I will|he's|she's|he is|she is) (?:going to|gonna) (?:stab|kill|shoot|hurt|batter|attack) (?:him|her|them|that \w+|a boy|a girl|a man|the \w+)\b",
         r"\b(?:plan(?:ned|ning)?|started to plan|started planning) (?:how I'd|how I would|how to|what I'll do to|what I'm going to do to) (?:hurt|kill|stab|get|do to)?\s?(?:him|her|them)\b",
@@ -262,8 +264,10 @@ _SELF_RULES: list[tuple[str, tuple[str, ...], str]] = [
         r"\bwhy (?:I )?shouldn't (?:just )?kill myself\b",
         r"\b(?:should have|should've) (?:just )?killed myself\b",
         r"\b(?:want|wanted|wanting|need|needed|ready|tempted|going) to commit suicide\b",
-        r"\b(?:courage|guts|nerve) (?:for|to) (?:commit )?(?:suicide|kill myself|end (?:it|my life))\b"),
-     "suicidal kill killed commit courage guts nerve"),
+        r"\b(?:courage|guts|nerve) (?:for|to) (?:commit )?(?:suicide|kill myself|end (?:it|my life))\b",
+        r"\bmy (?:gut|brain|mind|head|heart|body|thoughts|instincts?|depression)(?: \w+){0,2}? (?:begging|begs|begged|telling|tells|told|urging|urges|pushing|pushes|wants|wanted) me to (?:commit suicide|kill myself|end (?:it|my life)|die\b(?! (?:of|from|laughing)))"),
+     "suicidal kill killed commit courage guts nerve gut brain mind head heart body thoughts instinct instincts "
+     "depression"),
     ("passive_death_wish", _rx(
         r"\b(?:curl up (?:in|into) a ball|crawl (?:into|in) a hole|lay down|lie down) and die\b",
         r"\bwish (?:my (?:mom|mum|mother|dad|father|parents)|they) (?:had )?never had me\b",

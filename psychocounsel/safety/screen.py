@@ -61,7 +61,7 @@ from .rules import (
     WORD,
 )
 
-RULES_VERSION = "crisis-rules-7"
+RULES_VERSION = "crisis-rules-8"
 Tier = Literal["none", "possible", "high"]
 TIERS: tuple[Tier, ...] = ("none", "possible", "high")
 TIER_RANK = {t: i for i, t in enumerate(TIERS)}

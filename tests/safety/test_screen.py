@@ -583,6 +583,11 @@ REAL_WORDINGS = [
     ("I keep thinking about killing my self.", "possible", "active_ideation"),
     ("Today I was going to try and kill myself.", "high", "attempt"),
     ("It's been three months since I cut myself.", "high", "recent_self_harm"),
+    ("I trust my gut. My gut is begging me to commit suicide", "possible", "active_ideation"),
+    ("My brain keeps telling me to kill myself", "possible", "active_ideation"),
+    ("Next thing I knew I was drowning myself in whiskey. Ended up trying to kill myself.", "high", "attempt"),
+    ("I want to drown myself in the river.", "high", "method_ideation"),
+    ("Tonight's the night I do it.", "high", "intent"),
 ]
 
 REAL_WORDING_TRAPS = [
@@ -601,6 +606,10 @@ REAL_WORDING_TRAPS = [
     "Ive decided in advance Im not going to the after party.",
     "It's been 18 hours since I cut the shallot and my eye still burns.",
     "I can't trust myself with making those decisions.",
+    "Then it was movies and TV shows I would drown myself in for hours and hours.",
+    "Tonight is the night my ego will die.",
+    "Tomorrow is the day we move house.",
+    "My body wants me to die of exhaustion some days.",
 ]
 
 
