@@ -1,6 +1,6 @@
 """Crisis screen on the labelled sets (crisis_messages, cssrs_posts, crisis_independent, crisis_inbox,
-crisis_counselchat, crisis_fresh, the six Reddit draws crisis_reddit, _2 to _6, crisis_rallypoint, and the linked
-sets crisis_sdcnl and crisis_suicide_detection where their text was rebuilt), per split.
+crisis_counselchat, crisis_fresh, the Reddit draws crisis_reddit, _2 to _7, crisis_rallypoint and _2, and the linked
+sets crisis_sdcnl, _2 and crisis_suicide_detection where their text was rebuilt), per split.
 
     .venv/bin/python bench/bench_crisis_sets.py                # every set: dev, heldout, all
     .venv/bin/python bench/bench_crisis_sets.py --sets crisis_fresh crisis_counselchat --split heldout --learned
