@@ -7,6 +7,7 @@ committed (bench/data/<set>.labels.jsonl); the text is rebuilt on your machine f
     .venv/bin/python scripts/make_linked_posts.py sdcnl /tmp/sdcnl/data/testing-set.csv --rebuild
     .venv/bin/python scripts/make_linked_posts.py suicide_detection /tmp/ksd/Suicide_Detection.csv --rebuild
     .venv/bin/python scripts/make_linked_posts.py sdcnl_2 /tmp/sdcnl/data/training-set.csv --rebuild
+    .venv/bin/python scripts/make_linked_posts.py sdcnl_3 /tmp/sdcnl/data/training-set.csv --rebuild
     .venv/bin/python bench/bench_crisis_sets.py --sets crisis_sdcnl crisis_suicide_detection --learned
 
 ``--rebuild`` joins the committed labels with the text and checks every hash: it writes
@@ -21,13 +22,14 @@ Sources (docs/CRISIS_SCREEN.md, "Thirteenth score"):
   text is the title, a blank line and the body (the source's "emptypost", its mark for a post with no body, kept
   as the source has it). The forum is kept; it is not a risk label.
 - ``sdcnl_2``: 80 posts of SDCNL's training split, drawn with the fixed seed: the risk-rich part of a rare-risk
-  inbox, scored with crisis_reddit_7 and crisis_rallypoint_2 ("Fourteenth score").
+  inbox, scored with crisis_reddit_7 and crisis_rallypoint_2 ("Fourteenth score"). ``sdcnl_3``: the next 240 of the
+  same shuffle, scored with crisis_reddit_8 and crisis_rallypoint_3 ("Fifteenth score").
 - ``suicide_detection``: the 237-post copy of Kaggle's "Suicide and Depression Detection" (Komati, 2021;
   r/SuicideWatch posts marked ``suicide`` and r/teenagers posts marked ``non-suicide``) in
   github.com/Badhrinadhgvs/Suicide-Prediction ``Suicide_Detection.csv``. Its titles run into the body as the
   source has them. The forum is read from the source's class; it is not a risk label.
 
-Every post of each file is taken unless a quota is named (links, user mentions, e-mails and phone numbers masked), shuffled with a fixed
+Every post of each file is taken unless a slice of it is named (links, user mentions, e-mails and phone numbers masked), shuffled with a fixed
 seed and numbered. None repeats a text of another labelled set. Each set served once, whole, as a fresh test.
 """
 
@@ -59,9 +61,12 @@ def _suicide_detection(row: dict) -> tuple[str, str]:
     return row["text"].strip(), "SuicideWatch" if row["class"] == "suicide" else "teenagers"
 
 
-# name: (id prefix, how one CSV row becomes text and forum, how many posts: None for all)
-SOURCES = {"sdcnl": ("sdcnl", _sdcnl, None), "suicide_detection": ("ksd", _suicide_detection, None),
-           "sdcnl_2": ("sdcnl2", _sdcnl, 80)}
+# name: (file, id prefix, how one CSV row becomes text and forum, which of the shuffled posts). The draws from one
+# file take disjoint slices of one shuffle, so no post is drawn twice.
+SOURCES = {"sdcnl": ("testing-set.csv", "sdcnl", _sdcnl, slice(None)),
+           "suicide_detection": ("Suicide_Detection.csv", "ksd", _suicide_detection, slice(None)),
+           "sdcnl_2": ("training-set.csv", "sdcnl2", _sdcnl, slice(0, 80)),
+           "sdcnl_3": ("training-set.csv", "sdcnl3", _sdcnl, slice(80, 320))}
 
 
 def labels_path(source: str) -> Path:
@@ -77,13 +82,13 @@ def text_hash(text: str) -> str:
 
 
 def sample(source: str, csv_path: Path) -> list[dict]:
-    prefix, read, quota = SOURCES[source]
+    name, prefix, read, rows = SOURCES[source]
+    if csv_path.name != name:
+        sys.exit(f"{csv_path}: {source} is drawn from the source's {name}")
     with csv_path.open(encoding="utf-8", newline="") as f:
         picked = [read(r) for r in csv.DictReader(f)]
-    rng = random.Random(SEED)
-    rng.shuffle(picked)
-    if quota is not None:
-        picked = picked[:quota]
+    random.Random(SEED).shuffle(picked)
+    picked = picked[rows]
     return [{"id": f"{prefix}-{k:04d}", "text": scrub(text), "split": split_of(f"{prefix}-{k:04d}"), "forum": forum}
             for k, (text, forum) in enumerate(picked, 1)]
 

@@ -23,13 +23,15 @@ the source's set name and its mark.
 
 The second draw (``--draw 2``, ids ``rp2-``, crisis_rallypoint_2.jsonl): 220 posts, with their own seed, of those
 the first left, none of them marked as about mental health: the service-life part of a rare-risk inbox, scored
-with crisis_reddit_7 and crisis_sdcnl_2 ("Fourteenth score").
+with crisis_reddit_7 and crisis_sdcnl_2 ("Fourteenth score"). The third (``--draw 3``, ``rp3-``): 200 more the
+same way, scored with crisis_reddit_8 and crisis_sdcnl_3 ("Fifteenth score").
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+import re
 import sys
 from pathlib import Path
 
@@ -43,8 +45,14 @@ OUT = ROOT / "psychocounsel" / "data" / "crisis_rallypoint.jsonl"
 FILES = ("rallypoint_reddit_mentalhealth_train_3632.csv", "rallypoint_reddit_mentalhealth_test_908.csv")
 SOURCES = tuple(f"rallypoint Set {i}" for i in range(1, 7)) + ("rallypoint first500", "rallypoint nock2000")
 SEED = 20261210
-SEED_2, DRAW_2 = 20261215, 220  # the second draw: posts of everyday service life, for a rare-risk inbox
-OUT_2 = ROOT / "psychocounsel" / "data" / "crisis_rallypoint_2.jsonl"
+# The later draws: posts the source did not mark as about mental health, none drawn before (id prefix, seed, posts).
+LATER = {2: ("rp2", 20261215, 220), 3: ("rp3", 20261216, 200)}
+
+
+def _key(text: str) -> str:
+    """How a repeated post is known: its first 150 characters of words, lower case, without punctuation (the source
+    repeats some posts with a comma changed, or cut short)."""
+    return re.sub(r"\W+", " ", text.lower()).strip()[:150]
 
 
 def sample(folder: Path, draw: int = 1) -> list[dict]:
@@ -57,14 +65,18 @@ def sample(folder: Path, draw: int = 1) -> list[dict]:
     picked = [(r.doc, r.source.removeprefix("rallypoint "), int(r.label))
               for r in pd.concat([marked, others]).itertuples()]
     rng.shuffle(picked)
-    prefix = "rp"
-    if draw == 2:  # posts the first draw left, none of them marked as about mental health
-        left = d[(d.label == 0) & ~d.index.isin(others.index)]
-        rng = random.Random(SEED_2)
-        picked = [(r.doc, r.source.removeprefix("rallypoint "), int(r.label))
-                  for r in left.loc[sorted(rng.sample(list(left.index), DRAW_2))].itertuples()]
+    prefix, left = "rp", d[(d.label == 0) & ~d.index.isin(others.index)]
+    drawn = set(pd.concat([marked, others]).doc.map(_key))
+    for n in range(2, draw + 1):  # each later draw takes posts no earlier draw took
+        prefix, seed, k = LATER[n]
+        if n >= 3:  # from the third draw on, a post repeating one drawn before is left out
+            left = left[~left.doc.map(_key).isin(drawn)]
+        rng = random.Random(seed)
+        taken = sorted(rng.sample(list(left.index), k))
+        picked = [(r.doc, r.source.removeprefix("rallypoint "), int(r.label)) for r in left.loc[taken].itertuples()]
         rng.shuffle(picked)
-        prefix = "rp2"
+        left = left.drop(taken)
+        drawn |= {_key(text) for text, _, _ in picked}
     return [{"id": f"{prefix}-{k:04d}", "text": text, "split": split_of(f"{prefix}-{k:04d}"), "set": source,
              "mental_health": mark} for k, (text, source, mark) in enumerate(picked, 1)]
 
@@ -73,10 +85,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folder", type=Path, help="rally_point_reddit_mental_health/ from construct-tracker 1.0.16")
     add_label_args(ap)
-    ap.add_argument("--draw", type=int, choices=(1, 2), default=1, help="which draw (default 1)")
+    ap.add_argument("--draw", type=int, choices=(1, *LATER), default=1, help="which draw (default 1)")
     ap.add_argument("--out", type=Path, help="default: the draw's file in psychocounsel/data")
     args = ap.parse_args()
-    write(sample(args.folder, args.draw), args, args.out or (OUT if args.draw == 1 else OUT_2))
+    out = OUT if args.draw == 1 else OUT.with_name(f"crisis_rallypoint_{args.draw}.jsonl")
+    write(sample(args.folder, args.draw), args, args.out or out)
 
 
 if __name__ == "__main__":

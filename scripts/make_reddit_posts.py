@@ -34,7 +34,9 @@ fourth's other quotas) served once as the test of the check prompt's third versi
 forum and 5 from the four furthest) was drawn after every earlier draw had been read, and served once as the test
 of a capable reader reviewing the rules' worded ideation ("Twelfth score"). The seventh (``--draw 7``, ids
 ``rmhd7-``: 30 posts from each everyday forum and 10 from each of the four furthest, 220) is the everyday part of
-a rare-risk inbox, scored with crisis_rallypoint_2 and crisis_sdcnl_2 ("Fourteenth score").
+a rare-risk inbox, scored with crisis_rallypoint_2 and crisis_sdcnl_2 ("Fourteenth score"). The eighth (``--draw
+8``, ``rmhd8-``: 20 from each everyday forum, 10 from each of the four furthest, 160) likewise, with
+crisis_rallypoint_3 and crisis_sdcnl_3 ("Fifteenth score").
 
 What is kept: the text (links, user mentions, e-mails and phone numbers masked), the subreddit and the month. The
 author is dropped.
@@ -77,6 +79,7 @@ DRAWS = {
     # The seventh, the everyday part of an inbox where risk is rare: 30 from each everyday forum, 10 from each of
     # the four furthest (the support forums have no post left).
     7: (DATA / "crisis_reddit_7.jsonl", "rmhd7", 20261214, {**{e: 30 for e in EVERYDAY}, **{f: 10 for f in FAR}}, 0),
+    8: (DATA / "crisis_reddit_8.jsonl", "rmhd8", 20261216, {**{e: 20 for e in EVERYDAY}, **{f: 10 for f in FAR}}, 0),
 }
 # The annotators' name for a post with no risk signal, in the guide's vocabulary.
 CATEGORY_NAMES = {"ordinary": "everyday"}

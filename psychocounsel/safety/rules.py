@@ -389,6 +389,13 @@ TOLD_TO = re.compile(r"\b(?:said|says|told me|tells me|telling me|texted|wrote)\
                       r"(?:just\s+|go\s+)?$", ICASE)
 END_WITH = re.compile(r"\s+(?:for good )?(?:with|between)\s+(?:him|her|them|us|me|[A-Z][a-z]+|"
                        r"my (?:boyfriend|girlfriend|partner|husband|wife|ex|fianc\w*))\b")
+# "I've been doing it again/since ...": self-harm only where the text before says what "it" is (cocaine, medication,
+# a hobby otherwise). The words of self-harm within IT_REACH_CHARS before the match.
+DOING_IT = re.compile(r"\bdoin[g']? it\b", ICASE)
+SELF_HARM_CONTEXT = re.compile(r"\b(?:cut|cuts|cutting|scratch\w*|bit|bite|biting|burn\w*|blister\w*|bleed\w*|blood\w*|"
+                               r"marks?|scars?|self[- ]?harm\w*|wrists?|forearms?|arms?|thighs?|ankles?|legs?|skin|"
+                               r"lighter|blades?|razors?|hurt(?:ing)? (?:myself|himself|herself|themselves))\b", ICASE)
+IT_REACH_CHARS = 300
 RELATIONSHIP = re.compile(r"\b(?:boyfriend|girlfriend|partner|husband|wife|relationship|marriage|engagement|"
                            r"dating|fianc\w*|him|her|ex|break up|breaking up|split up|divorce)\b", ICASE)
 _NUM = (r"(?:\d+|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|seventeen|eighteen|"

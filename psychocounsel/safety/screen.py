@@ -39,10 +39,12 @@ from .rules import (
     AGES,
     CLAUSE_BREAK,
     DEPENDENT,
+    DOING_IT,
     END_WITH,
     HYP_EXCEPT,
     HYPOTHETICAL,
     ICASE,
+    IT_REACH_CHARS,
     NEGATION,
     NOT_NEGATION,
     PAST,
@@ -50,6 +52,7 @@ from .rules import (
     QUOTE,
     RECENT,
     RELATIONSHIP,
+    SELF_HARM_CONTEXT,
     SPEAKER,
     SUBJECT,
     SUBJECT3,
@@ -61,7 +64,7 @@ from .rules import (
     WORD,
 )
 
-RULES_VERSION = "crisis-rules-8"
+RULES_VERSION = "crisis-rules-9"
 Tier = Literal["none", "possible", "high"]
 TIERS: tuple[Tier, ...] = ("none", "possible", "high")
 TIER_RANK = {t: i for i, t in enumerate(TIERS)}
@@ -291,6 +294,9 @@ def _third(kind_from: str, text: str, m: re.Match, who: str) -> str | None:
 
 
 def _idiom(kind: str, text: str, m: re.Match) -> bool:
+    if kind == "self_harm" and DOING_IT.search(m.group(0)) and not SELF_HARM_CONTEXT.search(
+            text, max(0, m.start() - IT_REACH_CHARS), m.start()):
+        return True  # "I've been doing it since 2009", of medication and counselling: "it" is not self-harm
     if kind == "active_ideation" and TOLD_TO.search(text, max(0, m.start() - 60), m.start()):
         return True  # "my boss said I should just kill myself": someone else's cruelty, not the client's wish
     if kind in ("active_ideation", "passive_death_wish", "intent") and re.search(r"\b(?:end|ending)\b", m.group(0), ICASE):

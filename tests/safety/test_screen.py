@@ -588,6 +588,8 @@ REAL_WORDINGS = [
     ("Next thing I knew I was drowning myself in whiskey. Ended up trying to kill myself.", "high", "attempt"),
     ("I want to drown myself in the river.", "high", "method_ideation"),
     ("Tonight's the night I do it.", "high", "intent"),
+    ("When I get overstimulated I bite my forearm till it bleeds. Been doing it since April.", "high",
+     "recent_self_harm"),
 ]
 
 REAL_WORDING_TRAPS = [
@@ -610,6 +612,9 @@ REAL_WORDING_TRAPS = [
     "Tonight is the night my ego will die.",
     "Tomorrow is the day we move house.",
     "My body wants me to die of exhaustion some days.",
+    "Make the call to the VA help line, there are better meds out there. I've been doing it since 2009, through "
+    "proper medication and counselling.",
+    "I found a small bag of coke in my old clothes. I'm sorry, I've been doing it again for the last week.",
 ]
 
 
