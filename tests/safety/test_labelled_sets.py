@@ -273,7 +273,7 @@ def test_boundary_training_set_fields_and_contrast_pairs():
 # only everyday forums.
 REDDIT_DRAWS = {"crisis_reddit.jsonl": (1060, 27), "crisis_reddit_2.jsonl": (1155, 27), "crisis_reddit_3.jsonl": (550, 27),
                 "crisis_reddit_4.jsonl": (550, 27), "crisis_reddit_5.jsonl": (531, 27), "crisis_reddit_6.jsonl": (1002, 25),
-                "crisis_reddit_7.jsonl": (220, 10)}
+                "crisis_reddit_7.jsonl": (220, 10), "crisis_reddit_8.jsonl": (160, 10)}
 
 
 @pytest.mark.parametrize("name", REDDIT_DRAWS)
@@ -350,6 +350,7 @@ def test_linked_posts_rebuild_checks_every_text_against_its_hash(tmp_path, monke
 
 # Posts and forums per linked set (bench/data/LINKED_SETS.md).
 LINKED = {"crisis_sdcnl": (379, {"SuicideWatch", "depression"}), "crisis_sdcnl_2": (80, {"SuicideWatch", "depression"}),
+          "crisis_sdcnl_3": (240, {"SuicideWatch", "depression"}),
           "crisis_suicide_detection": (237, {"SuicideWatch", "teenagers"})}
 
 
@@ -372,15 +373,17 @@ def test_linked_set_is_doubly_labelled_textless_and_frozen(name):
     assert name in notice and "make_linked_posts.py" in notice
 
 
-def test_second_rallypoint_draw_is_doubly_labelled_unmarked_and_frozen():
-    path = DATA / "crisis_rallypoint_2.jsonl"
+@pytest.mark.parametrize("draw,n_posts", [(2, 220), (3, 200)])
+def test_later_rallypoint_draws_are_doubly_labelled_unmarked_new_and_frozen(draw, n_posts):
+    path = DATA / f"crisis_rallypoint_{draw}.jsonl"
     rows_ = rows(path)
-    first = {r["text"] for r in rows(DATA / "crisis_rallypoint.jsonl")}
-    assert len(rows_) == len({r["id"] for r in rows_}) == len({r["text"] for r in rows_} - first) == 220
+    earlier = [DATA / "crisis_rallypoint.jsonl", *(DATA / f"crisis_rallypoint_{d}.jsonl" for d in range(2, draw))]
+    seen = {r["text"] for f in earlier for r in rows(f)}
+    assert len(rows_) == len({r["id"] for r in rows_}) == len({r["text"] for r in rows_} - seen) == n_posts
     for r in rows_:
         assert set(r) == {"id", "text", "tier", "category", "split", "annotators", "note", "set", "mental_health"}, r["id"]
         assert r["tier"] in CATEGORIES[r["category"]] and all(t in TIERS for t in r["annotators"]), r["id"]
         assert r["tier"] == r["annotators"][0] == r["annotators"][1] or "adjudicated" in r["note"], r["id"]
-        assert r["mental_health"] == 0 and r["id"].startswith("rp2-"), r["id"]
-    assert heldout_sha256(path) == frozen("crisis_rallypoint_2.jsonl"), "a held-out row of crisis_rallypoint_2 changed"
-    assert "crisis_rallypoint_2.jsonl" in (DATA / "RALLYPOINT_POSTS_LICENSE.md").read_text(encoding="utf-8")
+        assert r["mental_health"] == 0 and r["id"].startswith(f"rp{draw}-"), r["id"]
+    assert heldout_sha256(path) == frozen(path.name), f"a held-out row of {path.name} changed"
+    assert path.name in (DATA / "RALLYPOINT_POSTS_LICENSE.md").read_text(encoding="utf-8")
