@@ -97,7 +97,7 @@ _SELF_RULES: list[tuple[str, tuple[str, ...], str]] = [
         r"\bthink(?:ing)? (?:a lot )?about (?:being dead|not being (?:here|alive|around)|not existing|not waking up)\b",
         r"\bdon'?t care (?:if|whether) I live or die\b",
         r"\b(?:I'm|I am|im) (?:so )?done with (?:life|living|being alive)\b(?! like this| like that| this way)",
-        r"\b(?:hope|hoping|pray|praying|wish) (?:that )?I (?:just )?die\b(?! (?:of|from|laughing))"),
+        r"\b(?:hope|hoping|pray|praying|wish) (?:that )?[Il] (?:just )?die\b(?! (?:of|from|laughing))"),
      "die dead born without better easier died disappeared gone wake woken live alive exist existing point hit here done "
      "hits crashes stop end being living sleep hoping pray praying prayed"),
     ("method", _rx(
@@ -225,9 +225,13 @@ _SELF_RULES: list[tuple[str, tuple[str, ...], str]] = [
         r"\b(?:picturing|imagining|planning|planned|thinking of|thought of|thinking about) (?:ways to (?:die|do it|kill myself|end it)|how I (?:want|would|'d) (?:to )?(?:go|die|do it))\b",
         r"\bplan(?:ning|ned)? (?:to|on) (?:od|overdose|overdosing|hang myself|hanging myself)\b",
         r"\b(?:what|which|how many|how much) (?:pills|tablets|meds|paracetamol) (?:\w+ ){0,4}?(?:to (?:off|kill|end) (?:myself|me|my life|it)|(?:would|will|do I need to) (?:kill me|end (?:it|my life)))\b",
-        r"\b(?:enough|work) to (?:kill me|end my life)\b|\bguarantee my death\b|\bhow long (?:\w+ ){0,4}?(?:bleed out|to die from)\b"),
+        r"\b(?:enough|work) to (?:kill me|end my life)\b|\bguarantee my death\b|\bhow long (?:\w+ ){0,4}?(?:bleed out|to die from)\b",
+        # "Will sodium nitrite kill me? Is it painful": asking whether a means of self-poisoning would kill the writer
+        # is researching it (a cold, a drink or the heat are health worries, not means).
+        r"\b(?:will|would|could|can|does|do) (?:[\w-]+ ){0,3}?(?:sodium nitrite|nitrite|cyanide|bleach|antifreeze|insulin|tylenol|paracetamol|acetaminophen|pills|tablets|an overdose|helium|rat poison|poison) (?:[\w-]+ ){0,2}?kill me\b[^.!?\n]{0,40}\?"),
      "thought thinking think worked figured know picturing imagining planning planned plan od pills tablets meds "
-     "paracetamol enough work guarantee how"),
+     "paracetamol enough work guarantee how nitrite cyanide bleach antifreeze insulin tylenol acetaminophen overdose "
+     "helium poison"),
     # Preparation counts only next to the client's own ideation (screen._SUPPORTING): alone, "everything's
     # ready" or "I loaded the gun" are a move or a shoot.
     ("preparation", _rx(

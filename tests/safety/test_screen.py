@@ -590,6 +590,8 @@ REAL_WORDINGS = [
     ("Tonight's the night I do it.", "high", "intent"),
     ("When I get overstimulated I bite my forearm till it bleeds. Been doing it since April.", "high",
      "recent_self_harm"),
+    ("Will sodium nitrite kill me? Is it painful", "high", "plan"),
+    ("hope l die soon hahahahahha", "possible", "passive_death_wish"),
 ]
 
 REAL_WORDING_TRAPS = [
@@ -615,6 +617,8 @@ REAL_WORDING_TRAPS = [
     "Make the call to the VA help line, there are better meds out there. I've been doing it since 2009, through "
     "proper medication and counselling.",
     "I found a small bag of coke in my old clothes. I'm sorry, I've been doing it again for the last week.",
+    "Can a cold kill me? I've had a fever for three days.",
+    "Would it kill me to go out more often?",
 ]
 
 
