@@ -8,6 +8,7 @@ committed (bench/data/<set>.labels.jsonl); the text is rebuilt on your machine f
     .venv/bin/python scripts/make_linked_posts.py suicide_detection /tmp/ksd/Suicide_Detection.csv --rebuild
     .venv/bin/python scripts/make_linked_posts.py sdcnl_2 /tmp/sdcnl/data/training-set.csv --rebuild
     .venv/bin/python scripts/make_linked_posts.py sdcnl_3 /tmp/sdcnl/data/training-set.csv --rebuild
+    .venv/bin/python scripts/make_linked_posts.py sdcnl_4 /tmp/sdcnl/data/training-set.csv --rebuild
     .venv/bin/python bench/bench_crisis_sets.py --sets crisis_sdcnl crisis_suicide_detection --learned
 
 ``--rebuild`` joins the committed labels with the text and checks every hash: it writes
@@ -23,7 +24,8 @@ Sources (docs/CRISIS_SCREEN.md, "Thirteenth score"):
   as the source has it). The forum is kept; it is not a risk label.
 - ``sdcnl_2``: 80 posts of SDCNL's training split, drawn with the fixed seed: the risk-rich part of a rare-risk
   inbox, scored with crisis_reddit_7 and crisis_rallypoint_2 ("Fourteenth score"). ``sdcnl_3``: the next 240 of the
-  same shuffle, scored with crisis_reddit_8 and crisis_rallypoint_3 ("Fifteenth score").
+  same shuffle, scored with crisis_reddit_8 and crisis_rallypoint_3 ("Fifteenth score"); ``sdcnl_4``: the 240 after
+  those, with crisis_reddit_9 and crisis_rallypoint_4 ("Sixteenth score").
 - ``suicide_detection``: the 237-post copy of Kaggle's "Suicide and Depression Detection" (Komati, 2021;
   r/SuicideWatch posts marked ``suicide`` and r/teenagers posts marked ``non-suicide``) in
   github.com/Badhrinadhgvs/Suicide-Prediction ``Suicide_Detection.csv``. Its titles run into the body as the
@@ -66,7 +68,8 @@ def _suicide_detection(row: dict) -> tuple[str, str]:
 SOURCES = {"sdcnl": ("testing-set.csv", "sdcnl", _sdcnl, slice(None)),
            "suicide_detection": ("Suicide_Detection.csv", "ksd", _suicide_detection, slice(None)),
            "sdcnl_2": ("training-set.csv", "sdcnl2", _sdcnl, slice(0, 80)),
-           "sdcnl_3": ("training-set.csv", "sdcnl3", _sdcnl, slice(80, 320))}
+           "sdcnl_3": ("training-set.csv", "sdcnl3", _sdcnl, slice(80, 320)),
+           "sdcnl_4": ("training-set.csv", "sdcnl4", _sdcnl, slice(320, 560))}
 
 
 def labels_path(source: str) -> Path:

@@ -24,7 +24,8 @@ the source's set name and its mark.
 The second draw (``--draw 2``, ids ``rp2-``, crisis_rallypoint_2.jsonl): 220 posts, with their own seed, of those
 the first left, none of them marked as about mental health: the service-life part of a rare-risk inbox, scored
 with crisis_reddit_7 and crisis_sdcnl_2 ("Fourteenth score"). The third (``--draw 3``, ``rp3-``): 200 more the
-same way, scored with crisis_reddit_8 and crisis_sdcnl_3 ("Fifteenth score").
+same way, scored with crisis_reddit_8 and crisis_sdcnl_3 ("Fifteenth score"); the fourth (``rp4-``) likewise, with
+crisis_reddit_9 and crisis_sdcnl_4 ("Sixteenth score").
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ FILES = ("rallypoint_reddit_mentalhealth_train_3632.csv", "rallypoint_reddit_men
 SOURCES = tuple(f"rallypoint Set {i}" for i in range(1, 7)) + ("rallypoint first500", "rallypoint nock2000")
 SEED = 20261210
 # The later draws: posts the source did not mark as about mental health, none drawn before (id prefix, seed, posts).
-LATER = {2: ("rp2", 20261215, 220), 3: ("rp3", 20261216, 200)}
+LATER = {2: ("rp2", 20261215, 220), 3: ("rp3", 20261216, 200), 4: ("rp4", 20261217, 200)}
 
 
 def _key(text: str) -> str:

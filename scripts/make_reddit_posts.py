@@ -36,7 +36,8 @@ of a capable reader reviewing the rules' worded ideation ("Twelfth score"). The 
 ``rmhd7-``: 30 posts from each everyday forum and 10 from each of the four furthest, 220) is the everyday part of
 a rare-risk inbox, scored with crisis_rallypoint_2 and crisis_sdcnl_2 ("Fourteenth score"). The eighth (``--draw
 8``, ``rmhd8-``: 20 from each everyday forum, 10 from each of the four furthest, 160) likewise, with
-crisis_rallypoint_3 and crisis_sdcnl_3 ("Fifteenth score").
+crisis_rallypoint_3 and crisis_sdcnl_3 ("Fifteenth score"). The ninth (``--draw 9``, ``rmhd9-``, the eighth's
+quotas) with crisis_rallypoint_4 and crisis_sdcnl_4 ("Sixteenth score").
 
 What is kept: the text (links, user mentions, e-mails and phone numbers masked), the subreddit and the month. The
 author is dropped.
@@ -80,6 +81,7 @@ DRAWS = {
     # the four furthest (the support forums have no post left).
     7: (DATA / "crisis_reddit_7.jsonl", "rmhd7", 20261214, {**{e: 30 for e in EVERYDAY}, **{f: 10 for f in FAR}}, 0),
     8: (DATA / "crisis_reddit_8.jsonl", "rmhd8", 20261216, {**{e: 20 for e in EVERYDAY}, **{f: 10 for f in FAR}}, 0),
+    9: (DATA / "crisis_reddit_9.jsonl", "rmhd9", 20261217, {**{e: 20 for e in EVERYDAY}, **{f: 10 for f in FAR}}, 0),
 }
 # The annotators' name for a post with no risk signal, in the guide's vocabulary.
 CATEGORY_NAMES = {"ordinary": "everyday"}
