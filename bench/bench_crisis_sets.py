@@ -235,7 +235,7 @@ def main() -> None:
     ap.add_argument("--pooled", action="store_true",
                     help="Score the chosen sets together as one, broken down by set.")
     ap.add_argument("--split", choices=("dev", "heldout", "all"), help="Only this split (default: each).")
-    ap.add_argument("--check-model", help="Also run this model's check (crisis_check_v3) on rules + learned layer.")
+    ap.add_argument("--check-model", help="Also run this model's check (crisis_check_v4) on rules + learned layer.")
     ap.add_argument("--base-url", help="OpenAI-compatible server for --check-model (default: OpenAI's).")
     ap.add_argument("--api-key-env", default="OPENAI_API_KEY", help="Env var holding its key ('' for none).")
     ap.add_argument("--check-all", action="store_true", help="Send every message to the model, not only flagged.")

@@ -27,7 +27,7 @@ from .screen import RULES_VERSION, TIER_RANK, TIERS, Screen, screen_many
     "docs/CRISIS_SCREEN.md)."))
 @click.option("--show", default=10, show_default=True, help="Print this many flagged speeches with their evidence.")
 @click.option("--check-model", default=None, help=(
-    "Also ask this model for each flagged speech's tier (crisis_check_v3 prompt); it may raise a tier, never "
+    "Also ask this model for each flagged speech's tier (crisis_check_v4 prompt); it may raise a tier, never "
     "lower one (but see --check-overrules). Its answer goes in `model_check`, the combined tier in "
     "`final_tier`."))
 @click.option("--check-backend", type=click.Choice(["openai", "local"]), default="openai", show_default=True,

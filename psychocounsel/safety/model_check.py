@@ -31,7 +31,7 @@ from .screen import TIER_RANK, TIERS, Screen, Tier, screen_many
 _I = re.IGNORECASE
 
 # --------------------------------------------------------------------------------------- model check
-CHECK_PROMPT = "crisis_check_v3"
+CHECK_PROMPT = "crisis_check_v4"
 CHECK_FORMAT = {"type": "json_schema", "json_schema": {"name": "crisis_tier", "strict": True, "schema": {
     "type": "object", "properties": {"tier": {"type": "string", "enum": list(TIERS)}, "reason": {"type": "string"}},
     "required": ["tier", "reason"], "additionalProperties": False}}}

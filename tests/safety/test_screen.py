@@ -322,7 +322,7 @@ def test_model_check_only_flagged_and_failures_recorded():
     assert out[2].model_tier is None and "unparseable" in out[2].error and out[2].tier == "high"
     assert out[3].model_tier is None and out[3].error.startswith("backend:") and out[3].agrees is None
     req = fake.calls[0]
-    assert req.model == "judge-model" and req.tag.startswith("crisis_check:crisis_check_v3@")
+    assert req.model == "judge-model" and req.tag.startswith("crisis_check:crisis_check_v4@")
     assert "I wish I was dead." in req.messages[-1][1] and req.sampling.temperature == 0.0
     assert "passive_death_wish" not in str(req.messages)  # the model does not see the rules' tier or evidence
 

@@ -70,7 +70,7 @@ def test_recorded_answers_replay_through_the_screen_and_a_missing_one_is_a_faile
     answered, unanswered = "I want to kill myself.", "I cut myself last night."
     src = tmp_path / "speeches.jsonl"
     src.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in (("a", answered), ("b", unanswered))))
-    user = load_prompt("crisis_check_v3").render("user", speech=answered)
+    user = load_prompt("crisis_check_v4").render("user", speech=answered)
     reply = json.dumps({"tier": "high", "reason": "recorded: 'kill myself'"})
     answers = tmp_path / "answers.jsonl"
     answers.write_text(json.dumps({"key": answer_key(user), "reply": reply}) + "\n")
