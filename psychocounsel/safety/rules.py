@@ -29,6 +29,11 @@ _SELF_RULES: list[tuple[str, tuple[str, ...], str]] = [
         r"\b(?:can't|cannot|don't think I can|not sure I can) keep myself safe\b",
         r"\b(?:going to|gonna|will|'ll) act on (?:it|them|the thoughts|these thoughts)\b"),
      "myself end life decided tonight tomorrow weekend scared afraid frightened terrified act"),
+    # A message that opens with a farewell ("This is it. It was a fun ride while it lasted"; "Lost the battle / I'm
+    # sorry"); screen.FAREWELL_MAX_CHARS keeps it to short messages.
+    ("farewell", _rx(
+        r"\A\s*(?:this is (?:it|the end)|lost the battle|goodbye(?: everyone| all| world| everybody)?)\b(?! (?:of|for|to|when|if|that|was|with|against|over)\b)(?!\s*!)"),
+     "this lost goodbye"),
     ("command_hallucination", _rx(
         r"\bvoices? (?:\w+ ){0,2}?(?:tell|tells|telling|told|keeps? telling|say|says|saying) me to (?:kill|hurt|harm|cut|end) (?:myself|my life|it)\b",
         # rule 7 covers commands to hurt someone else too ("a voice that tells me to hurt the patients")

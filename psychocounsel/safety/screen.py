@@ -64,7 +64,7 @@ from .rules import (
     WORD,
 )
 
-RULES_VERSION = "crisis-rules-10"
+RULES_VERSION = "crisis-rules-11"
 Tier = Literal["none", "possible", "high"]
 TIERS: tuple[Tier, ...] = ("none", "possible", "high")
 TIER_RANK = {t: i for i, t in enumerate(TIERS)}
@@ -73,6 +73,8 @@ TIER_RANK = {t: i for i, t in enumerate(TIERS)}
 KIND_TIER: dict[str, Tier] = {
     "passive_death_wish": "possible", "active_ideation": "possible", "self_harm_thoughts": "possible",
     "past_attempt": "possible", "past_self_harm": "possible", "dependent_at_risk": "possible",
+    # A short message that opens with a farewell ("Lost the battle. I'm sorry"): possible, for a reader to judge.
+    "farewell": "possible",
     # Concerns, not risk (docs/CRISIS_LABELS.md): another adult's suicidal talk and danger from someone else
     # fall outside the crisis definition (the speaker, or someone in their care, at risk of suicide or
     # self-harm, or threatening someone). They stay as evidence, and a reply must still point to help.
@@ -91,17 +93,19 @@ LEARNED_KINDS = frozenset({"learned", "learned_high"})
 # to die read from words alone, at the `possible` tier. The rules cannot tell when they were ("I was suicidal for
 # 27 years, now I coach others") or whose they are in talk about suicide; attempts, self-harm, methods, plans,
 # intent and every other rule signal stand whatever the model says (docs/CRISIS_SCREEN.md, "Twelfth score").
-REVIEWABLE_KINDS = frozenset({"active_ideation", "passive_death_wish"})
+REVIEWABLE_KINDS = frozenset({"active_ideation", "passive_death_wish", "farewell"})
 # Kinds that only count next to the client's own ideation: alone they are everyday words ("pills",
 # "I gave my guitar to a friend", "I have a plan").
 _SUPPORTING = {"method", "preparation"}
 _OWN_IDEATION = {"passive_death_wish", "active_ideation", "self_harm_thoughts", "intent", "plan", "attempt",
-                 "command_hallucination", "method_ideation"}
+                 "command_hallucination", "method_ideation", "farewell"}
 # A plan said only as a decision ("I decided", "made my mind up", "picked the date") counts next to other
 # ideation in the speech, as method and preparation do: alone it is everyday speech ("I decided to meet her"
 # fired high on 6 of 411 real counseling questions).
 _VAGUE_PLAN = re.compile(r"(?:I(?:'ve| have| am)? )?decided|(?:made|make) my mind up|(?:picked|chosen|chose|set) (?:a|the) "
                          r"(?:date|day)", re.IGNORECASE)
+# A farewell counts only as the whole of a short message (its title and a line or two).
+FAREWELL_MAX_CHARS = 200
 # How far a method mention may sit from the ideation it supports: about two sentences.
 METHOD_WINDOW_CHARS = 200
 # A rule's regex runs only in a window around each of its trigger words: (characters before the word,
@@ -111,7 +115,8 @@ METHOD_WINDOW_CHARS = 200
 _REACH = {"command_hallucination": (10, 70), "intent": (45, 45), "plan": (45, 100), "attempt": (35, 60),
           "self_harm": (45, 40), "self_harm_thoughts": (45, 20), "active_ideation": (45, 45), "passive_death_wish": (65, 50),
           "method": (25, 30), "preparation": (30, 45), "harm_from_others": (30, 45), "ideation3": (45, 25),
-          "harm3": (35, 25), "self_harm_urge": (60, 40), "method_ideation": (30, 110), "harm_to_others": (40, 100), "harm_to_others_urge": (40, 50)}
+          "harm3": (35, 25), "self_harm_urge": (60, 40), "method_ideation": (30, 110), "harm_to_others": (40, 100), "harm_to_others_urge": (40, 50),
+          "farewell": (0, 30)}
 # A conditional threat said to be meant ("If she leaves me I'll kill myself. I mean it") is intent, not a
 # hypothetical (docs/CRISIS_LABELS.md, high rule 2): the words that say so, within the next sentence or two.
 _MEANT = re.compile(r"\b(?:I mean it|I'm serious|I am serious|not joking|I'm not kidding|serious question|"
@@ -294,6 +299,8 @@ def _third(kind_from: str, text: str, m: re.Match, who: str) -> str | None:
 
 
 def _idiom(kind: str, text: str, m: re.Match) -> bool:
+    if kind == "farewell" and len(text.strip()) > FAREWELL_MAX_CHARS:
+        return True  # "This is it" opening a long post is a story's turn, not a goodbye
     if kind == "self_harm" and DOING_IT.search(m.group(0)) and not SELF_HARM_CONTEXT.search(
             text, max(0, m.start() - IT_REACH_CHARS), m.start()):
         return True  # "I've been doing it since 2009", of medication and counselling: "it" is not self-harm

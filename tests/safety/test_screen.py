@@ -592,6 +592,9 @@ REAL_WORDINGS = [
      "recent_self_harm"),
     ("Will sodium nitrite kill me? Is it painful", "high", "plan"),
     ("hope l die soon hahahahahha", "possible", "passive_death_wish"),
+    ("Lost the battle\n\nI'm sorry", "possible", "farewell"),
+    ("This is it.\n\nIt was a fun ride while it lasted.", "possible", "farewell"),
+    ("This is it. I have the pills ready.", "high", "method"),
 ]
 
 REAL_WORDING_TRAPS = [
@@ -619,6 +622,10 @@ REAL_WORDING_TRAPS = [
     "I found a small bag of coke in my old clothes. I'm sorry, I've been doing it again for the last week.",
     "Can a cold kill me? I've had a fever for three days.",
     "Would it kill me to go out more often?",
+    "This is it! Finally got the job offer today.",
+    "Lost the battle with my landlord over the deposit, any advice?",
+    "This is the end of an era: my last day at work.",
+    "This is it, the week I find out whether I passed. " + "I have revised every night for a month. " * 5,
 ]
 
 
