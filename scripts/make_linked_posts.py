@@ -9,6 +9,7 @@ committed (bench/data/<set>.labels.jsonl); the text is rebuilt on your machine f
     .venv/bin/python scripts/make_linked_posts.py sdcnl_2 /tmp/sdcnl/data/training-set.csv --rebuild
     .venv/bin/python scripts/make_linked_posts.py sdcnl_3 /tmp/sdcnl/data/training-set.csv --rebuild
     .venv/bin/python scripts/make_linked_posts.py sdcnl_4 /tmp/sdcnl/data/training-set.csv --rebuild
+    .venv/bin/python scripts/make_linked_posts.py sdcnl_5 /tmp/sdcnl/data/training-set.csv --rebuild
     .venv/bin/python bench/bench_crisis_sets.py --sets crisis_sdcnl crisis_suicide_detection --learned
 
 ``--rebuild`` joins the committed labels with the text and checks every hash: it writes
@@ -25,14 +26,16 @@ Sources (docs/CRISIS_SCREEN.md, "Thirteenth score"):
 - ``sdcnl_2``: 80 posts of SDCNL's training split, drawn with the fixed seed: the risk-rich part of a rare-risk
   inbox, scored with crisis_reddit_7 and crisis_rallypoint_2 ("Fourteenth score"). ``sdcnl_3``: the next 240 of the
   same shuffle, scored with crisis_reddit_8 and crisis_rallypoint_3 ("Fifteenth score"); ``sdcnl_4``: the 240 after
-  those, with crisis_reddit_9 and crisis_rallypoint_4 ("Sixteenth score").
+  those, with crisis_reddit_9 and crisis_rallypoint_4 ("Sixteenth score"); ``sdcnl_5``: the next 240, with
+  crisis_reddit_10 and crisis_rallypoint_5 ("Seventeenth score").
 - ``suicide_detection``: the 237-post copy of Kaggle's "Suicide and Depression Detection" (Komati, 2021;
   r/SuicideWatch posts marked ``suicide`` and r/teenagers posts marked ``non-suicide``) in
   github.com/Badhrinadhgvs/Suicide-Prediction ``Suicide_Detection.csv``. Its titles run into the body as the
   source has them. The forum is read from the source's class; it is not a risk label.
 
-Every post of each file is taken unless a slice of it is named (links, user mentions, e-mails and phone numbers masked), shuffled with a fixed
-seed and numbered. None repeats a text of another labelled set. Each set served once, whole, as a fresh test.
+Every post of each file is taken unless a slice of it is named (links, user mentions, e-mails and phone numbers
+masked), shuffled with a fixed seed and numbered; a post repeating one earlier in the shuffle is left out. None
+repeats a text of another labelled set. Each set served once, whole, as a fresh test.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ import csv
 import hashlib
 import json
 import random
+import re
 import sys
 from pathlib import Path
 
@@ -69,7 +73,8 @@ SOURCES = {"sdcnl": ("testing-set.csv", "sdcnl", _sdcnl, slice(None)),
            "suicide_detection": ("Suicide_Detection.csv", "ksd", _suicide_detection, slice(None)),
            "sdcnl_2": ("training-set.csv", "sdcnl2", _sdcnl, slice(0, 80)),
            "sdcnl_3": ("training-set.csv", "sdcnl3", _sdcnl, slice(80, 320)),
-           "sdcnl_4": ("training-set.csv", "sdcnl4", _sdcnl, slice(320, 560))}
+           "sdcnl_4": ("training-set.csv", "sdcnl4", _sdcnl, slice(320, 560)),
+           "sdcnl_5": ("training-set.csv", "sdcnl5", _sdcnl, slice(560, 800))}
 
 
 def labels_path(source: str) -> Path:
@@ -84,6 +89,11 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def _key(text: str) -> str:
+    """How a repeated post is known: its first 150 characters of words, lower case, without punctuation."""
+    return re.sub(r"\W+", " ", text.lower()).strip()[:150]
+
+
 def sample(source: str, csv_path: Path) -> list[dict]:
     name, prefix, read, rows = SOURCES[source]
     if csv_path.name != name:
@@ -91,7 +101,8 @@ def sample(source: str, csv_path: Path) -> list[dict]:
     with csv_path.open(encoding="utf-8", newline="") as f:
         picked = [read(r) for r in csv.DictReader(f)]
     random.Random(SEED).shuffle(picked)
-    picked = picked[rows]
+    seen: set[str] = set()  # the sources repeat some posts; in shuffle order, a repeat is left out
+    picked = [p for p in picked if not (_key(p[0]) in seen or seen.add(_key(p[0])))][rows]
     return [{"id": f"{prefix}-{k:04d}", "text": scrub(text), "split": split_of(f"{prefix}-{k:04d}"), "forum": forum}
             for k, (text, forum) in enumerate(picked, 1)]
 

@@ -25,7 +25,8 @@ The second draw (``--draw 2``, ids ``rp2-``, crisis_rallypoint_2.jsonl): 220 pos
 the first left, none of them marked as about mental health: the service-life part of a rare-risk inbox, scored
 with crisis_reddit_7 and crisis_sdcnl_2 ("Fourteenth score"). The third (``--draw 3``, ``rp3-``): 200 more the
 same way, scored with crisis_reddit_8 and crisis_sdcnl_3 ("Fifteenth score"); the fourth (``rp4-``) likewise, with
-crisis_reddit_9 and crisis_sdcnl_4 ("Sixteenth score").
+crisis_reddit_9 and crisis_sdcnl_4 ("Sixteenth score"), and the fifth (``rp5-``) with crisis_reddit_10 and
+crisis_sdcnl_5 ("Seventeenth score").
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ FILES = ("rallypoint_reddit_mentalhealth_train_3632.csv", "rallypoint_reddit_men
 SOURCES = tuple(f"rallypoint Set {i}" for i in range(1, 7)) + ("rallypoint first500", "rallypoint nock2000")
 SEED = 20261210
 # The later draws: posts the source did not mark as about mental health, none drawn before (id prefix, seed, posts).
-LATER = {2: ("rp2", 20261215, 220), 3: ("rp3", 20261216, 200), 4: ("rp4", 20261217, 200)}
+LATER = {2: ("rp2", 20261215, 220), 3: ("rp3", 20261216, 200), 4: ("rp4", 20261217, 200),
+         5: ("rp5", 20261218, 200)}
 
 
 def _key(text: str) -> str:

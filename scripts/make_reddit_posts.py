@@ -37,7 +37,8 @@ of a capable reader reviewing the rules' worded ideation ("Twelfth score"). The 
 a rare-risk inbox, scored with crisis_rallypoint_2 and crisis_sdcnl_2 ("Fourteenth score"). The eighth (``--draw
 8``, ``rmhd8-``: 20 from each everyday forum, 10 from each of the four furthest, 160) likewise, with
 crisis_rallypoint_3 and crisis_sdcnl_3 ("Fifteenth score"). The ninth (``--draw 9``, ``rmhd9-``, the eighth's
-quotas) with crisis_rallypoint_4 and crisis_sdcnl_4 ("Sixteenth score").
+quotas) with crisis_rallypoint_4 and crisis_sdcnl_4 ("Sixteenth score"); the tenth (``rmhd10-``) likewise, with
+crisis_rallypoint_5 and crisis_sdcnl_5 ("Seventeenth score").
 
 What is kept: the text (links, user mentions, e-mails and phone numbers masked), the subreddit and the month. The
 author is dropped.
@@ -82,6 +83,7 @@ DRAWS = {
     7: (DATA / "crisis_reddit_7.jsonl", "rmhd7", 20261214, {**{e: 30 for e in EVERYDAY}, **{f: 10 for f in FAR}}, 0),
     8: (DATA / "crisis_reddit_8.jsonl", "rmhd8", 20261216, {**{e: 20 for e in EVERYDAY}, **{f: 10 for f in FAR}}, 0),
     9: (DATA / "crisis_reddit_9.jsonl", "rmhd9", 20261217, {**{e: 20 for e in EVERYDAY}, **{f: 10 for f in FAR}}, 0),
+    10: (DATA / "crisis_reddit_10.jsonl", "rmhd10", 20261218, {**{e: 20 for e in EVERYDAY}, **{f: 10 for f in FAR}}, 0),
 }
 # The annotators' name for a post with no risk signal, in the guide's vocabulary.
 CATEGORY_NAMES = {"ordinary": "everyday"}
