@@ -51,7 +51,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_cssrs_posts import scrub
-from make_reddit_posts import _read, add_label_args, labelled, split_of
+from make_reddit_posts import _read, add_label_args, split_of, write
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 20261205
@@ -134,19 +134,8 @@ def main() -> None:
     if not args.csv.is_file():
         sys.exit(f"{args.csv}: no such file")
     posts = sample(args.source, args.csv)
-    if args.blind:
-        args.blind.mkdir(parents=True, exist_ok=True)
-        (args.blind / "blind.jsonl").write_text(
-            "".join(json.dumps({"id": p["id"], "text": p["text"]}) + "\n" for p in posts), encoding="utf-8")
-        print(f"{len(posts)} posts -> {args.blind}")
-    if args.labels:
-        adjudicated = _read(args.adjudicated) if args.adjudicated else {}
-        rows = labelled(posts, _read(args.labels[0]), _read(args.labels[1]), adjudicated)
-        out = labels_path(args.source)
-        out.write_text("".join(json.dumps({"id": r["id"], "sha256": text_hash(r["text"]),
-                                           **{k: v for k, v in r.items() if k not in ("id", "text")}},
-                                          ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-        print(f"{len(rows)} labelled posts (ids, labels and text hashes) -> {out}")
+    write(posts, args, labels_path(args.source), as_row=lambda r: {
+        "id": r["id"], "sha256": text_hash(r["text"]), **{k: v for k, v in r.items() if k not in ("id", "text")}})
     if args.rebuild:
         rebuild(posts, labels_path(args.source), rebuilt_path(args.source))
 

@@ -51,6 +51,7 @@ import hashlib
 import json
 import random
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -145,8 +146,9 @@ def add_label_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--adjudicated", type=Path, help="labels for the posts the annotators disagreed on")
 
 
-def write(posts: list[dict], args: argparse.Namespace, out: Path) -> None:
-    """The blind sample for the annotators (``--blind``) and the labelled set (``--labels``), as asked."""
+def write(posts: list[dict], args: argparse.Namespace, out: Path, as_row: Callable[[dict], dict] = dict) -> None:
+    """The blind sample for the annotators (``--blind``) and the labelled set (``--labels``), as asked; ``as_row``
+    shapes each labelled row as it is stored."""
     if args.blind:
         args.blind.mkdir(parents=True, exist_ok=True)
         (args.blind / "blind.jsonl").write_text(
@@ -157,7 +159,7 @@ def write(posts: list[dict], args: argparse.Namespace, out: Path) -> None:
     if args.labels:
         adjudicated = _read(args.adjudicated) if args.adjudicated else {}
         rows = labelled(posts, _read(args.labels[0]), _read(args.labels[1]), adjudicated)
-        out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+        out.write_text("".join(json.dumps(as_row(r), ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
         print(f"{len(rows)} posts, {sum(r['split'] == 'heldout' for r in rows)} held out -> {out}")
 
 
