@@ -233,10 +233,17 @@ _SELF_RULES: list[tuple[str, tuple[str, ...], str]] = [
         r"\b(?:enough|work) to (?:kill me|end my life)\b|\bguarantee my death\b|\bhow long (?:\w+ ){0,4}?(?:bleed out|to die from)\b",
         # "Will sodium nitrite kill me? Is it painful": asking whether a means of self-poisoning would kill the writer
         # is researching it (a cold, a drink or the heat are health worries, not means).
-        r"\b(?:will|would|could|can|does|do) (?:[\w-]+ ){0,3}?(?:sodium nitrite|nitrite|cyanide|bleach|antifreeze|insulin|tylenol|paracetamol|acetaminophen|pills|tablets|an overdose|helium|rat poison|poison) (?:[\w-]+ ){0,2}?kill me\b[^.!?\n]{0,40}\?"),
+        r"\b(?:will|would|could|can|does|do) (?:[\w-]+ ){0,3}?(?:sodium nitrite|nitrite|cyanide|bleach|antifreeze|insulin|tylenol|paracetamol|acetaminophen|pills|tablets|an overdose|helium|rat poison|poison) (?:[\w-]+ ){0,2}?kill me\b[^.!?\n]{0,40}\?",
+        # "What is the least painful way to die?", "is hanging too painful": asking which way, or how a method of
+        # suicide feels, is researching it (a tattoo or childbirth is not a method).
+        r"\b(?:least|less) painful (?:way|method|means)s? (?:to|of) (?:die|dying|go|kill (?:myself|yourself|oneself)|end (?:it|my life|things)|commit suicide|suicide)\b",
+        r"\b(?:painless|quickest|easiest|fastest|surest|best) (?:way|method|means)s? (?:to|of) (?:die|dying|kill (?:myself|yourself|oneself)|end my life|commit suicide|suicide)\b",
+        r"\b(?:is|are|would|does) (?:hanging|drowning|overdosing|an overdose|slitting (?:your|my) wrists|bleeding out|shooting (?:yourself|myself))(?: (?:too|very|really|that|so))? (?:painful|painless|quick|fast|hurt)\b",
+        r"\bhow (?:painful|quick|fast) (?:is|would be) (?:hanging|drowning|overdosing|an overdose|slitting (?:your|my) wrists|bleeding out|shooting (?:yourself|myself))\b"),
      "thought thinking think worked figured know picturing imagining planning planned plan od pills tablets meds "
      "paracetamol enough work guarantee how nitrite cyanide bleach antifreeze insulin tylenol acetaminophen overdose "
-     "helium poison"),
+     "helium poison painful painless quickest easiest fastest surest best hanging drowning overdosing slitting "
+     "bleeding shooting"),
     # Preparation counts only next to the client's own ideation (screen._SUPPORTING): alone, "everything's
     # ready" or "I loaded the gun" are a move or a shoot.
     ("preparation", _rx(

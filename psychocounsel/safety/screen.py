@@ -64,7 +64,7 @@ from .rules import (
     WORD,
 )
 
-RULES_VERSION = "crisis-rules-11"
+RULES_VERSION = "crisis-rules-12"
 Tier = Literal["none", "possible", "high"]
 TIERS: tuple[Tier, ...] = ("none", "possible", "high")
 TIER_RANK = {t: i for i, t in enumerate(TIERS)}

@@ -595,6 +595,9 @@ REAL_WORDINGS = [
     ("Lost the battle\n\nI'm sorry", "possible", "farewell"),
     ("This is it.\n\nIt was a fun ride while it lasted.", "possible", "farewell"),
     ("This is it. I have the pills ready.", "high", "method"),
+    ("What is the least painful way to die?", "high", "plan"),
+    ("is hanging too painful", "high", "plan"),
+    ("How painful is drowning?", "high", "plan"),
 ]
 
 REAL_WORDING_TRAPS = [
@@ -625,6 +628,9 @@ REAL_WORDING_TRAPS = [
     "This is it! Finally got the job offer today.",
     "Lost the battle with my landlord over the deposit, any advice?",
     "This is the end of an era: my last day at work.",
+    "Is childbirth painful? I'm due in May.",
+    "Is drowning a common cause of death in children?",
+    "What's the best way to get to the airport?",
     "This is it, the week I find out whether I passed. " + "I have revised every night for a month. " * 5,
 ]
 
