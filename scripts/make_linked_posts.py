@@ -10,6 +10,7 @@ committed (bench/data/<set>.labels.jsonl); the text is rebuilt on your machine f
     .venv/bin/python scripts/make_linked_posts.py sdcnl_3 /tmp/sdcnl/data/training-set.csv --rebuild
     .venv/bin/python scripts/make_linked_posts.py sdcnl_4 /tmp/sdcnl/data/training-set.csv --rebuild
     .venv/bin/python scripts/make_linked_posts.py sdcnl_5 /tmp/sdcnl/data/training-set.csv --rebuild
+    .venv/bin/python scripts/make_linked_posts.py sdcnl_6 /tmp/sdcnl/data/training-set.csv --rebuild
     .venv/bin/python bench/bench_crisis_sets.py --sets crisis_sdcnl crisis_suicide_detection --learned
 
 ``--rebuild`` joins the committed labels with the text and checks every hash: it writes
@@ -27,7 +28,8 @@ Sources (docs/CRISIS_SCREEN.md, "Thirteenth score"):
   inbox, scored with crisis_reddit_7 and crisis_rallypoint_2 ("Fourteenth score"). ``sdcnl_3``: the next 240 of the
   same shuffle, scored with crisis_reddit_8 and crisis_rallypoint_3 ("Fifteenth score"); ``sdcnl_4``: the 240 after
   those, with crisis_reddit_9 and crisis_rallypoint_4 ("Sixteenth score"); ``sdcnl_5``: the next 240, with
-  crisis_reddit_10 and crisis_rallypoint_5 ("Seventeenth score").
+  crisis_reddit_10 and crisis_rallypoint_5 ("Seventeenth score"); ``sdcnl_6``: the next 240, with
+  crisis_reddit_11 and crisis_rallypoint_6 ("Eighteenth score").
 - ``suicide_detection``: the 237-post copy of Kaggle's "Suicide and Depression Detection" (Komati, 2021;
   r/SuicideWatch posts marked ``suicide`` and r/teenagers posts marked ``non-suicide``) in
   github.com/Badhrinadhgvs/Suicide-Prediction ``Suicide_Detection.csv``. Its titles run into the body as the
@@ -74,7 +76,8 @@ SOURCES = {"sdcnl": ("testing-set.csv", "sdcnl", _sdcnl, slice(None)),
            "sdcnl_2": ("training-set.csv", "sdcnl2", _sdcnl, slice(0, 80)),
            "sdcnl_3": ("training-set.csv", "sdcnl3", _sdcnl, slice(80, 320)),
            "sdcnl_4": ("training-set.csv", "sdcnl4", _sdcnl, slice(320, 560)),
-           "sdcnl_5": ("training-set.csv", "sdcnl5", _sdcnl, slice(560, 800))}
+           "sdcnl_5": ("training-set.csv", "sdcnl5", _sdcnl, slice(560, 800)),
+           "sdcnl_6": ("training-set.csv", "sdcnl6", _sdcnl, slice(800, 1040))}
 
 
 def labels_path(source: str) -> Path:

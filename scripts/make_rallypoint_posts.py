@@ -26,7 +26,8 @@ the first left, none of them marked as about mental health: the service-life par
 with crisis_reddit_7 and crisis_sdcnl_2 ("Fourteenth score"). The third (``--draw 3``, ``rp3-``): 200 more the
 same way, scored with crisis_reddit_8 and crisis_sdcnl_3 ("Fifteenth score"); the fourth (``rp4-``) likewise, with
 crisis_reddit_9 and crisis_sdcnl_4 ("Sixteenth score"), and the fifth (``rp5-``) with crisis_reddit_10 and
-crisis_sdcnl_5 ("Seventeenth score").
+crisis_sdcnl_5 ("Seventeenth score"); the sixth (``rp6-``) with crisis_reddit_11 and crisis_sdcnl_6 ("Eighteenth
+score").
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ SOURCES = tuple(f"rallypoint Set {i}" for i in range(1, 7)) + ("rallypoint first
 SEED = 20261210
 # The later draws: posts the source did not mark as about mental health, none drawn before (id prefix, seed, posts).
 LATER = {2: ("rp2", 20261215, 220), 3: ("rp3", 20261216, 200), 4: ("rp4", 20261217, 200),
-         5: ("rp5", 20261218, 200)}
+         5: ("rp5", 20261218, 200), 6: ("rp6", 20261219, 200)}
 
 
 def _key(text: str) -> str:

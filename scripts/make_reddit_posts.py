@@ -38,7 +38,8 @@ a rare-risk inbox, scored with crisis_rallypoint_2 and crisis_sdcnl_2 ("Fourteen
 8``, ``rmhd8-``: 20 from each everyday forum, 10 from each of the four furthest, 160) likewise, with
 crisis_rallypoint_3 and crisis_sdcnl_3 ("Fifteenth score"). The ninth (``--draw 9``, ``rmhd9-``, the eighth's
 quotas) with crisis_rallypoint_4 and crisis_sdcnl_4 ("Sixteenth score"); the tenth (``rmhd10-``) likewise, with
-crisis_rallypoint_5 and crisis_sdcnl_5 ("Seventeenth score").
+crisis_rallypoint_5 and crisis_sdcnl_5 ("Seventeenth score"), and the eleventh (``rmhd11-``) with
+crisis_rallypoint_6 and crisis_sdcnl_6 ("Eighteenth score").
 
 What is kept: the text (links, user mentions, e-mails and phone numbers masked), the subreddit and the month. The
 author is dropped.
@@ -85,6 +86,7 @@ DRAWS = {
     8: (DATA / "crisis_reddit_8.jsonl", "rmhd8", 20261216, {**{e: 20 for e in EVERYDAY}, **{f: 10 for f in FAR}}, 0),
     9: (DATA / "crisis_reddit_9.jsonl", "rmhd9", 20261217, {**{e: 20 for e in EVERYDAY}, **{f: 10 for f in FAR}}, 0),
     10: (DATA / "crisis_reddit_10.jsonl", "rmhd10", 20261218, {**{e: 20 for e in EVERYDAY}, **{f: 10 for f in FAR}}, 0),
+    11: (DATA / "crisis_reddit_11.jsonl", "rmhd11", 20261219, {**{e: 20 for e in EVERYDAY}, **{f: 10 for f in FAR}}, 0),
 }
 # The annotators' name for a post with no risk signal, in the guide's vocabulary.
 CATEGORY_NAMES = {"ordinary": "everyday"}
@@ -106,7 +108,8 @@ def sample(csv_path: Path, draw: int = 1) -> list[dict]:
         for sub in sorted(d.subreddit.unique()):
             group = d[d.subreddit == sub]
             k = quota.get(sub, default)
-            for i in sorted(rng.sample(list(group.index), len(group) if k is None else k)):
+            # None: every post left; a forum with fewer posts left than its quota gives them all
+            for i in sorted(rng.sample(list(group.index), len(group) if k is None else min(k, len(group)))):
                 picked.append((sub, d.loc[i, "date"], d.loc[i, "post"].strip()))
         rng.shuffle(picked)
         d = d[~d.post.str.strip().isin({text for _, _, text in picked})]
