@@ -1,6 +1,6 @@
 """Crisis screen on the labelled sets (crisis_messages, cssrs_posts, crisis_independent, crisis_inbox,
-crisis_counselchat, crisis_fresh, the Reddit draws crisis_reddit, _2 to _10, crisis_rallypoint, _2 to _5, and the
-linked sets crisis_sdcnl, _2 to _5 and crisis_suicide_detection where their text was rebuilt), per split.
+crisis_counselchat, crisis_fresh, the Reddit draws crisis_reddit, _2 to _11, crisis_rallypoint, _2 to _6, and the
+linked sets crisis_sdcnl, _2 to _6 and crisis_suicide_detection where their text was rebuilt), per split.
 
     .venv/bin/python bench/bench_crisis_sets.py                # every set: dev, heldout, all
     .venv/bin/python bench/bench_crisis_sets.py --sets crisis_fresh crisis_counselchat --split heldout --learned
@@ -72,20 +72,23 @@ SETS = {"crisis_messages": DATA / "crisis_messages.jsonl", "cssrs_posts": DATA /
         "crisis_rallypoint_2": DATA / "crisis_rallypoint_2.jsonl", "crisis_reddit_8": DATA / "crisis_reddit_8.jsonl",
         "crisis_rallypoint_3": DATA / "crisis_rallypoint_3.jsonl", "crisis_reddit_9": DATA / "crisis_reddit_9.jsonl",
         "crisis_rallypoint_4": DATA / "crisis_rallypoint_4.jsonl", "crisis_reddit_10": DATA / "crisis_reddit_10.jsonl",
-        "crisis_rallypoint_5": DATA / "crisis_rallypoint_5.jsonl",
+        "crisis_rallypoint_5": DATA / "crisis_rallypoint_5.jsonl", "crisis_reddit_11": DATA / "crisis_reddit_11.jsonl",
+        "crisis_rallypoint_6": DATA / "crisis_rallypoint_6.jsonl",
         # Linked sets: only their labels are committed; scripts/make_linked_posts.py rebuilds the text here.
         "crisis_sdcnl": OUT / "crisis_sdcnl.jsonl", "crisis_suicide_detection": OUT / "crisis_suicide_detection.jsonl",
         "crisis_sdcnl_2": OUT / "crisis_sdcnl_2.jsonl", "crisis_sdcnl_3": OUT / "crisis_sdcnl_3.jsonl",
-        "crisis_sdcnl_4": OUT / "crisis_sdcnl_4.jsonl", "crisis_sdcnl_5": OUT / "crisis_sdcnl_5.jsonl"}
+        "crisis_sdcnl_4": OUT / "crisis_sdcnl_4.jsonl", "crisis_sdcnl_5": OUT / "crisis_sdcnl_5.jsonl",
+        "crisis_sdcnl_6": OUT / "crisis_sdcnl_6.jsonl"}
 # What each set is broken down by: written sets by register and category, the real questions by category, the
 # r/SuicideWatch posts by their C-SSRS severity, the Reddit posts by forum (support or everyday, then each one),
 # the RallyPoint posts by the source's mark (about mental health or not) and its set.
 GROUPS = {"cssrs_posts": ("severity",), "crisis_counselchat": ("category",),
-          **{f"crisis_reddit{d}": ("forum", "subreddit", "category") for d in ("", "_2", "_3", "_4", "_5", "_6", "_7", "_8", "_9", "_10")},
+          **{f"crisis_reddit{d}": ("forum", "subreddit", "category") for d in ("", "_2", "_3", "_4", "_5", "_6", "_7", "_8", "_9", "_10", "_11")},
           "crisis_rallypoint": ("mental_health", "set", "category"), "crisis_rallypoint_2": ("set", "category"),
           "crisis_rallypoint_3": ("set", "category"), "crisis_sdcnl_3": ("forum", "category"),
           "crisis_rallypoint_4": ("set", "category"), "crisis_sdcnl_4": ("forum", "category"),
           "crisis_rallypoint_5": ("set", "category"), "crisis_sdcnl_5": ("forum", "category"),
+          "crisis_rallypoint_6": ("set", "category"), "crisis_sdcnl_6": ("forum", "category"),
           "crisis_sdcnl": ("forum", "category"), "crisis_suicide_detection": ("forum", "category"),
           "crisis_sdcnl_2": ("forum", "category"),
           "pooled": ("labelled_set", "category")}
