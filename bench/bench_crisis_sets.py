@@ -62,36 +62,33 @@ from psychocounsel.safety.screen import (
 
 DATA = ROOT / "psychocounsel" / "data"
 OUT = ROOT / "bench" / "out"
-SETS = {"crisis_messages": DATA / "crisis_messages.jsonl", "cssrs_posts": DATA / "cssrs_posts.jsonl",
-        "crisis_independent": DATA / "crisis_independent.jsonl", "crisis_inbox": DATA / "crisis_inbox.jsonl",
-        "crisis_counselchat": DATA / "crisis_counselchat.jsonl", "crisis_fresh": DATA / "crisis_fresh.jsonl",
-        "crisis_reddit": DATA / "crisis_reddit.jsonl", "crisis_reddit_2": DATA / "crisis_reddit_2.jsonl",
-        "crisis_reddit_3": DATA / "crisis_reddit_3.jsonl", "crisis_reddit_4": DATA / "crisis_reddit_4.jsonl",
-        "crisis_reddit_5": DATA / "crisis_reddit_5.jsonl", "crisis_reddit_6": DATA / "crisis_reddit_6.jsonl",
-        "crisis_rallypoint": DATA / "crisis_rallypoint.jsonl", "crisis_reddit_7": DATA / "crisis_reddit_7.jsonl",
-        "crisis_rallypoint_2": DATA / "crisis_rallypoint_2.jsonl", "crisis_reddit_8": DATA / "crisis_reddit_8.jsonl",
-        "crisis_rallypoint_3": DATA / "crisis_rallypoint_3.jsonl", "crisis_reddit_9": DATA / "crisis_reddit_9.jsonl",
-        "crisis_rallypoint_4": DATA / "crisis_rallypoint_4.jsonl", "crisis_reddit_10": DATA / "crisis_reddit_10.jsonl",
-        "crisis_rallypoint_5": DATA / "crisis_rallypoint_5.jsonl", "crisis_reddit_11": DATA / "crisis_reddit_11.jsonl",
-        "crisis_rallypoint_6": DATA / "crisis_rallypoint_6.jsonl",
-        # Linked sets: only their labels are committed; scripts/make_linked_posts.py rebuilds the text here.
-        "crisis_sdcnl": OUT / "crisis_sdcnl.jsonl", "crisis_suicide_detection": OUT / "crisis_suicide_detection.jsonl",
-        "crisis_sdcnl_2": OUT / "crisis_sdcnl_2.jsonl", "crisis_sdcnl_3": OUT / "crisis_sdcnl_3.jsonl",
-        "crisis_sdcnl_4": OUT / "crisis_sdcnl_4.jsonl", "crisis_sdcnl_5": OUT / "crisis_sdcnl_5.jsonl",
-        "crisis_sdcnl_6": OUT / "crisis_sdcnl_6.jsonl"}
-# What each set is broken down by: written sets by register and category, the real questions by category, the
-# r/SuicideWatch posts by their C-SSRS severity, the Reddit posts by forum (support or everyday, then each one),
-# the RallyPoint posts by the source's mark (about mental health or not) and its set.
-GROUPS = {"cssrs_posts": ("severity",), "crisis_counselchat": ("category",),
-          **{f"crisis_reddit{d}": ("forum", "subreddit", "category") for d in ("", "_2", "_3", "_4", "_5", "_6", "_7", "_8", "_9", "_10", "_11")},
-          "crisis_rallypoint": ("mental_health", "set", "category"), "crisis_rallypoint_2": ("set", "category"),
-          "crisis_rallypoint_3": ("set", "category"), "crisis_sdcnl_3": ("forum", "category"),
-          "crisis_rallypoint_4": ("set", "category"), "crisis_sdcnl_4": ("forum", "category"),
-          "crisis_rallypoint_5": ("set", "category"), "crisis_sdcnl_5": ("forum", "category"),
-          "crisis_rallypoint_6": ("set", "category"), "crisis_sdcnl_6": ("forum", "category"),
-          "crisis_sdcnl": ("forum", "category"), "crisis_suicide_detection": ("forum", "category"),
-          "crisis_sdcnl_2": ("forum", "category"),
-          "pooled": ("labelled_set", "category")}
+SETS = {name: DATA / f"{name}.jsonl" for name in (
+    "crisis_messages", "cssrs_posts", "crisis_independent", "crisis_inbox", "crisis_counselchat", "crisis_fresh",
+    "crisis_reddit", *(f"crisis_reddit_{d}" for d in range(2, 12)),
+    "crisis_rallypoint", *(f"crisis_rallypoint_{d}" for d in range(2, 7)))}
+# Linked sets: only their labels are committed (bench/data/*.labels.jsonl); scripts/make_linked_posts.py rebuilds
+# the text into bench/out/.
+SETS |= {f.name.removesuffix(".labels.jsonl"): OUT / f.name.replace(".labels", "")
+         for f in sorted((ROOT / "bench" / "data").glob("crisis_*.labels.jsonl"))}
+
+
+def group_keys(set_name: str) -> tuple[str, ...]:
+    """What a set is broken down by: written sets by register and category, the real questions by category, the
+    r/SuicideWatch posts by their C-SSRS severity, the Reddit posts by forum (support or everyday, then each one),
+    the first RallyPoint posts by the source's mark (about mental health or not) and its set, the later ones and
+    the linked posts by set or forum, the pooled sets by which set."""
+    if set_name in ("cssrs_posts", "crisis_counselchat", "crisis_rallypoint", "pooled"):
+        return {"cssrs_posts": ("severity",), "crisis_counselchat": ("category",),
+                "crisis_rallypoint": ("mental_health", "set", "category"), "pooled": ("labelled_set", "category")}[set_name]
+    if set_name.startswith("crisis_reddit"):
+        return ("forum", "subreddit", "category")
+    if set_name.startswith("crisis_rallypoint_"):
+        return ("set", "category")
+    if SETS.get(set_name, DATA).parent == OUT:
+        return ("forum", "category")
+    return ("register", "category")
+
+
 # The Reddit sample's forums that are not about mental health (docs/CRISIS_SCREEN.md, "crisis_reddit").
 EVERYDAY_FORUMS = {"UKPersonalFinance", "conspiracy", "divorce", "guns", "legaladvice", "mindfulness",
                    "personalfinance", "teaching", "ukpolitics", "unitedkingdom"}
@@ -306,15 +303,15 @@ def main() -> None:
                 s = out.setdefault(split if name == "rules" else f"{split}, {name}", {})
                 s.update(score([r["tier"] for r in part], part_preds))
                 print_score(f"{set_name}, {split}, {name}", s)
-            keys = GROUPS.get(set_name, ("register", "category"))
+            keys = group_keys(set_name)
             for name, run in runs.items():
                 s = out.setdefault(split if name == "rules" else f"{split}, {name}", {})
                 for key in keys:
                     s[f"by_{key}"] = by_group(part, [run[i] for i in idx], key)
                     print_groups(f"{name}, by {key}", s[f"by_{key}"])
             s, part_preds = out[split], [preds[i] for i in idx]
-            group_keys = ("tier", *keys)
-            s["recall_by"] = {name: {key: recall_by(part, [run[i] for i in idx], key) for key in group_keys}
+            breakdowns = ("tier", *keys)
+            s["recall_by"] = {name: {key: recall_by(part, [run[i] for i in idx], key) for key in breakdowns}
                               for name, run in runs.items()}
             print_recall(s["recall_by"])
             if set_name == "crisis_messages":

@@ -89,10 +89,11 @@ KIND_TIER: dict[str, Tier] = {
 }
 CONCERN_KINDS = frozenset(k for k, t in KIND_TIER.items() if t == "none")
 LEARNED_KINDS = frozenset({"learned", "learned_high"})
-# Rule kinds a capable reviewing model may clear, besides the learned layer's raises: suicidal thoughts or a wish
-# to die read from words alone, at the `possible` tier. The rules cannot tell when they were ("I was suicidal for
-# 27 years, now I coach others") or whose they are in talk about suicide; attempts, self-harm, methods, plans,
-# intent and every other rule signal stand whatever the model says (docs/CRISIS_SCREEN.md, "Twelfth score").
+# Rule kinds a capable reviewing model may clear, besides the learned layer's raises: suicidal thoughts, a wish
+# to die or a farewell read from words alone, at the `possible` tier. The rules cannot tell when they were ("I was
+# suicidal for 27 years, now I coach others"), whose they are in talk about suicide, or what a short "This is it"
+# ends; attempts, self-harm, methods, plans, intent and every other rule signal stand whatever the model says
+# (docs/CRISIS_SCREEN.md, "Twelfth score").
 REVIEWABLE_KINDS = frozenset({"active_ideation", "passive_death_wish", "farewell"})
 # Kinds that only count next to the client's own ideation: alone they are everyday words ("pills",
 # "I gave my guitar to a friend", "I have a plan").
