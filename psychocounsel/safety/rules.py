@@ -10,6 +10,10 @@ import re
 ICASE = re.IGNORECASE
 _REFL3 = r"(?:himself|herself|themselves|themself)"
 _PRO3 = r"(?:he|she|they)"
+# "drown myself" is a method, unless in work, TV or whiskey rather than water ("drown myself in TV shows").
+_DROWN_MYSELF = r"drown(?:ing)? myself(?! (?:in|with) (?!(?:the |a |my |our )?(?:bath|bathtub|tub|river|lake|sea|ocean|water|pool|canal|reservoir)\b))"
+# A method of suicide as a question names it ("is hanging too painful", "how painful is drowning").
+_METHOD_ACT = r"(?:hanging|drowning|overdosing|an overdose|slitting (?:your|my) wrists|bleeding out|shooting (?:yourself|myself))"
 
 
 def _rx(*alts: str) -> tuple[str, ...]:
@@ -106,7 +110,7 @@ _SELF_RULES: list[tuple[str, tuple[str, ...], str]] = [
      "die dead born without better easier died disappeared gone wake woken live alive exist existing point hit here done "
      "hits crashes stop end being living sleep hoping pray praying prayed"),
     ("method", _rx(
-        r"\b(?:pills|tablets|paracetamol|overdose|overdosing|painkillers|sleeping pills|rope|noose|gun|razor|blades?|bridge|railway|train tracks|in front of (?:a|the) (?:train|bus|lorry|truck|car)|motorway|cliff|jump(?:ing)? (?:off|from)|hang(?:ing)? myself|drown(?:ing)? myself(?! (?:in|with) (?!(?:the |a |my |our )?(?:bath|bathtub|tub|river|lake|sea|ocean|water|pool|canal|reservoir)\b))|crash(?:ing)? (?:the|my) car|car into|engine running|exhaust|hosepipe|(?:edge|end) of the platform)\b"),
+        rf"\b(?:pills|tablets|paracetamol|overdose|overdosing|painkillers|sleeping pills|rope|noose|gun|razor|blades?|bridge|railway|train tracks|in front of (?:a|the) (?:train|bus|lorry|truck|car)|motorway|cliff|jump(?:ing)? (?:off|from)|hang(?:ing)? myself|{_DROWN_MYSELF}|crash(?:ing)? (?:the|my) car|car into|engine running|exhaust|hosepipe|(?:edge|end) of the platform)\b"),
      "pills tablets paracetamol overdose overdosing painkillers rope noose gun razor blade blades bridge railway train "
      "tracks motorway cliff jump jumping hang hanging drown drowning crash crashing car engine exhaust hosepipe platform"),
     ("preparation", _rx(
@@ -184,8 +188,8 @@ _SELF_RULES: list[tuple[str, tuple[str, ...], str]] = [
      "suicidal suicide thoughts thought think thinking finish end ending"),
     # docs/CRISIS_LABELS.md, high rule 1: ideation that names its own means is a method, not bare ideation.
     ("method_ideation", _rx(
-        r"\b(?:hang|hanging|drown|drowning|shoot|shooting|gas|gassing|poison|poisoning|electrocute|electrocuting|stab|stabbing) myself\b(?<!drown myself)(?<!drowning myself)",
-        r"\bdrown(?:ing)? myself(?! (?:in|with) (?!(?:the |a |my |our )?(?:bath|bathtub|tub|river|lake|sea|ocean|water|pool|canal|reservoir)\b))\b",
+        r"\b(?:hang|hanging|shoot|shooting|gas|gassing|poison|poisoning|electrocute|electrocuting|stab|stabbing) myself\b",
+        rf"\b{_DROWN_MYSELF}\b",
         r"\b(?:imagining|picturing|thinking about|thought about|think about) (?:cutting|slitting) my (?:own )?(?:wrists?|throat)\b|\b(?:slit|slitting) my (?:own )?(?:wrists?|throat)\b",
         r"\b(?:thinking|thought|think|keep thinking|dream\w*|fantasi[sz]\w*) (?:about|of) (?:jumping (?:off|from) (?:a |the |my |our )?(?:[\w-]+ ){0,2}?(?:bridge|building|roof|balcony|cliff|car park|tower|flats|window|overpass|viaduct)|jumping in front of|throwing myself (?:off|under|in front of)|lying (?:down )?on the (?:tracks|railway line)|stepping in front of|running the (?:car|engine) in the garage|driving (?:my car )?into (?:a|the) (?:wall|tree|river|lorry|truck|bridge))",
         r"\b(?:lie|lay|put) my head (?:down )?on (?:the )?(?:train[- ]?)?tracks\b",
@@ -238,8 +242,8 @@ _SELF_RULES: list[tuple[str, tuple[str, ...], str]] = [
         # suicide feels, is researching it (a tattoo or childbirth is not a method).
         r"\b(?:least|less) painful (?:way|method|means)s? (?:to|of) (?:die|dying|go|kill (?:myself|yourself|oneself)|end (?:it|my life|things)|commit suicide|suicide)\b",
         r"\b(?:painless|quickest|easiest|fastest|surest|best) (?:way|method|means)s? (?:to|of) (?:die|dying|kill (?:myself|yourself|oneself)|end my life|commit suicide|suicide)\b",
-        r"\b(?:is|are|would|does) (?:hanging|drowning|overdosing|an overdose|slitting (?:your|my) wrists|bleeding out|shooting (?:yourself|myself))(?: (?:too|very|really|that|so))? (?:painful|painless|quick|fast|hurt)\b",
-        r"\bhow (?:painful|quick|fast) (?:is|would be) (?:hanging|drowning|overdosing|an overdose|slitting (?:your|my) wrists|bleeding out|shooting (?:yourself|myself))\b"),
+        rf"\b(?:is|are|would|does) {_METHOD_ACT}(?: (?:too|very|really|that|so))? (?:painful|painless|quick|fast|hurt)\b",
+        rf"\bhow (?:painful|quick|fast) (?:is|would be) {_METHOD_ACT}\b"),
      "thought thinking think worked figured know picturing imagining planning planned plan od pills tablets meds "
      "paracetamol enough work guarantee how nitrite cyanide bleach antifreeze insulin tylenol acetaminophen overdose "
      "helium poison painful painless quickest easiest fastest surest best hanging drowning overdosing slitting "
