@@ -47,13 +47,12 @@ import csv
 import hashlib
 import json
 import random
-import re
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_cssrs_posts import scrub
-from make_reddit_posts import _read, add_label_args, split_of, write
+from make_reddit_posts import _read, add_label_args, repeat_key, split_of, write
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 20261205
@@ -92,11 +91,6 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _key(text: str) -> str:
-    """How a repeated post is known: its first 150 characters of words, lower case, without punctuation."""
-    return re.sub(r"\W+", " ", text.lower()).strip()[:150]
-
-
 def sample(source: str, csv_path: Path) -> list[dict]:
     name, prefix, read, rows = SOURCES[source]
     if csv_path.name != name:
@@ -104,8 +98,10 @@ def sample(source: str, csv_path: Path) -> list[dict]:
     with csv_path.open(encoding="utf-8", newline="") as f:
         picked = [read(r) for r in csv.DictReader(f)]
     random.Random(SEED).shuffle(picked)
-    seen: set[str] = set()  # the sources repeat some posts; in shuffle order, a repeat is left out
-    picked = [p for p in picked if not (_key(p[0]) in seen or seen.add(_key(p[0])))][rows]
+    first: dict[str, tuple[str, str]] = {}  # the sources repeat some posts; in shuffle order, a repeat is left out
+    for post in picked:
+        first.setdefault(repeat_key(post[0]), post)
+    picked = list(first.values())[rows]
     return [{"id": f"{prefix}-{k:04d}", "text": scrub(text), "split": split_of(f"{prefix}-{k:04d}"), "forum": forum}
             for k, (text, forum) in enumerate(picked, 1)]
 

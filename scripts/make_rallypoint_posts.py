@@ -34,14 +34,13 @@ from __future__ import annotations
 
 import argparse
 import random
-import re
 import sys
 from pathlib import Path
 
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_reddit_posts import add_label_args, split_of, write
+from make_reddit_posts import add_label_args, repeat_key, split_of, write
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "psychocounsel" / "data" / "crisis_rallypoint.jsonl"
@@ -51,12 +50,6 @@ SEED = 20261210
 # The later draws: posts the source did not mark as about mental health, none drawn before (id prefix, seed, posts).
 LATER = {2: ("rp2", 20261215, 220), 3: ("rp3", 20261216, 200), 4: ("rp4", 20261217, 200),
          5: ("rp5", 20261218, 200), 6: ("rp6", 20261219, 200)}
-
-
-def _key(text: str) -> str:
-    """How a repeated post is known: its first 150 characters of words, lower case, without punctuation (the source
-    repeats some posts with a comma changed, or cut short)."""
-    return re.sub(r"\W+", " ", text.lower()).strip()[:150]
 
 
 def sample(folder: Path, draw: int = 1) -> list[dict]:
@@ -70,17 +63,17 @@ def sample(folder: Path, draw: int = 1) -> list[dict]:
               for r in pd.concat([marked, others]).itertuples()]
     rng.shuffle(picked)
     prefix, left = "rp", d[(d.label == 0) & ~d.index.isin(others.index)]
-    drawn = set(pd.concat([marked, others]).doc.map(_key))
+    drawn = set(pd.concat([marked, others]).doc.map(repeat_key))
     for n in range(2, draw + 1):  # each later draw takes posts no earlier draw took
         prefix, seed, k = LATER[n]
         if n >= 3:  # from the third draw on, a post repeating one drawn before is left out
-            left = left[~left.doc.map(_key).isin(drawn)]
+            left = left[~left.doc.map(repeat_key).isin(drawn)]
         rng = random.Random(seed)
         taken = sorted(rng.sample(list(left.index), k))
         picked = [(r.doc, r.source.removeprefix("rallypoint "), int(r.label)) for r in left.loc[taken].itertuples()]
         rng.shuffle(picked)
         left = left.drop(taken)
-        drawn |= {_key(text) for text, _, _ in picked}
+        drawn |= {repeat_key(text) for text, _, _ in picked}
     return [{"id": f"{prefix}-{k:04d}", "text": text, "split": split_of(f"{prefix}-{k:04d}"), "set": source,
              "mental_health": mark} for k, (text, source, mark) in enumerate(picked, 1)]
 

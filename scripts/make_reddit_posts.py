@@ -51,6 +51,7 @@ import argparse
 import hashlib
 import json
 import random
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -83,13 +84,18 @@ DRAWS = {
     # The seventh, the everyday part of an inbox where risk is rare: 30 from each everyday forum, 10 from each of
     # the four furthest (the support forums have no post left).
     7: (DATA / "crisis_reddit_7.jsonl", "rmhd7", 20261214, {**{e: 30 for e in EVERYDAY}, **{f: 10 for f in FAR}}, 0),
-    8: (DATA / "crisis_reddit_8.jsonl", "rmhd8", 20261216, {**{e: 20 for e in EVERYDAY}, **{f: 10 for f in FAR}}, 0),
-    9: (DATA / "crisis_reddit_9.jsonl", "rmhd9", 20261217, {**{e: 20 for e in EVERYDAY}, **{f: 10 for f in FAR}}, 0),
-    10: (DATA / "crisis_reddit_10.jsonl", "rmhd10", 20261218, {**{e: 20 for e in EVERYDAY}, **{f: 10 for f in FAR}}, 0),
-    11: (DATA / "crisis_reddit_11.jsonl", "rmhd11", 20261219, {**{e: 20 for e in EVERYDAY}, **{f: 10 for f in FAR}}, 0),
+    # The eighth to eleventh: 20 from each everyday forum, 10 from each of the four furthest.
+    **{n: (DATA / f"crisis_reddit_{n}.jsonl", f"rmhd{n}", seed, {**{e: 20 for e in EVERYDAY}, **{f: 10 for f in FAR}}, 0)
+       for n, seed in ((8, 20261216), (9, 20261217), (10, 20261218), (11, 20261219))},
 }
 # The annotators' name for a post with no risk signal, in the guide's vocabulary.
 CATEGORY_NAMES = {"ordinary": "everyday"}
+
+
+def repeat_key(text: str) -> str:
+    """How a repeated post is known: its first 150 characters of words, lower case, without punctuation (the
+    sources repeat some posts with a comma changed, or cut short)."""
+    return re.sub(r"\W+", " ", text.lower()).strip()[:150]
 
 
 def split_of(row_id: str) -> str:

@@ -14,8 +14,9 @@ take hours on 2 cores (4.2 s a step with other work sharing them); it needs a GP
 only) or shorter inputs, then a fresh set to be tested on (docs/CRISIS_SCREEN.md, "Twelfth score").
 
 Training rows: every labelled set in psychocounsel/data except the held-out parts in ``HELD_OUT`` (none now: every
-set has been scored once, docs/CRISIS_SCREEN.md records each first score, and all are training rows). Tiers are read through ``safety.labels.crisis_tier``: another
-adult's risk and danger from someone else are concerns, not risk.
+set has been scored once, docs/CRISIS_SCREEN.md records each first score, and all are training rows). Tiers are
+read through ``safety.labels.crisis_tier``: another adult's risk and danger from someone else are concerns, not
+risk.
 
 1. Layer-12 token states of every text, once (with ``--cache``, one file per text: a rerun skips the model's
    first 12 layers, ~8 min).
