@@ -139,6 +139,11 @@ class Signal:
     text: str
 
 
+def top_tier(signals: Iterable[Signal]) -> Tier:
+    """The highest tier the signals give on their own (``KIND_TIER``); none for no signal."""
+    return max((KIND_TIER[s.kind] for s in signals), key=TIER_RANK.__getitem__, default="none")
+
+
 @dataclass(frozen=True)
 class Screen:
     tier: Tier
@@ -149,15 +154,13 @@ class Screen:
     @property
     def rules_tier(self) -> Tier:
         """The tier the rules' own evidence gives, without the learned layer's raises."""
-        return max((KIND_TIER[s.kind] for s in self.signals if s.kind not in LEARNED_KINDS),
-                   key=TIER_RANK.__getitem__, default="none")
+        return top_tier(s for s in self.signals if s.kind not in LEARNED_KINDS)
 
     @property
     def firm_tier(self) -> Tier:
         """The tier of the rules' evidence that a reviewing model may not clear: every rule signal but ideation
-        read from words alone (``REVIEWABLE_KINDS``)."""
-        return max((KIND_TIER[s.kind] for s in self.signals if s.kind not in LEARNED_KINDS | REVIEWABLE_KINDS),
-                   key=TIER_RANK.__getitem__, default="none")
+        or a farewell read from words alone (``REVIEWABLE_KINDS``)."""
+        return top_tier(s for s in self.signals if s.kind not in LEARNED_KINDS | REVIEWABLE_KINDS)
 
     @property
     def concerns(self) -> tuple[Signal, ...]:
@@ -522,7 +525,7 @@ def _finish(found: list[Signal], text: str, norm: str | None = None) -> Screen:
                 out[-1] = s
             continue
         out.append(s)
-    tier: Tier = max((KIND_TIER[s.kind] for s in out), key=TIER_RANK.__getitem__, default="none")
+    tier = top_tier(out)
     return Screen(tier=tier, signals=tuple(out))
 
 
