@@ -1,6 +1,6 @@
 """Crisis screen on the labelled sets (crisis_messages, cssrs_posts, crisis_independent, crisis_inbox,
-crisis_counselchat, crisis_fresh, the Reddit draws crisis_reddit, _2 to _12, crisis_rallypoint, _2 to _7, and the
-linked sets crisis_sdcnl, _2 to _7 and crisis_suicide_detection where their text was rebuilt), per split.
+crisis_counselchat, crisis_fresh, the Reddit draws crisis_reddit, _2 to _13, crisis_rallypoint, _2 to _8, and the
+linked sets crisis_sdcnl, _2 to _8 and crisis_suicide_detection where their text was rebuilt), per split.
 
     .venv/bin/python bench/bench_crisis_sets.py                # every set: dev, heldout, all
     .venv/bin/python bench/bench_crisis_sets.py --sets crisis_fresh crisis_counselchat --split heldout --learned
@@ -64,8 +64,8 @@ DATA = ROOT / "psychocounsel" / "data"
 OUT = ROOT / "bench" / "out"
 SETS = {name: DATA / f"{name}.jsonl" for name in (
     "crisis_messages", "cssrs_posts", "crisis_independent", "crisis_inbox", "crisis_counselchat", "crisis_fresh",
-    "crisis_reddit", *(f"crisis_reddit_{d}" for d in range(2, 13)),
-    "crisis_rallypoint", *(f"crisis_rallypoint_{d}" for d in range(2, 8)))}
+    "crisis_reddit", *(f"crisis_reddit_{d}" for d in range(2, 14)),
+    "crisis_rallypoint", *(f"crisis_rallypoint_{d}" for d in range(2, 9)))}
 # Linked sets: only their labels are committed (bench/data/*.labels.jsonl); scripts/make_linked_posts.py rebuilds
 # the text into bench/out/.
 SETS |= {f.name.removesuffix(".labels.jsonl"): OUT / f.name.replace(".labels", "")

@@ -77,7 +77,8 @@ SOURCES = {"sdcnl": ("testing-set.csv", "sdcnl", _sdcnl, slice(None)),
            "sdcnl_4": ("training-set.csv", "sdcnl4", _sdcnl, slice(320, 560)),
            "sdcnl_5": ("training-set.csv", "sdcnl5", _sdcnl, slice(560, 800)),
            "sdcnl_6": ("training-set.csv", "sdcnl6", _sdcnl, slice(800, 1040)),
-           "sdcnl_7": ("training-set.csv", "sdcnl7", _sdcnl, slice(1040, 1280))}
+           "sdcnl_7": ("training-set.csv", "sdcnl7", _sdcnl, slice(1040, 1280)),
+           "sdcnl_8": ("training-set.csv", "sdcnl8", _sdcnl, slice(1280, None))}
 
 
 def labels_path(source: str) -> Path:

@@ -49,7 +49,8 @@ SOURCES = tuple(f"rallypoint Set {i}" for i in range(1, 7)) + ("rallypoint first
 SEED = 20261210
 # The later draws: posts the source did not mark as about mental health, none drawn before (id prefix, seed, posts).
 LATER = {2: ("rp2", 20261215, 220), 3: ("rp3", 20261216, 200), 4: ("rp4", 20261217, 200),
-         5: ("rp5", 20261218, 200), 6: ("rp6", 20261219, 200), 7: ("rp7", 20261220, 200)}
+         5: ("rp5", 20261218, 200), 6: ("rp6", 20261219, 200), 7: ("rp7", 20261220, 200),
+         8: ("rp8", 20261221, 200)}
 
 
 def sample(folder: Path, draw: int = 1) -> list[dict]:

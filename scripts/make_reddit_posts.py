@@ -84,9 +84,10 @@ DRAWS = {
     # The seventh, the everyday part of an inbox where risk is rare: 30 from each everyday forum, 10 from each of
     # the four furthest (the support forums have no post left).
     7: (DATA / "crisis_reddit_7.jsonl", "rmhd7", 20261214, {**{e: 30 for e in EVERYDAY}, **{f: 10 for f in FAR}}, 0),
-    # The eighth to twelfth: 20 from each everyday forum, 10 from each of the four furthest.
+    # The eighth to thirteenth: 20 from each everyday forum, 10 from each of the four furthest.
     **{n: (DATA / f"crisis_reddit_{n}.jsonl", f"rmhd{n}", seed, {**{e: 20 for e in EVERYDAY}, **{f: 10 for f in FAR}}, 0)
-       for n, seed in ((8, 20261216), (9, 20261217), (10, 20261218), (11, 20261219), (12, 20261220))},
+       for n, seed in ((8, 20261216), (9, 20261217), (10, 20261218), (11, 20261219), (12, 20261220),
+                             (13, 20261221))},
 }
 # The annotators' name for a post with no risk signal, in the guide's vocabulary.
 CATEGORY_NAMES = {"ordinary": "everyday"}

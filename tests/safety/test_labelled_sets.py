@@ -275,7 +275,8 @@ REDDIT_DRAWS = {"crisis_reddit.jsonl": (1060, 27), "crisis_reddit_2.jsonl": (115
                 "crisis_reddit_4.jsonl": (550, 27), "crisis_reddit_5.jsonl": (531, 27), "crisis_reddit_6.jsonl": (1002, 25),
                 "crisis_reddit_7.jsonl": (220, 10), "crisis_reddit_8.jsonl": (160, 10),
                 "crisis_reddit_9.jsonl": (160, 10), "crisis_reddit_10.jsonl": (160, 10),
-                "crisis_reddit_11.jsonl": (144, 10), "crisis_reddit_12.jsonl": (108, 8)}
+                "crisis_reddit_11.jsonl": (144, 10), "crisis_reddit_12.jsonl": (108, 8),
+                "crisis_reddit_13.jsonl": (40, 4)}
 
 
 @pytest.mark.parametrize("name", REDDIT_DRAWS)
@@ -354,7 +355,7 @@ def test_linked_posts_rebuild_checks_every_text_against_its_hash(tmp_path, monke
 LINKED = {"crisis_sdcnl": (379, {"SuicideWatch", "depression"}), "crisis_sdcnl_2": (80, {"SuicideWatch", "depression"}),
           "crisis_sdcnl_3": (240, {"SuicideWatch", "depression"}), "crisis_sdcnl_4": (240, {"SuicideWatch", "depression"}),
           "crisis_sdcnl_5": (240, {"SuicideWatch", "depression"}), "crisis_sdcnl_6": (240, {"SuicideWatch", "depression"}),
-          "crisis_sdcnl_7": (240, {"SuicideWatch", "depression"}),
+          "crisis_sdcnl_7": (240, {"SuicideWatch", "depression"}), "crisis_sdcnl_8": (229, {"SuicideWatch", "depression"}),
           "crisis_suicide_detection": (237, {"SuicideWatch", "teenagers"})}
 
 
@@ -377,7 +378,7 @@ def test_linked_set_is_doubly_labelled_textless_and_frozen(name):
     assert name in notice and "make_linked_posts.py" in notice
 
 
-@pytest.mark.parametrize("draw,n_posts", [(2, 220), (3, 200), (4, 200), (5, 200), (6, 200), (7, 200)])
+@pytest.mark.parametrize("draw,n_posts", [(2, 220), (3, 200), (4, 200), (5, 200), (6, 200), (7, 200), (8, 200)])
 def test_later_rallypoint_draws_are_doubly_labelled_unmarked_new_and_frozen(draw, n_posts):
     path = DATA / f"crisis_rallypoint_{draw}.jsonl"
     rows_ = rows(path)
