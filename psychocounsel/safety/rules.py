@@ -80,6 +80,12 @@ _SELF_RULES: list[tuple[str, tuple[str, ...], str]] = [
         r"\bwant to not be here\b",
         r"\bkms\b|\b(?:feel|feeling|felt) like end(?:ing)? it(?: all)?\b|\bsuicide (?:is|has been|'s) (?:always |constantly |often )?on my mind\b"),
      "kill killing life end ending suicidal suicide here kms"),
+    # Going somewhere and not coming back ("going out for a nightwalk, not planning on coming back"; "going to the
+    # quarry and not coming back"): said of oneself, a goodbye.
+    ("no_return", _rx(
+        r"\b(?:go|going|went|walk|walking|drive|driving|head|heading|leave|leaving|jump|jumping|swim|swimming)\b"
+        r"[^.!?\n]{0,50}?(?:\band |, ?)(?:not|never) (?:planning on |intending to be |going to be |gonna be )?coming back\b"),
+     "coming"),
     ("passive_death_wish", _rx(
         r"\b(?:want|wanted|wanting|wants|wanna) (?:to )?die\b(?! (?:of|from|laughing|a little|inside))",
         r"\bwish(?:ed|ing)? (?:I|i) (?:was|were|could be|'d be|had been) dead\b",
@@ -397,7 +403,7 @@ HYPOTHETICAL = re.compile(
 SUBJECT = re.compile(r"\b(?:[Ii]|[Ii]'m|[Ii]'ve|[Ii]'d|[Ii]'ll|me|[Hh]e|[Ss]he|[Tt]hey|[Hh]e's|[Ss]he's|[Tt]hey're|"
                       r"[Mm]y \w+|[A-Z][a-z]+)\b(?!')")
 # Patterns that can start without their subject ("wanting to die"): the clause says whose wish it is.
-SUBJECTLESS = {"passive_death_wish", "active_ideation", "self_harm_thoughts"}
+SUBJECTLESS = {"passive_death_wish", "active_ideation", "self_harm_thoughts", "no_return"}
 SUBJECT3 = re.compile(
     r"\b(?:i|i'm|i've|i'd|me|my(?= self)|(he|she|they)|(a|an|the|my|our|his|her|their) (caller|client|patient|customer|"
     r"friend|son|daughter|child|kid|boy|girl|teen|teenager|stepson|stepdaughter|brother|sister|mum|mom|mother|dad|"

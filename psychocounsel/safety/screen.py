@@ -64,7 +64,7 @@ from .rules import (
     WORD,
 )
 
-RULES_VERSION = "crisis-rules-12"
+RULES_VERSION = "crisis-rules-13"
 Tier = Literal["none", "possible", "high"]
 TIERS: tuple[Tier, ...] = ("none", "possible", "high")
 TIER_RANK = {t: i for i, t in enumerate(TIERS)}
@@ -73,8 +73,9 @@ TIER_RANK = {t: i for i, t in enumerate(TIERS)}
 KIND_TIER: dict[str, Tier] = {
     "passive_death_wish": "possible", "active_ideation": "possible", "self_harm_thoughts": "possible",
     "past_attempt": "possible", "past_self_harm": "possible", "dependent_at_risk": "possible",
-    # A short message that opens with a farewell ("Lost the battle. I'm sorry"): possible, for a reader to judge.
-    "farewell": "possible",
+    # A short message that opens with a farewell ("Lost the battle. I'm sorry"), or going somewhere "and not
+    # coming back": possible, for a reader to judge.
+    "farewell": "possible", "no_return": "possible",
     # Concerns, not risk (docs/CRISIS_LABELS.md): another adult's suicidal talk and danger from someone else
     # fall outside the crisis definition (the speaker, or someone in their care, at risk of suicide or
     # self-harm, or threatening someone). They stay as evidence, and a reply must still point to help.
@@ -94,12 +95,12 @@ LEARNED_KINDS = frozenset({"learned", "learned_high"})
 # suicidal for 27 years, now I coach others"), whose they are in talk about suicide, or what a short "This is it"
 # ends; attempts, self-harm, methods, plans, intent and every other rule signal stand whatever the model says
 # (docs/CRISIS_SCREEN.md, "Twelfth score").
-REVIEWABLE_KINDS = frozenset({"active_ideation", "passive_death_wish", "farewell"})
+REVIEWABLE_KINDS = frozenset({"active_ideation", "passive_death_wish", "farewell", "no_return"})
 # Kinds that only count next to the client's own ideation: alone they are everyday words ("pills",
 # "I gave my guitar to a friend", "I have a plan").
 _SUPPORTING = {"method", "preparation"}
 _OWN_IDEATION = {"passive_death_wish", "active_ideation", "self_harm_thoughts", "intent", "plan", "attempt",
-                 "command_hallucination", "method_ideation", "farewell"}
+                 "command_hallucination", "method_ideation", "farewell", "no_return"}
 # A plan said only as a decision ("I decided", "made my mind up", "picked the date") counts next to other
 # ideation in the speech, as method and preparation do: alone it is everyday speech ("I decided to meet her"
 # fired high on 6 of 411 real counseling questions).
@@ -117,7 +118,7 @@ _REACH = {"command_hallucination": (10, 70), "intent": (45, 45), "plan": (45, 10
           "self_harm": (45, 40), "self_harm_thoughts": (45, 20), "active_ideation": (45, 45), "passive_death_wish": (65, 50),
           "method": (25, 30), "preparation": (30, 45), "harm_from_others": (30, 45), "ideation3": (45, 25),
           "harm3": (35, 25), "self_harm_urge": (60, 40), "method_ideation": (30, 110), "harm_to_others": (40, 100), "harm_to_others_urge": (40, 50),
-          "farewell": (0, 30)}
+          "farewell": (0, 30), "no_return": (75, 15)}
 # A conditional threat said to be meant ("If she leaves me I'll kill myself. I mean it") is intent, not a
 # hypothetical (docs/CRISIS_LABELS.md, high rule 2): the words that say so, within the next sentence or two.
 _MEANT = re.compile(r"\b(?:I mean it|I'm serious|I am serious|not joking|I'm not kidding|serious question|"
@@ -303,8 +304,6 @@ def _third(kind_from: str, text: str, m: re.Match, who: str) -> str | None:
 
 
 def _idiom(kind: str, text: str, m: re.Match) -> bool:
-    if kind == "farewell" and len(text.strip()) > FAREWELL_MAX_CHARS:
-        return True  # "This is it" opening a long post is a story's turn, not a goodbye
     if kind == "self_harm" and DOING_IT.search(m.group(0)) and not SELF_HARM_CONTEXT.search(
             text, max(0, m.start() - IT_REACH_CHARS), m.start()):
         return True  # "I've been doing it since 2009", of medication and counselling: "it" is not self-harm
@@ -414,9 +413,13 @@ def _rule_signals(text: str) -> list[Signal]:
     ctx = _Context(text)
     found: list[Signal] = []
     seen: set[tuple[str, int, int]] = set()
+    # "This is it" opening a long post is a story's turn, not a goodbye: a farewell is a short message's whole
+    long_text = len(text.strip()) > FAREWELL_MAX_CHARS
     for w in TRIGGER_WORDS.intersection(WORD.findall(low)):  # set work in C: most words are no trigger
         positions = _positions(low, w)
         for kind, rx, third in TRIGGERS[w]:
+            if kind == "farewell" and long_text:
+                continue
             for lo, hi in _windows(positions, *_REACH[kind]):
                 for m in rx.finditer(text, lo, min(hi, len(text))):
                     if (kind, m.start(), m.end()) not in seen:

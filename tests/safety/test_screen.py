@@ -598,6 +598,7 @@ REAL_WORDINGS = [
     ("What is the least painful way to die?", "high", "plan"),
     ("is hanging too painful", "high", "plan"),
     ("How painful is drowning?", "high", "plan"),
+    ("im going out for a nightwalk, not planning on coming back.", "possible", "no_return"),
 ]
 
 REAL_WORDING_TRAPS = [
@@ -631,6 +632,8 @@ REAL_WORDING_TRAPS = [
     "Is childbirth painful? I'm due in May.",
     "Is drowning a common cause of death in children?",
     "What's the best way to get to the airport?",
+    "My flatmate moved out in March. Since she's obviously not coming back, can I rent her room?",
+    "He went out for cigarettes and never came back when I was six.",
     "This is it, the week I find out whether I passed. " + "I have revised every night for a month. " * 5,
 ]
 
