@@ -11,6 +11,8 @@ committed (bench/data/<set>.labels.jsonl); the text is rebuilt on your machine f
     .venv/bin/python scripts/make_linked_posts.py sdcnl_4 /tmp/sdcnl/data/training-set.csv --rebuild
     .venv/bin/python scripts/make_linked_posts.py sdcnl_5 /tmp/sdcnl/data/training-set.csv --rebuild
     .venv/bin/python scripts/make_linked_posts.py sdcnl_6 /tmp/sdcnl/data/training-set.csv --rebuild
+    .venv/bin/python scripts/make_linked_posts.py sdcnl_7 /tmp/sdcnl/data/training-set.csv --rebuild
+    .venv/bin/python scripts/make_linked_posts.py sdcnl_8 /tmp/sdcnl/data/training-set.csv --rebuild
     .venv/bin/python bench/bench_crisis_sets.py --sets crisis_sdcnl crisis_suicide_detection --learned
 
 ``--rebuild`` joins the committed labels with the text and checks every hash: it writes
@@ -29,7 +31,9 @@ Sources (docs/CRISIS_SCREEN.md, "Thirteenth score"):
   same shuffle, scored with crisis_reddit_8 and crisis_rallypoint_3 ("Fifteenth score"); ``sdcnl_4``: the 240 after
   those, with crisis_reddit_9 and crisis_rallypoint_4 ("Sixteenth score"); ``sdcnl_5``: the next 240, with
   crisis_reddit_10 and crisis_rallypoint_5 ("Seventeenth score"); ``sdcnl_6``: the next 240, with
-  crisis_reddit_11 and crisis_rallypoint_6 ("Eighteenth score").
+  crisis_reddit_11 and crisis_rallypoint_6 ("Eighteenth score"); ``sdcnl_7``: the next 240, with crisis_reddit_12
+  and crisis_rallypoint_7 ("Nineteenth score"); ``sdcnl_8``: the last 229 of the shuffle, with crisis_reddit_13
+  and crisis_rallypoint_8 ("Twentieth score").
 - ``suicide_detection``: the 237-post copy of Kaggle's "Suicide and Depression Detection" (Komati, 2021;
   r/SuicideWatch posts marked ``suicide`` and r/teenagers posts marked ``non-suicide``) in
   github.com/Badhrinadhgvs/Suicide-Prediction ``Suicide_Detection.csv``. Its titles run into the body as the

@@ -27,7 +27,8 @@ with crisis_reddit_7 and crisis_sdcnl_2 ("Fourteenth score"). The third (``--dra
 same way, scored with crisis_reddit_8 and crisis_sdcnl_3 ("Fifteenth score"); the fourth (``rp4-``) likewise, with
 crisis_reddit_9 and crisis_sdcnl_4 ("Sixteenth score"), and the fifth (``rp5-``) with crisis_reddit_10 and
 crisis_sdcnl_5 ("Seventeenth score"); the sixth (``rp6-``) with crisis_reddit_11 and crisis_sdcnl_6 ("Eighteenth
-score").
+score"); the seventh (``rp7-``) with crisis_reddit_12 and crisis_sdcnl_7 ("Nineteenth score"), and the eighth
+(``rp8-``) with crisis_reddit_13 and crisis_sdcnl_8 ("Twentieth score").
 """
 
 from __future__ import annotations

