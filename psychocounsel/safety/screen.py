@@ -413,7 +413,7 @@ def _rule_signals(text: str) -> list[Signal]:
     ctx = _Context(text)
     found: list[Signal] = []
     seen: set[tuple[str, int, int]] = set()
-    # "This is it" opening a long post is a story's turn, not a goodbye: a farewell is a short message's whole
+    # A farewell counts only as the whole of a short message: "This is it" opening a long post is a story's turn
     long_text = len(text.strip()) > FAREWELL_MAX_CHARS
     for w in TRIGGER_WORDS.intersection(WORD.findall(low)):  # set work in C: most words are no trigger
         positions = _positions(low, w)
