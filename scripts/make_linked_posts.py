@@ -13,6 +13,8 @@ committed (bench/data/<set>.labels.jsonl); the text is rebuilt on your machine f
     .venv/bin/python scripts/make_linked_posts.py sdcnl_6 /tmp/sdcnl/data/training-set.csv --rebuild
     .venv/bin/python scripts/make_linked_posts.py sdcnl_7 /tmp/sdcnl/data/training-set.csv --rebuild
     .venv/bin/python scripts/make_linked_posts.py sdcnl_8 /tmp/sdcnl/data/training-set.csv --rebuild
+    git clone https://github.com/torrentpien/chatgpt-textmining-workshop /tmp/tpw     # another Kaggle copy
+    .venv/bin/python scripts/make_linked_posts.py suicide_detection_2 /tmp/tpw/Suicide_Detection.csv --rebuild
     .venv/bin/python bench/bench_crisis_sets.py --sets crisis_sdcnl crisis_suicide_detection --learned
 
 ``--rebuild`` joins the committed labels with the text and checks every hash: it writes
@@ -38,10 +40,14 @@ Sources (docs/CRISIS_SCREEN.md, "Thirteenth score"):
   r/SuicideWatch posts marked ``suicide`` and r/teenagers posts marked ``non-suicide``) in
   github.com/Badhrinadhgvs/Suicide-Prediction ``Suicide_Detection.csv``. Its titles run into the body as the
   source has them. The forum is read from the source's class; it is not a risk label.
+- ``suicide_detection_2``: a 500-post copy of the same Kaggle set in github.com/torrentpien/chatgpt-textmining-workshop
+  ``Suicide_Detection.csv`` (commit 496c454), its posts of 80-2,000 characters that no other set labels (186 of
+  the 500 are in the first copy): 265 posts, labelled and frozen alone ("Twenty-first score").
 
 Every post of each file is taken unless a slice of it is named (links, user mentions, e-mails and phone numbers
-masked), shuffled with a fixed seed and numbered; a post repeating one earlier in the shuffle is left out. None
-repeats a text of another labelled set. Each set served once, whole, as a fresh test.
+masked), shuffled with a fixed seed and numbered; a post repeating one earlier in the shuffle is left out, and so
+is a post labelled from another copy or in a shipped set (``elsewhere``). Each set served once, whole, as a fresh
+test.
 """
 
 from __future__ import annotations
@@ -72,6 +78,12 @@ def _suicide_detection(row: dict) -> tuple[str, str]:
     return row["text"].strip(), "SuicideWatch" if row["class"] == "suicide" else "teenagers"
 
 
+def _suicide_detection_sample(row: dict) -> tuple[str, str] | None:
+    """A larger sample of the same Kaggle set: posts of 80-2,000 characters, as the Reddit draws take."""
+    text, forum = _suicide_detection(row)
+    return (text, forum) if 80 <= len(text) <= 2000 else None
+
+
 # name: (file, id prefix, how one CSV row becomes text and forum, which of the shuffled posts). The draws from one
 # file take disjoint slices of one shuffle, so no post is drawn twice.
 SOURCES = {"sdcnl": ("testing-set.csv", "sdcnl", _sdcnl, slice(None)),
@@ -82,7 +94,8 @@ SOURCES = {"sdcnl": ("testing-set.csv", "sdcnl", _sdcnl, slice(None)),
            "sdcnl_5": ("training-set.csv", "sdcnl5", _sdcnl, slice(560, 800)),
            "sdcnl_6": ("training-set.csv", "sdcnl6", _sdcnl, slice(800, 1040)),
            "sdcnl_7": ("training-set.csv", "sdcnl7", _sdcnl, slice(1040, 1280)),
-           "sdcnl_8": ("training-set.csv", "sdcnl8", _sdcnl, slice(1280, None))}
+           "sdcnl_8": ("training-set.csv", "sdcnl8", _sdcnl, slice(1280, None)),
+           "suicide_detection_2": ("Suicide_Detection.csv", "ksd2", _suicide_detection_sample, slice(None))}
 
 
 def labels_path(source: str) -> Path:
@@ -97,17 +110,33 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def elsewhere(source: str) -> set[str]:
+    """The text hashes of every post labelled from another copy (another file, or another reading of one) and in
+    the shipped sets. Slices of one copy's shuffle are disjoint already, and must not shift."""
+    file, _, read, _ = SOURCES[source]
+    out = {json.loads(line)["sha256"] for other, (f, _, r, _) in SOURCES.items()
+           if (f, r) != (file, read) and labels_path(other).exists()
+           for line in labels_path(other).read_text(encoding="utf-8").splitlines() if line.strip()}
+    for path in (ROOT / "psychocounsel" / "data").glob("*.jsonl"):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            text = json.loads(line).get("text") if line.strip() else None
+            if isinstance(text, str):
+                out.add(text_hash(text))
+    return out
+
+
 def sample(source: str, csv_path: Path) -> list[dict]:
     name, prefix, read, rows = SOURCES[source]
     if csv_path.name != name:
         sys.exit(f"{csv_path}: {source} is drawn from the source's {name}")
     with csv_path.open(encoding="utf-8", newline="") as f:
-        picked = [read(r) for r in csv.DictReader(f)]
+        picked = [post for post in map(read, csv.DictReader(f)) if post is not None]
     random.Random(SEED).shuffle(picked)
     first: dict[str, tuple[str, str]] = {}  # the sources repeat some posts; in shuffle order, a repeat is left out
     for post in picked:
         first.setdefault(repeat_key(post[0]), post)
-    picked = list(first.values())[rows]
+    labelled = elsewhere(source)  # two copies of one source share posts: a post labelled in another set is left out
+    picked = [post for post in first.values() if text_hash(scrub(post[0])) not in labelled][rows]
     return [{"id": f"{prefix}-{k:04d}", "text": scrub(text), "split": split_of(f"{prefix}-{k:04d}"), "forum": forum}
             for k, (text, forum) in enumerate(picked, 1)]
 

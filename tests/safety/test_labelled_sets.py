@@ -351,8 +351,23 @@ def test_linked_posts_rebuild_checks_every_text_against_its_hash(tmp_path, monke
         script.rebuild(posts, labels, out)
 
 
+def test_linked_posts_leave_out_a_post_labelled_from_another_copy(tmp_path, monkeypatch):
+    script = _linked_posts_script()
+    source = tmp_path / "Suicide_Detection.csv"
+    source.write_text(",text,class\n0,I can't stop thinking about ending it and I have not slept properly for weeks now,suicide\n"
+                      "1,Finally passed my driving test after three tries this year and my mum cried at the kerb,"
+                      "non-suicide\n", encoding="utf-8")
+    first = script.sample("suicide_detection", source)
+    monkeypatch.setattr(script, "labels_path", lambda name: tmp_path / f"{name}.labels.jsonl")
+    script.labels_path("suicide_detection").write_text(
+        json.dumps({"id": first[0]["id"], "sha256": script.text_hash(first[0]["text"])}) + "\n", encoding="utf-8")
+    second = script.sample("suicide_detection_2", source)  # another copy of the same set
+    assert [p["text"] for p in second] == [first[1]["text"]] and second[0]["id"] == "ksd2-0001"
+
+
 # Posts and forums per linked set (bench/data/LINKED_SETS.md).
-LINKED = {"crisis_sdcnl": (379, {"SuicideWatch", "depression"}), "crisis_sdcnl_2": (80, {"SuicideWatch", "depression"}),
+LINKED = {"crisis_suicide_detection_2": (265, {"SuicideWatch", "teenagers"}),
+          "crisis_sdcnl": (379, {"SuicideWatch", "depression"}), "crisis_sdcnl_2": (80, {"SuicideWatch", "depression"}),
           "crisis_sdcnl_3": (240, {"SuicideWatch", "depression"}), "crisis_sdcnl_4": (240, {"SuicideWatch", "depression"}),
           "crisis_sdcnl_5": (240, {"SuicideWatch", "depression"}), "crisis_sdcnl_6": (240, {"SuicideWatch", "depression"}),
           "crisis_sdcnl_7": (240, {"SuicideWatch", "depression"}), "crisis_sdcnl_8": (229, {"SuicideWatch", "depression"}),
@@ -374,6 +389,9 @@ def test_linked_set_is_doubly_labelled_textless_and_frozen(name):
     assert heldout_sha256(path) == frozen(path.name, "bench/data"), f"a held-out row of {name} changed"
     shipped = {hashlib.sha256(r["text"].encode()).hexdigest() for f in DATA.glob("crisis_*.jsonl") for r in rows(f)}
     assert not shipped & {r["sha256"] for r in rows_}, "a linked post repeats a shipped set's text"
+    others = {r["sha256"] for other in LINKED if other != name
+              for r in rows(ROOT / "bench" / "data" / f"{other}.labels.jsonl")}
+    assert not others & {r["sha256"] for r in rows_}, "a linked post repeats another linked set's text"
     notice = (ROOT / "bench" / "data" / "LINKED_SETS.md").read_text(encoding="utf-8")
     assert name in notice and "make_linked_posts.py" in notice
 
