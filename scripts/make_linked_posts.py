@@ -84,8 +84,8 @@ def _suicide_detection_sample(row: dict) -> tuple[str, str] | None:
     return (text, forum) if 80 <= len(text) <= 2000 else None
 
 
-# name: (file, id prefix, how one CSV row becomes text and forum, which of the shuffled posts). The draws from one
-# file take disjoint slices of one shuffle, so no post is drawn twice.
+# name: (file, id prefix, how one CSV row becomes text and forum or None when it is not taken, which of the
+# shuffled posts). The draws from one file take disjoint slices of one shuffle, so no post is drawn twice.
 SOURCES = {"sdcnl": ("testing-set.csv", "sdcnl", _sdcnl, slice(None)),
            "suicide_detection": ("Suicide_Detection.csv", "ksd", _suicide_detection, slice(None)),
            "sdcnl_2": ("training-set.csv", "sdcnl2", _sdcnl, slice(0, 80)),
