@@ -15,6 +15,8 @@ committed (bench/data/<set>.labels.jsonl); the text is rebuilt on your machine f
     .venv/bin/python scripts/make_linked_posts.py sdcnl_8 /tmp/sdcnl/data/training-set.csv --rebuild
     git clone https://github.com/torrentpien/chatgpt-textmining-workshop /tmp/tpw     # another Kaggle copy
     .venv/bin/python scripts/make_linked_posts.py suicide_detection_2 /tmp/tpw/Suicide_Detection.csv --rebuild
+    git clone https://github.com/madiklob/tweet_classification /tmp/tweets                # tweets
+    .venv/bin/python scripts/make_linked_posts.py twitter "/tmp/tweets/Suicide_Ideation_Dataset(Twitter-based).csv" --rebuild
     .venv/bin/python bench/bench_crisis_sets.py --sets crisis_sdcnl crisis_suicide_detection --learned
 
 ``--rebuild`` joins the committed labels with the text and checks every hash: it writes
@@ -43,6 +45,10 @@ Sources (docs/CRISIS_SCREEN.md, "Thirteenth score"):
 - ``suicide_detection_2``: a 500-post copy of the same Kaggle set in github.com/torrentpien/chatgpt-textmining-workshop
   ``Suicide_Detection.csv`` (commit 496c454), its posts of 80-2,000 characters that no other set labels (186 of
   the 500 are in the first copy): 265 posts, labelled and frozen alone ("Twenty-first score").
+- ``twitter``: 400 tweets of the "Suicide Ideation Dataset (Twitter-based)" that Kaggle spreads (1,787 tweets the
+  source marks "Potential Suicide post" or "Not Suicide post"; its mark is not a risk label and is not kept), as
+  the copy in github.com/madiklob/tweet_classification (commit 4377418): tweets of 15 characters or more, the
+  first 400 of the shuffle; a register no other set has ("Twenty-second score").
 
 Every post of each file is taken unless a slice of it is named (links, user mentions, e-mails and phone numbers
 masked), shuffled with a fixed seed and numbered; a post repeating one earlier in the shuffle is left out, and so
@@ -84,6 +90,12 @@ def _suicide_detection_sample(row: dict) -> tuple[str, str] | None:
     return (text, forum) if 80 <= len(text) <= 2000 else None
 
 
+def _tweet(row: dict) -> tuple[str, str] | None:
+    """A tweet of 15 characters or more, as the source has it (its mis-decoded apostrophes and emoji included)."""
+    text = (row["Tweet"] or "").strip()
+    return (text, "twitter") if len(text) >= 15 else None
+
+
 # name: (file, id prefix, how one CSV row becomes text and forum or None when it is not taken, which of the
 # shuffled posts). The draws from one file take disjoint slices of one shuffle, so no post is drawn twice.
 SOURCES = {"sdcnl": ("testing-set.csv", "sdcnl", _sdcnl, slice(None)),
@@ -95,7 +107,8 @@ SOURCES = {"sdcnl": ("testing-set.csv", "sdcnl", _sdcnl, slice(None)),
            "sdcnl_6": ("training-set.csv", "sdcnl6", _sdcnl, slice(800, 1040)),
            "sdcnl_7": ("training-set.csv", "sdcnl7", _sdcnl, slice(1040, 1280)),
            "sdcnl_8": ("training-set.csv", "sdcnl8", _sdcnl, slice(1280, None)),
-           "suicide_detection_2": ("Suicide_Detection.csv", "ksd2", _suicide_detection_sample, slice(None))}
+           "suicide_detection_2": ("Suicide_Detection.csv", "ksd2", _suicide_detection_sample, slice(None)),
+           "twitter": ("Suicide_Ideation_Dataset(Twitter-based).csv", "tw", _tweet, slice(0, 400))}
 
 
 def labels_path(source: str) -> Path:
