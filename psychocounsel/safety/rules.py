@@ -87,7 +87,8 @@ _SELF_RULES: list[tuple[str, tuple[str, ...], str]] = [
         r"[^.!?\n]{0,50}?(?:\band |, ?)(?:not|never) (?:planning on |intending to be |going to be |gonna be )?coming back\b"),
      "coming"),
     ("passive_death_wish", _rx(
-        r"\b(?:want|wanted|wanting|wants|wanna) (?:to )?die\b(?! (?:of|from|laughing|a little|inside))",
+        r"\b(?:want|wanted|wanting|wants|wanna) (?:to )?(?:(?:fucking|fuckin|fkn|effing|really|just|actually|literally) )?"
+        r"die\b(?! (?:of|from|laughing|a little|inside))",
         r"\bwish(?:ed|ing)? (?:I|i) (?:was|were|could be|'d be|had been) dead\b",
         r"\bwish(?:ed|ing)? I (?:could|would|'d) (?:just )?(?:die|disappear forever|stop existing|not wake up|sleep forever|go to sleep and (?:not|never) wake up|fall asleep and (?:not|never) wake up)\b",
         r"\bwish(?:ed|ing)? I (?:just )?(?:hadn't|had not|didn't|did not|wouldn't) (?:woken|wake) up\b",

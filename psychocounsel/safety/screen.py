@@ -64,7 +64,7 @@ from .rules import (
     WORD,
 )
 
-RULES_VERSION = "crisis-rules-13"
+RULES_VERSION = "crisis-rules-14"
 Tier = Literal["none", "possible", "high"]
 TIERS: tuple[Tier, ...] = ("none", "possible", "high")
 TIER_RANK = {t: i for i, t in enumerate(TIERS)}

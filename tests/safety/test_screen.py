@@ -599,6 +599,7 @@ REAL_WORDINGS = [
     ("is hanging too painful", "high", "plan"),
     ("How painful is drowning?", "high", "plan"),
     ("im going out for a nightwalk, not planning on coming back.", "possible", "no_return"),
+    ("i want to fucking die", "possible", "passive_death_wish"),
 ]
 
 REAL_WORDING_TRAPS = [
