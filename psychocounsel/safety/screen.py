@@ -64,7 +64,7 @@ from .rules import (
     WORD,
 )
 
-RULES_VERSION = "crisis-rules-14"
+RULES_VERSION = "crisis-rules-15"
 Tier = Literal["none", "possible", "high"]
 TIERS: tuple[Tier, ...] = ("none", "possible", "high")
 TIER_RANK = {t: i for i, t in enumerate(TIERS)}
@@ -124,6 +124,7 @@ _REACH = {"command_hallucination": (10, 70), "intent": (45, 45), "plan": (45, 10
 _MEANT = re.compile(r"\b(?:I mean it|I'm serious|I am serious|not joking|I'm not kidding|serious question|"
                     r"(?:I've|I have) thought about how|(?:I've|I have) got the \w+)\b", ICASE)
 _MEANT_REACH_CHARS = 120
+_RETWEET = re.compile(r"\bRT @\w+:")
 _CONDITIONAL_KINDS = {"intent", "harm_to_others", "plan"}
 # A wish whose words name the client ("better off if I wasn't here") is the client's, whoever "they" are.
 _FIRST_PERSON_WISH = re.compile(r"\b(?:without me|if I|I)\b")
@@ -246,9 +247,12 @@ def _quote_at(quotes: list[tuple[int, int]], pos: int) -> tuple[int, int] | None
 
 
 def _quotes(text: str) -> list[tuple[int, int]]:
-    if '"' not in text and "'" not in text and "“" not in text and "‘" not in text:
-        return []
-    return [(m.start(), m.end()) for m in QUOTE.finditer(text)]
+    out = []
+    if '"' in text or "'" in text or "“" in text or "‘" in text:
+        out = [(m.start(), m.end()) for m in QUOTE.finditer(text)]
+    if "RT @" in text:  # a retweet: what follows "RT @user:" is someone else's words, to the end
+        out += [(m.end(), len(text)) for m in _RETWEET.finditer(text)][:1]
+    return out
 
 
 def _who(text: str, before: int) -> str:

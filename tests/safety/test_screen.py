@@ -600,6 +600,7 @@ REAL_WORDINGS = [
     ("How painful is drowning?", "high", "plan"),
     ("im going out for a nightwalk, not planning on coming back.", "possible", "no_return"),
     ("i want to fucking die", "possible", "passive_death_wish"),
+    ("I want to die. RT @bob: same", "possible", "passive_death_wish"),
 ]
 
 REAL_WORDING_TRAPS = [
@@ -635,6 +636,8 @@ REAL_WORDING_TRAPS = [
     "What's the best way to get to the airport?",
     "My flatmate moved out in March. Since she's obviously not coming back, can I rent her room?",
     "He went out for cigarettes and never came back when I was six.",
+    "@AbigailBrooke29,With Jake :),RT @yxrx_x: I desperately and whole heartedly dont want to be here anymore.",
+    'RT @no1bihet: One day ill kill myself and my suicide note will just be some shit like "my arms are kinda chubby"',
     "This is it, the week I find out whether I passed. " + "I have revised every night for a month. " * 5,
 ]
 
