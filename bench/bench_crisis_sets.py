@@ -1,7 +1,7 @@
 """Crisis screen on the labelled sets (crisis_messages, cssrs_posts, crisis_independent, crisis_inbox,
 crisis_counselchat, crisis_fresh, the Reddit draws crisis_reddit, _2 to _13, crisis_rallypoint, _2 to _8, and the
-linked sets crisis_sdcnl, _2 to _8, crisis_suicide_detection, _2 and crisis_twitter where their text was
-rebuilt), per split.
+linked sets crisis_sdcnl, _2 to _8, crisis_suicide_detection, _2 and crisis_twitter, _2 where their text
+was rebuilt), per split.
 
     .venv/bin/python bench/bench_crisis_sets.py                # every set: dev, heldout, all
     .venv/bin/python bench/bench_crisis_sets.py --sets crisis_fresh crisis_counselchat --split heldout --learned

@@ -17,6 +17,7 @@ committed (bench/data/<set>.labels.jsonl); the text is rebuilt on your machine f
     .venv/bin/python scripts/make_linked_posts.py suicide_detection_2 /tmp/tpw/Suicide_Detection.csv --rebuild
     git clone https://github.com/madiklob/tweet_classification /tmp/tweets                # tweets
     .venv/bin/python scripts/make_linked_posts.py twitter "/tmp/tweets/Suicide_Ideation_Dataset(Twitter-based).csv" --rebuild
+    .venv/bin/python scripts/make_linked_posts.py twitter_2 "/tmp/tweets/Suicide_Ideation_Dataset(Twitter-based).csv" --rebuild
     .venv/bin/python bench/bench_crisis_sets.py --sets crisis_sdcnl crisis_suicide_detection --learned
 
 ``--rebuild`` joins the committed labels with the text and checks every hash: it writes
@@ -48,7 +49,8 @@ Sources (docs/CRISIS_SCREEN.md, "Thirteenth score"):
 - ``twitter``: 400 tweets of the "Suicide Ideation Dataset (Twitter-based)" that Kaggle spreads (1,787 tweets the
   source marks "Potential Suicide post" or "Not Suicide post"; its mark is not a risk label and is not kept), as
   the copy in github.com/madiklob/tweet_classification (commit 4377418): tweets of 15 characters or more, the
-  first 400 of the shuffle; a register no other set has ("Twenty-second score").
+  first 400 of the shuffle; a register no other set has ("Twenty-second score"). ``twitter_2``: the next 400
+  ("Twenty-third score").
 
 Every post of each file is taken unless a slice of it is named (links, user mentions, e-mails and phone numbers
 masked), shuffled with a fixed seed and numbered; a post repeating one earlier in the shuffle is left out, and so
@@ -108,7 +110,8 @@ SOURCES = {"sdcnl": ("testing-set.csv", "sdcnl", _sdcnl, slice(None)),
            "sdcnl_7": ("training-set.csv", "sdcnl7", _sdcnl, slice(1040, 1280)),
            "sdcnl_8": ("training-set.csv", "sdcnl8", _sdcnl, slice(1280, None)),
            "suicide_detection_2": ("Suicide_Detection.csv", "ksd2", _suicide_detection_sample, slice(None)),
-           "twitter": ("Suicide_Ideation_Dataset(Twitter-based).csv", "tw", _tweet, slice(0, 400))}
+           "twitter": ("Suicide_Ideation_Dataset(Twitter-based).csv", "tw", _tweet, slice(0, 400)),
+           "twitter_2": ("Suicide_Ideation_Dataset(Twitter-based).csv", "tw2", _tweet, slice(400, 800))}
 
 
 def labels_path(source: str) -> Path:

@@ -367,6 +367,7 @@ def test_linked_posts_leave_out_a_post_labelled_from_another_copy(tmp_path, monk
 
 # Posts and forums per linked set (bench/data/LINKED_SETS.md).
 LINKED = {"crisis_suicide_detection_2": (265, {"SuicideWatch", "teenagers"}), "crisis_twitter": (400, {"twitter"}),
+          "crisis_twitter_2": (400, {"twitter"}),
           "crisis_sdcnl": (379, {"SuicideWatch", "depression"}), "crisis_sdcnl_2": (80, {"SuicideWatch", "depression"}),
           "crisis_sdcnl_3": (240, {"SuicideWatch", "depression"}), "crisis_sdcnl_4": (240, {"SuicideWatch", "depression"}),
           "crisis_sdcnl_5": (240, {"SuicideWatch", "depression"}), "crisis_sdcnl_6": (240, {"SuicideWatch", "depression"}),
