@@ -250,8 +250,9 @@ def _quotes(text: str) -> list[tuple[int, int]]:
     out = []
     if '"' in text or "'" in text or "“" in text or "‘" in text:
         out = [(m.start(), m.end()) for m in QUOTE.finditer(text)]
-    if "RT @" in text:  # a retweet: what follows "RT @user:" is someone else's words, to the end
-        out += [(m.end(), len(text)) for m in _RETWEET.finditer(text)][:1]
+    retweet = _RETWEET.search(text) if "RT @" in text else None
+    if retweet:  # what follows "RT @user:" is someone else's words, to the end
+        out.append((retweet.end(), len(text)))
     return out
 
 
