@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from bench_crisis_sets import SETS
-from train_crisis_layer import fold_of
+from train_crisis_layer import fold_of, group_of
 
 from psychocounsel.safety.labels import crisis_tier
 from psychocounsel.safety.learned import load_layer
@@ -68,8 +68,7 @@ def rows() -> list[dict]:
             r = json.loads(line)
             if "tier" not in r:
                 continue
-            group = min(r["id"], r["pair"]) if name == "crisis_boundaries" and r.get("pair") else r.get("pair") or r["id"]
-            if name in SIX_TRAINED and fold_of({"group": group}) != 0 and not (
+            if name in SIX_TRAINED and fold_of({"group": group_of(f"{name}.jsonl", r)}) != 0 and not (
                     name == "crisis_reddit" and r["split"] == "heldout"):
                 continue  # the shipped layer trained on it
             real = name.startswith(("crisis_reddit", "crisis_rallypoint", "crisis_sdcnl", "crisis_suicide"))

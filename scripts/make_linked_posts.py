@@ -130,9 +130,8 @@ def elsewhere(source: str) -> set[str]:
     """The text hashes of every post labelled from another copy (another file, or another reading of one) and in
     the shipped sets. Slices of one copy's shuffle are disjoint already, and must not shift."""
     file, _, read, _ = SOURCES[source]
-    out = {json.loads(line)["sha256"] for other, (f, _, r, _) in SOURCES.items()
-           if (f, r) != (file, read) and labels_path(other).exists()
-           for line in labels_path(other).read_text(encoding="utf-8").splitlines() if line.strip()}
+    out = {row["sha256"] for other, (f, _, r, _) in SOURCES.items()
+           if (f, r) != (file, read) and labels_path(other).exists() for row in _read(labels_path(other)).values()}
     for path in (ROOT / "psychocounsel" / "data").glob("*.jsonl"):
         for line in path.read_text(encoding="utf-8").splitlines():
             text = json.loads(line).get("text") if line.strip() else None

@@ -117,16 +117,21 @@ def rows() -> list[dict]:
         for r in _jsonl(name):
             if "tier" not in r or (name in HELD_OUT and r.get("split") == HELD_OUT[name]):
                 continue
-            group = r.get("pair") or r["id"]
-            if name == "crisis_boundaries.jsonl" and r.get("pair"):
-                group = min(r["id"], r["pair"])
-            out.append({"id": r["id"], "text": r["text"], "tier": crisis_tier(r), "source": name, "group": group})
+            out.append({"id": r["id"], "text": r["text"], "tier": crisis_tier(r), "source": name,
+                        "group": group_of(name, r)})
     for r in _jsonl("demo_speeches.jsonl"):
         if r["topic"] == "crisis" and r["id"] not in DEMO_RISK:
             raise SystemExit(f"demo speech {r['id']} is about a crisis and has no label in DEMO_RISK")
         out.append({"id": r["id"], "text": r["text"], "tier": DEMO_RISK.get(r["id"], "none"),
                     "source": "demo_speeches.jsonl", "group": r["id"]})
     return out
+
+
+def group_of(source: str, r: dict) -> str:
+    """The fold group of a row of ``source`` (a set's file name): the two halves of a contrast pair share one."""
+    if source == "crisis_boundaries.jsonl" and r.get("pair"):
+        return min(r["id"], r["pair"])
+    return r.get("pair") or r["id"]
 
 
 def fold_of(r: dict, folds: int = FOLDS) -> int:
